@@ -1,0 +1,158 @@
+//! The result bundle's format: its version, the manifest, and per-cell summaries. Every
+//! field name is snake_case with its unit. docs/bundle.md describes the layout.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::terminate::StopReport;
+use crate::metrics::gpu::GpuInventory;
+use crate::metrics::sampler::Resources;
+use crate::metrics::summary::CellMetrics;
+
+/// Bumped on any change a reader of older bundles would misread.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Where the run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Being written; a bundle left like this was cut off (the runner was killed).
+    Running,
+    /// Every cell was attempted; see each cell's status.
+    Complete,
+    /// The run stopped on an error of the runner itself.
+    Failed,
+    /// Stopped by a signal; the cells done so far are kept.
+    Interrupted,
+}
+
+/// `manifest.json`: what produced the numbers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub runner_version: String,
+    pub status: RunStatus,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why the run is failed or interrupted.
+    pub message: Option<String>,
+    pub plan: PlanInfo,
+    pub host: HostInfo,
+    pub gpu: GpuInventory,
+    pub engines: Vec<EngineRecord>,
+    pub cells: Vec<CellIndex>,
+}
+
+/// The plan behind the bundle.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanInfo {
+    pub name: String,
+    pub path: String,
+    pub sha256: String,
+    /// The commit of the repository holding the plan, when it is in one.
+    pub git_commit: Option<String>,
+    /// The plan file differs from that commit.
+    pub git_dirty: Option<bool>,
+}
+
+/// The machine the run happened on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub hostname: String,
+    pub os: String,
+    pub arch: String,
+    pub cpus: usize,
+    pub memory_total_bytes: Option<u64>,
+}
+
+/// What happened to one engine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EngineRecord {
+    pub name: String,
+    pub status: EngineStatus,
+    pub model: String,
+    /// The command line as launched (`{port}` filled in); empty for attached engines.
+    pub argv: Vec<String>,
+    pub url: Option<String>,
+    pub pid: Option<i32>,
+    pub version: Option<String>,
+    pub version_error: Option<String>,
+    pub ready_s: Option<f64>,
+    /// Memory once ready, before any load.
+    pub idle: Option<Resources>,
+    pub failure: Option<String>,
+    pub log_tail: Option<String>,
+    /// The engine's stdout and stderr, relative to the bundle.
+    pub log: Option<String>,
+    pub stop: Option<StopReport>,
+}
+
+/// An engine's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineStatus {
+    Pending,
+    Starting,
+    Ready,
+    /// It could not be launched, never became ready, or died.
+    Failed,
+    Stopped,
+    /// Not reached: the run was interrupted first.
+    Skipped,
+}
+
+/// One cell's entry in the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CellIndex {
+    pub id: String,
+    pub status: CellStatus,
+}
+
+/// How a cell ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CellStatus {
+    Pending,
+    /// Measured to the end (individual requests may still have failed).
+    Ok,
+    /// Not measured, or not to the end: its engine failed, or every request failed.
+    Failed,
+    /// Stopped by a signal; whatever was measured is kept.
+    Interrupted,
+}
+
+/// `cells/<id>.summary.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CellSummary {
+    pub id: String,
+    pub engine: String,
+    pub workload: String,
+    pub concurrency: u32,
+    pub status: CellStatus,
+    pub reason: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub metrics: Option<CellMetrics>,
+    pub resources: Option<Resources>,
+    pub slo: Option<SloVerdict>,
+    /// Raw per-request records, relative to the bundle.
+    pub records: Option<String>,
+}
+
+/// A cell's SLO verdict: every check passed and no request failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SloVerdict {
+    pub passed: bool,
+    pub checks: BTreeMap<String, SloCheck>,
+    pub requests_failed: u64,
+}
+
+/// One threshold against its measured value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SloCheck {
+    pub max_ms: f64,
+    pub actual_ms: Option<f64>,
+    pub passed: bool,
+}

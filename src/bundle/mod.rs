@@ -1,0 +1,5 @@
+//! The result bundle: its format, writing it as the run goes, reading it back.
+
+pub mod format;
+pub mod read;
+pub mod write;

@@ -1,0 +1,117 @@
+//! Creating a bundle and writing into it. Every file but the append-only journals is written
+//! to a temporary name and renamed, so a reader never sees half a file.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// A bundle write failed; the message names the path.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {path}: {source}")]
+pub struct WriteError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+/// A bundle directory being written.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub dir: PathBuf,
+}
+
+impl Bundle {
+    /// Creates `<root>/<plan>/<UTC timestamp>-<short id>/` with its `cells/` and `logs/`;
+    /// never reuses an existing directory.
+    pub fn create(root: &Path, plan_name: &str) -> Result<Bundle, WriteError> {
+        let parent = root.join(plan_name);
+        std::fs::create_dir_all(&parent).map_err(|e| WriteError {
+            path: parent.clone(),
+            source: e,
+        })?;
+        for attempt in 0u32..100 {
+            let now = Utc::now();
+            let seed = format!(
+                "{}-{}-{attempt}",
+                now.timestamp_nanos_opt().unwrap_or(0),
+                std::process::id()
+            );
+            let id: String = Sha256::digest(seed.as_bytes())
+                .iter()
+                .take(3)
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let dir = parent.join(format!("{}-{id}", now.format("%Y%m%dT%H%M%SZ")));
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {
+                    let b = Bundle { dir };
+                    b.mkdir("cells")?;
+                    b.mkdir("logs")?;
+                    return Ok(b);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(WriteError {
+                        path: dir,
+                        source: e,
+                    })
+                }
+            }
+        }
+        Err(WriteError {
+            path: parent,
+            source: std::io::Error::other("no unused bundle name after 100 tries"),
+        })
+    }
+
+    /// Opens an existing bundle directory for rewriting derived files.
+    pub fn open(dir: &Path) -> Bundle {
+        Bundle {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn mkdir(&self, rel: &str) -> Result<(), WriteError> {
+        let p = self.dir.join(rel);
+        std::fs::create_dir_all(&p).map_err(|e| WriteError { path: p, source: e })
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// Writes `bytes` to `rel` atomically (temporary file, then rename).
+    pub fn write(&self, rel: &str, bytes: &[u8]) -> Result<(), WriteError> {
+        atomic_write(&self.path(rel), bytes)
+    }
+
+    /// Writes pretty JSON to `rel` atomically.
+    pub fn write_json<T: Serialize>(&self, rel: &str, value: &T) -> Result<(), WriteError> {
+        let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| WriteError {
+            path: self.path(rel),
+            source: std::io::Error::other(e),
+        })?;
+        bytes.push(b'\n');
+        self.write(rel, &bytes)
+    }
+}
+
+/// Writes a file via a temporary sibling and a rename.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    let err = |e| WriteError {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.sync_data().map_err(err)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(err)
+}

@@ -1,0 +1,96 @@
+//! The few facts the runner needs from /proc about an engine's process group: who is in it
+//! and how much resident memory it holds. Read directly rather than through the `procfs`
+//! crate: two small files per process are all that is needed, and this keeps the sampler's
+//! hot loop free of the crate's full parsing.
+
+use std::fs;
+
+/// One process, as /proc shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcInfo {
+    pub pid: i32,
+    pub pgid: i32,
+    /// The state letter: R, S, D, Z (zombie), T, ...
+    pub state: char,
+    pub comm: String,
+}
+
+impl std::fmt::Display for ProcInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pid {} ({}, state {})", self.pid, self.comm, self.state)
+    }
+}
+
+/// Parses /proc/<pid>/stat. The command name may contain spaces and parentheses, so the
+/// fields after it are found from the last `)`.
+pub fn parse_stat(text: &str) -> Option<ProcInfo> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let pid = text[..open].trim().parse().ok()?;
+    let comm = text[open + 1..close].to_string();
+    let mut rest = text[close + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let _ppid = rest.next()?;
+    let pgid = rest.next()?.parse().ok()?;
+    Some(ProcInfo {
+        pid,
+        pgid,
+        state,
+        comm,
+    })
+}
+
+/// Every live (non-zombie) process whose process group is `pgid`.
+pub fn group_members(pgid: i32) -> Vec<ProcInfo> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|t| parse_stat(&t))
+        .filter(|p| p.pgid == pgid && p.state != 'Z' && p.state != 'X')
+        .collect()
+}
+
+/// Resident memory of one process, from the `VmRSS` line of /proc/<pid>/status.
+pub fn rss_bytes(pid: i32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Resident memory of every live process of a group, summed (shared pages count once per
+/// process, as `ps` would show them).
+pub fn group_rss_bytes(pgid: i32) -> u64 {
+    group_members(pgid)
+        .iter()
+        .filter_map(|p| rss_bytes(p.pid))
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_awkward_command_names() {
+        let p = parse_stat("4242 (vllm (worker) 1) S 1 4200 4200 0 -1 4194560").expect("parses");
+        assert_eq!((p.pid, p.pgid, p.state), (4242, 4200, 'S'));
+        assert_eq!(p.comm, "vllm (worker) 1");
+    }
+
+    #[test]
+    fn finds_this_process_group_and_its_memory() {
+        let me = std::process::id() as i32;
+        let pgid = nix::unistd::getpgid(None).expect("pgid").as_raw();
+        assert!(group_members(pgid).iter().any(|p| p.pid == me));
+        assert!(rss_bytes(me).unwrap_or(0) > 0);
+    }
+}

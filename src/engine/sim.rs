@@ -1,0 +1,414 @@
+//! The built-in engine: an OpenAI-compatible HTTP server whose timing follows a simple model
+//! of LLM serving, so that sweeps look like real ones and tests have known timings.
+//!
+//! The model: a scheduler runs steps back to back while any sequence is running. A step costs
+//! `step_ms + step_ms_per_seq x running + prefill_ms_per_token x prompt tokens admitted in this
+//! step`, and every running sequence emits one token at the end of each step. At most
+//! `max_batch` sequences run at once; the rest wait in arrival order. `max_batch = 1` is a
+//! server that handles one request at a time (the naive HF baseline); a large `max_batch` is
+//! continuous batching (vLLM). A prompt's token count is its number of whitespace-separated
+//! words; a sequence always generates `max_tokens` tokens (as with `ignore_eos`).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use axum::Router;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Settings of the built-in engine (`runner engine sim --help`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on.
+    #[arg(long)]
+    pub port: u16,
+    /// The model id this engine serves; requests for another model get HTTP 404.
+    #[arg(long, default_value = "sim")]
+    pub model: String,
+    /// Most sequences decoded at once; 1 serves one request at a time.
+    #[arg(long, alias = "batch", default_value_t = 64)]
+    pub max_batch: usize,
+    /// Fixed cost of one decode step, in milliseconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub step_ms: f64,
+    /// Added cost of one decode step per running sequence, in milliseconds.
+    #[arg(long, default_value_t = 0.1)]
+    pub step_ms_per_seq: f64,
+    /// Prefill cost per prompt token, in milliseconds, paid in the step that admits it.
+    #[arg(long, default_value_t = 0.02)]
+    pub prefill_ms_per_token: f64,
+    /// How long /health answers 503 ("loading") after start, e.g. "2s".
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub load_time: Duration,
+}
+
+struct Sequence {
+    prompt_tokens: u64,
+    max_tokens: u64,
+    tx: mpsc::UnboundedSender<u64>,
+}
+
+struct Shared {
+    args: SimArgs,
+    queue: mpsc::UnboundedSender<Sequence>,
+    started: Instant,
+    ids: AtomicU64,
+}
+
+/// Serves until the process is signalled. Prints one line when listening.
+pub fn serve(args: SimArgs) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
+        let app = router(args.clone());
+        println!(
+            "runner sim engine: model {} on http://{} (max_batch {}, step {} ms + {} ms/seq, prefill {} ms/token)",
+            args.model,
+            listener.local_addr()?,
+            args.max_batch,
+            args.step_ms,
+            args.step_ms_per_seq,
+            args.prefill_ms_per_token
+        );
+        // Without TCP_NODELAY, Nagle's algorithm holds each small SSE chunk until the client's
+        // delayed ACK (~40 ms): the sim's timings would be the kernel's, not the model's.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, app).await
+    })
+}
+
+/// The engine's routes, with its scheduler started.
+pub fn router(args: SimArgs) -> Router {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(scheduler(rx, args.clone()));
+    let shared = Arc::new(Shared {
+        args,
+        queue: tx,
+        started: Instant::now(),
+        ids: AtomicU64::new(0),
+    });
+    Router::new()
+        .route("/health", get(health))
+        .route("/v1/models", get(models))
+        .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat))
+        .with_state(shared)
+}
+
+async fn scheduler(mut rx: mpsc::UnboundedReceiver<Sequence>, args: SimArgs) {
+    let mut waiting: VecDeque<Sequence> = VecDeque::new();
+    let mut running: Vec<(Sequence, u64)> = Vec::new();
+    let mut deadline = Instant::now();
+    loop {
+        if running.is_empty() && waiting.is_empty() {
+            match rx.recv().await {
+                Some(s) => waiting.push_back(s),
+                None => return,
+            }
+            // Idle until now: the next step starts from the arrival, not the last deadline.
+            deadline = Instant::now();
+        }
+        while let Ok(s) = rx.try_recv() {
+            waiting.push_back(s);
+        }
+        let mut prefill_tokens = 0u64;
+        while running.len() < args.max_batch.max(1) {
+            let Some(s) = waiting.pop_front() else { break };
+            if s.tx.is_closed() {
+                continue;
+            }
+            prefill_tokens += s.prompt_tokens;
+            running.push((s, 0));
+        }
+        let step_ms = args.step_ms
+            + args.step_ms_per_seq * running.len() as f64
+            + args.prefill_ms_per_token * prefill_tokens as f64;
+        deadline += Duration::from_secs_f64(step_ms.max(0.0) / 1000.0);
+        tokio::time::sleep_until(deadline).await;
+        running.retain_mut(|(s, emitted)| {
+            *emitted += 1;
+            s.tx.send(*emitted).is_ok() && *emitted < s.max_tokens
+        });
+    }
+}
+
+async fn health(State(s): State<Arc<Shared>>) -> Response {
+    if s.started.elapsed() < s.args.load_time {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"error": "loading"})),
+        )
+            .into_response()
+    } else {
+        StatusCode::OK.into_response()
+    }
+}
+
+async fn models(State(s): State<Arc<Shared>>) -> Response {
+    axum::Json(json!({
+        "object": "list",
+        "data": [{"id": s.args.model, "object": "model", "created": 0, "owned_by": "runner-sim"}]
+    }))
+    .into_response()
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Chat,
+    Completion,
+}
+
+async fn chat(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    generate(s, Kind::Chat, body).await
+}
+
+async fn completions(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    generate(s, Kind::Completion, body).await
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    let kind = if status == StatusCode::NOT_FOUND {
+        "NotFoundError"
+    } else {
+        "BadRequestError"
+    };
+    (
+        status,
+        axum::Json(json!({"error": {"message": message, "type": kind, "code": status.as_u16()}})),
+    )
+        .into_response()
+}
+
+/// The number of whitespace-separated words of a prompt: the sim's tokenizer.
+fn count_tokens(req: &Value, kind: Kind) -> u64 {
+    let words = |v: &Value| v.as_str().map_or(0, |s| s.split_whitespace().count());
+    let n = match kind {
+        Kind::Completion => match &req["prompt"] {
+            Value::Array(a) => a.iter().map(words).sum(),
+            v => words(v),
+        },
+        Kind::Chat => req["messages"]
+            .as_array()
+            .map_or(0, |m| m.iter().map(|m| words(&m["content"])).sum()),
+    };
+    n.max(1) as u64
+}
+
+const WORDS: &[&str] = &[
+    "the ",
+    "model ",
+    "is ",
+    "a ",
+    "simulation ",
+    "of ",
+    "serving ",
+    "tokens ",
+    "at ",
+    "a ",
+    "steady ",
+    "pace ",
+];
+
+async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
+    let req: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
+    };
+    let model = req["model"].as_str().unwrap_or_default();
+    if model != s.args.model {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("The model `{model}` does not exist."),
+        );
+    }
+    if kind == Kind::Chat && !req["messages"].is_array() {
+        return error(StatusCode::BAD_REQUEST, "`messages` is required".into());
+    }
+    if kind == Kind::Completion && req["prompt"].is_null() {
+        return error(StatusCode::BAD_REQUEST, "`prompt` is required".into());
+    }
+    let max_tokens = req["max_tokens"]
+        .as_u64()
+        .or_else(|| req["max_completion_tokens"].as_u64())
+        .unwrap_or(16)
+        .max(1);
+    let prompt_tokens = count_tokens(&req, kind);
+    let stream = req["stream"].as_bool().unwrap_or(false);
+    let include_usage = req["stream_options"]["include_usage"]
+        .as_bool()
+        .unwrap_or(false);
+    let (tx, rx) = mpsc::unbounded_channel();
+    if s.queue
+        .send(Sequence {
+            prompt_tokens,
+            max_tokens,
+            tx,
+        })
+        .is_err()
+    {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the scheduler stopped".into(),
+        );
+    }
+    let id = s.ids.fetch_add(1, Ordering::Relaxed);
+    if stream {
+        // Quoted once here, so chunks can be formatted without a JSON serializer.
+        let model = Value::from(s.args.model.as_str()).to_string();
+        let chunks = Chunks {
+            kind,
+            id,
+            model,
+            rx,
+            max_tokens,
+            prompt_tokens,
+            include_usage,
+            stage: Stage::Role,
+        };
+        let body = futures_util::stream::unfold(chunks, |mut c| async move {
+            c.next().await.map(|b| (Ok::<_, Infallible>(b), c))
+        });
+        Response::builder()
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .header(header::CACHE_CONTROL, "no-cache")
+            .body(Body::from_stream(body))
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    } else {
+        let model = s.args.model.clone();
+        let mut rx = rx;
+        let mut text = String::new();
+        let mut n = 0;
+        while let Some(i) = rx.recv().await {
+            text.push_str(WORDS[(i as usize - 1) % WORDS.len()]);
+            n = i;
+            if i >= max_tokens {
+                break;
+            }
+        }
+        let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n});
+        let v = match kind {
+            Kind::Chat => json!({
+                "id": format!("chatcmpl-{id}"), "object": "chat.completion", "created": 0, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}],
+                "usage": usage,
+            }),
+            Kind::Completion => json!({
+                "id": format!("cmpl-{id}"), "object": "text_completion", "created": 0, "model": model,
+                "choices": [{"index": 0, "text": text, "finish_reason": "length"}],
+                "usage": usage,
+            }),
+        };
+        axum::Json(v).into_response()
+    }
+}
+
+enum Stage {
+    Role,
+    Tokens,
+    Usage,
+    Done,
+    End,
+}
+
+/// The SSE body of one streamed response, in vLLM's chunk format.
+struct Chunks {
+    kind: Kind,
+    id: u64,
+    /// The model id as a JSON string literal, quotes included.
+    model: String,
+    rx: mpsc::UnboundedReceiver<u64>,
+    max_tokens: u64,
+    prompt_tokens: u64,
+    include_usage: bool,
+    stage: Stage,
+}
+
+impl Chunks {
+    async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            match self.stage {
+                Stage::Role => {
+                    self.stage = Stage::Tokens;
+                    if self.kind == Kind::Chat {
+                        return Some(self.chunk(r#"{"role":"assistant","content":""}"#, "null"));
+                    }
+                }
+                Stage::Tokens => match self.rx.recv().await {
+                    Some(i) => {
+                        let word = WORDS[(i as usize - 1) % WORDS.len()];
+                        let finish = if i >= self.max_tokens {
+                            self.stage = Stage::Usage;
+                            "\"length\""
+                        } else {
+                            "null"
+                        };
+                        let delta = format!(r#"{{"content":"{word}"}}"#);
+                        let text = format!("\"{word}\"");
+                        let part = if self.kind == Kind::Chat { delta } else { text };
+                        return Some(self.chunk(&part, finish));
+                    }
+                    None => self.stage = Stage::End,
+                },
+                Stage::Usage => {
+                    self.stage = Stage::Done;
+                    if self.include_usage {
+                        let (object, prefix) = self.names();
+                        let p = self.prompt_tokens;
+                        let c = self.max_tokens;
+                        return Some(Bytes::from(format!(
+                            "data: {{\"id\":\"{prefix}-{}\",\"object\":\"{object}\",\"created\":0,\"model\":{},\"choices\":[],\"usage\":{{\"prompt_tokens\":{p},\"total_tokens\":{},\"completion_tokens\":{c}}}}}\n\n",
+                            self.id, self.model, p + c
+                        )));
+                    }
+                }
+                Stage::Done => {
+                    self.stage = Stage::End;
+                    return Some(Bytes::from_static(b"data: [DONE]\n\n"));
+                }
+                Stage::End => return None,
+            }
+        }
+    }
+
+    fn names(&self) -> (&'static str, &'static str) {
+        match self.kind {
+            Kind::Chat => ("chat.completion.chunk", "chatcmpl"),
+            Kind::Completion => ("text_completion", "cmpl"),
+        }
+    }
+
+    /// One event; `part` is the delta object (chat) or the quoted text (completions).
+    fn chunk(&self, part: &str, finish: &str) -> Bytes {
+        let (object, prefix) = self.names();
+        let choice = match self.kind {
+            Kind::Chat => {
+                format!(r#"{{"index":0,"delta":{part},"logprobs":null,"finish_reason":{finish}}}"#)
+            }
+            Kind::Completion => format!(
+                r#"{{"index":0,"text":{part},"logprobs":null,"finish_reason":{finish},"stop_reason":null}}"#
+            ),
+        };
+        Bytes::from(format!(
+            "data: {{\"id\":\"{prefix}-{}\",\"object\":\"{object}\",\"created\":0,\"model\":{},\"choices\":[{choice}]}}\n\n",
+            self.id, self.model
+        ))
+    }
+}

@@ -1,0 +1,104 @@
+//! Launching an engine: a free port, its own process group, stdout and stderr to a log file.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Instant;
+
+use tokio::process::{Child, Command};
+
+use super::EngineError;
+use crate::plan::check::port_taken;
+use crate::plan::{LaunchSpec, PortSpec};
+
+/// A launched engine process (the leader of its own process group).
+#[derive(Debug)]
+pub struct Spawned {
+    pub child: Child,
+    /// The leader's PID, which is also the group's id.
+    pub pgid: i32,
+    pub port: u16,
+    pub argv: Vec<String>,
+    pub log_path: PathBuf,
+    pub started: Instant,
+}
+
+/// Chooses the port: a fixed one must be free, `auto` takes one the OS says is free.
+pub fn pick_port(spec: PortSpec) -> Result<u16, EngineError> {
+    match spec {
+        PortSpec::Fixed(port) => match port_taken(port) {
+            Some(why) => Err(EngineError::PortTaken { port, why }),
+            None => Ok(port),
+        },
+        PortSpec::Auto => std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| EngineError::PortTaken {
+                port: 0,
+                why: format!("no free port: {e}"),
+            }),
+    }
+}
+
+/// Starts the engine with `{port}` filled in, in a new process group, without a shell.
+pub fn spawn(launch: &LaunchSpec, port: u16, log_path: &Path) -> Result<Spawned, EngineError> {
+    let port_s = port.to_string();
+    let argv: Vec<String> = launch
+        .argv
+        .iter()
+        .map(|a| a.replace("{port}", &port_s))
+        .collect();
+    let log = File::create(log_path).map_err(|e| EngineError::Log {
+        path: log_path.to_path_buf(),
+        source: e,
+    })?;
+    let log2 = log.try_clone().map_err(|e| EngineError::Log {
+        path: log_path.to_path_buf(),
+        source: e,
+    })?;
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .current_dir(&launch.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log2))
+        .process_group(0)
+        .kill_on_drop(false);
+    for (k, v) in &launch.env {
+        cmd.env(k, v.replace("{port}", &port_s));
+    }
+    let child = cmd.spawn().map_err(|e| EngineError::Spawn {
+        program: argv[0].clone(),
+        source: e,
+    })?;
+    let pgid = child.id().map(|p| p as i32).ok_or(EngineError::Spawn {
+        program: argv[0].clone(),
+        source: std::io::Error::other("the child exited before its pid was read"),
+    })?;
+    Ok(Spawned {
+        child,
+        pgid,
+        port,
+        argv,
+        log_path: log_path.to_path_buf(),
+        started: Instant::now(),
+    })
+}
+
+/// The last `lines` lines of a log file (at most 64 KiB read), for error reports.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let Ok(mut f) = File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(64 * 1024);
+    if f.seek(SeekFrom::Start(start)).is_err() {
+        return String::new();
+    }
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

@@ -1,0 +1,237 @@
+//! `runner`: turns an LLM-serving experiment, declared in a TOML plan, into a result bundle.
+//!
+//! The pipeline: plan file -> `plan::raw` -> `plan::Plan` (validated, grid expanded) ->
+//! `run::orchestrator` (per engine: spawn, ready, cells, shutdown; each cell written to the
+//! bundle as it finishes) -> `report` rendered from the bundle alone.
+
+pub mod bundle;
+pub mod cli;
+pub mod engine;
+pub mod load;
+pub mod metrics;
+pub mod plan;
+pub mod report;
+pub mod run;
+
+use std::path::Path;
+
+use clap::Parser;
+
+use cli::{Cli, Command, EngineCommand};
+use plan::{check, Diagnostics, ResolveContext, StopRule};
+
+/// Documented exit codes.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const ERROR: i32 = 1;
+    pub const INVALID: i32 = 2;
+    pub const CELLS_FAILED: i32 = 3;
+    pub const INTERRUPTED: i32 = 130;
+}
+
+/// Parses arguments, runs the command, prints any error once, returns the exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Engine(EngineCommand::Sim(args)) => match engine::sim::serve(args) {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                eprintln!("error: the sim engine failed: {e}");
+                exit::ERROR
+            }
+        },
+        Command::Validate { plan } => validate(&plan),
+        Command::Exec {
+            plan,
+            results,
+            quiet,
+        } => exec(&plan, &results, quiet),
+        Command::Report { bundle } => match report::rerender(&bundle) {
+            Ok(summary) => {
+                print!("{summary}");
+                println!("\nreport: {}", bundle.join("report.md").display());
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("error: failed to render the report: {e}");
+                exit::ERROR
+            }
+        },
+    }
+}
+
+fn context() -> ResolveContext {
+    ResolveContext {
+        runner_exe: std::env::current_exe().unwrap_or_else(|_| "runner".into()),
+    }
+}
+
+fn load_plan(path: &Path) -> Result<(plan::Plan, Diagnostics), i32> {
+    match plan::load(path, &context()) {
+        Ok(ok) => Ok(ok),
+        Err(diags) => {
+            eprint!("{diags}");
+            eprintln!(
+                "\nerror: plan {} is invalid ({} error{})",
+                path.display(),
+                diags.error_count(),
+                if diags.error_count() == 1 { "" } else { "s" }
+            );
+            Err(exit::INVALID)
+        }
+    }
+}
+
+fn validate(path: &Path) -> i32 {
+    let (plan, warnings) = match load_plan(path) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let mut found = warnings.0;
+    found.extend(check::environment(&plan));
+    let diags = Diagnostics(found);
+    if !diags.0.is_empty() {
+        eprint!("{diags}");
+        eprintln!();
+    }
+    println!("plan `{}` ({})", plan.name, path.display());
+    println!("engines:");
+    for e in &plan.engines {
+        let how = match &e.target {
+            plan::EngineTarget::Launch(l) => format!(
+                "launch `{}` (port {})",
+                l.argv.join(" "),
+                match l.port {
+                    plan::PortSpec::Auto => "auto".to_string(),
+                    plan::PortSpec::Fixed(p) => p.to_string(),
+                }
+            ),
+            plan::EngineTarget::Attach { url } => format!("attach to {url}"),
+        };
+        println!(
+            "  {:<16} model `{}`, {:?} api, {how}",
+            e.name, e.model, e.api
+        );
+    }
+    println!("workloads:");
+    let mut measured = 0u64;
+    let mut warmup = 0u64;
+    let mut timed = 0usize;
+    for w in &plan.workloads {
+        let per = match w.load.stop {
+            StopRule::Requests(n) => format!("{n} requests"),
+            StopRule::Duration(d) => format!("{} of load", humantime::format_duration(d)),
+        };
+        println!(
+            "  {:<16} {} prompts ({}), max_tokens {}, concurrency {:?}, {per} + {} warmup per level{}",
+            w.name,
+            w.prompts.len(),
+            w.source,
+            w.max_tokens,
+            w.load.concurrency,
+            w.load.warmup,
+            if w.slo.is_empty() {
+                String::new()
+            } else {
+                format!(", SLO {}", w.slo.iter().map(|r| format!("{} <= {}", r.key(), r.max_ms)).collect::<Vec<_>>().join(", "))
+            }
+        );
+    }
+    for c in &plan.cells {
+        let w = &plan.workloads[c.workload];
+        warmup += u64::from(w.load.warmup);
+        match w.load.stop {
+            StopRule::Requests(n) => measured += n,
+            StopRule::Duration(_) => timed += 1,
+        }
+    }
+    println!(
+        "grid: {} cells, {} requests ({measured} measured + {warmup} warmup){}",
+        plan.cells.len(),
+        measured + warmup,
+        if timed > 0 {
+            format!(", plus {timed} duration-bound cells")
+        } else {
+            String::new()
+        }
+    );
+    if diags.has_errors() {
+        eprintln!(
+            "error: plan {} cannot run on this machine ({} errors)",
+            path.display(),
+            diags.error_count()
+        );
+        exit::INVALID
+    } else {
+        println!(
+            "ok: plan is valid{}",
+            if diags.0.is_empty() {
+                ""
+            } else {
+                " (with warnings)"
+            }
+        );
+        exit::OK
+    }
+}
+
+fn exec(path: &Path, results: &Path, quiet: bool) -> i32 {
+    let (plan, warnings) = match load_plan(path) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if !warnings.0.is_empty() && !quiet {
+        eprint!("{warnings}");
+    }
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: cannot read plan {}: {e}", path.display());
+            return exit::ERROR;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::ERROR;
+        }
+    };
+    let opts = run::orchestrator::ExecOptions {
+        results_root: results.to_path_buf(),
+        quiet,
+    };
+    let result = rt.block_on(async {
+        let (stopper, cancel) = run::signal::channel();
+        if let Err(e) = run::signal::install(stopper) {
+            eprintln!(
+                "warning: cannot install signal handlers ({e}); Ctrl-C will not tear engines down"
+            );
+        }
+        run::orchestrator::exec(&plan, &bytes, &opts, cancel).await
+    });
+    match result {
+        Ok(out) => {
+            print!("{}", out.summary);
+            if let Some(e) = &out.report_error {
+                eprintln!("warning: the report could not be rendered: {e}");
+            }
+            println!("\nbundle: {}", out.bundle_dir.display());
+            match out.status {
+                bundle::format::RunStatus::Interrupted => exit::INTERRUPTED,
+                _ if out.cells_failed > 0 => {
+                    eprintln!("runner: {} cells failed; see the report", out.cells_failed);
+                    exit::CELLS_FAILED
+                }
+                _ => exit::OK,
+            }
+        }
+        Err(e) => {
+            eprintln!("error: the run failed: {e}");
+            exit::ERROR
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! GPU telemetry through NVML, best effort: where NVML cannot be loaded (no driver, no GPU)
+//! the run records why and goes on.
+
+use nvml_wrapper::Nvml;
+use serde::{Deserialize, Serialize};
+
+/// What the bundle records about the machine's GPUs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpuInventory {
+    pub available: bool,
+    /// Why GPU figures are missing, when they are.
+    pub unavailable_reason: Option<String>,
+    pub driver_version: Option<String>,
+    pub devices: Vec<GpuDevice>,
+}
+
+/// One GPU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuDevice {
+    pub index: u32,
+    pub name: String,
+    pub uuid: String,
+    pub memory_total_bytes: u64,
+}
+
+/// One reading of one GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GpuReading {
+    pub index: u32,
+    /// NVML's "used" memory (it excludes what the driver reserves).
+    pub memory_used_bytes: u64,
+    pub utilization_pct: u32,
+}
+
+/// An open NVML handle.
+pub struct Gpu {
+    nvml: Nvml,
+    count: u32,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gpu({} devices)", self.count)
+    }
+}
+
+impl Gpu {
+    /// Opens NVML and lists the devices; `None` (with the reason in the inventory) when it
+    /// cannot.
+    pub fn open() -> (Option<Gpu>, GpuInventory) {
+        let unavailable = |reason: String| GpuInventory {
+            unavailable_reason: Some(reason),
+            ..GpuInventory::default()
+        };
+        let nvml = match Nvml::init() {
+            Ok(n) => n,
+            Err(e) => {
+                return (
+                    None,
+                    unavailable(format!(
+                        "NVML could not be loaded ({e}); no NVIDIA driver on this machine?"
+                    )),
+                )
+            }
+        };
+        let count = match nvml.device_count() {
+            Ok(c) => c,
+            Err(e) => return (None, unavailable(format!("NVML cannot count devices: {e}"))),
+        };
+        let mut devices = Vec::new();
+        for index in 0..count {
+            if let Ok(d) = nvml.device_by_index(index) {
+                devices.push(GpuDevice {
+                    index,
+                    name: d.name().unwrap_or_default(),
+                    uuid: d.uuid().unwrap_or_default(),
+                    memory_total_bytes: d.memory_info().map(|m| m.total).unwrap_or(0),
+                });
+            }
+        }
+        let inventory = GpuInventory {
+            available: count > 0,
+            unavailable_reason: (count == 0).then(|| "NVML reports no GPU".to_string()),
+            driver_version: nvml.sys_driver_version().ok(),
+            devices,
+        };
+        (Some(Gpu { nvml, count }), inventory)
+    }
+
+    /// Reads memory and utilization of every device; devices that fail to answer are left out.
+    pub fn read(&self) -> Vec<GpuReading> {
+        (0..self.count)
+            .filter_map(|index| {
+                let d = self.nvml.device_by_index(index).ok()?;
+                let mem = d.memory_info().ok()?;
+                let util = d.utilization_rates().map(|u| u.gpu).unwrap_or(0);
+                Some(GpuReading {
+                    index,
+                    memory_used_bytes: mem.used,
+                    utilization_pct: util,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,166 @@
+//! One request as a record of instants, and every per-request metric derived from it, in one
+//! place. docs/metrics.md defines each; the functions here are those definitions.
+//!
+//! Instants are microseconds since the cell's start (a monotonic clock), so records are small,
+//! exact and comparable within a cell.
+
+use serde::{Deserialize, Serialize};
+
+/// Why a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// The TCP connection could not be made.
+    Connect,
+    /// The server answered with a non-2xx status.
+    HttpStatus,
+    /// The stream or body carried an error object.
+    ServerError,
+    /// The stream ended before a finish reason or `[DONE]`.
+    Truncated,
+    /// The body could not be read (reset connection, broken chunking).
+    Io,
+    /// A response event or body was not the JSON the API defines.
+    Decode,
+    /// The request ran past `request_timeout`.
+    Timeout,
+    /// The run was interrupted while the request was in flight.
+    Cancelled,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Connect => "connect",
+            ErrorClass::HttpStatus => "http_status",
+            ErrorClass::ServerError => "server_error",
+            ErrorClass::Truncated => "truncated",
+            ErrorClass::Io => "io",
+            ErrorClass::Decode => "decode",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Where a token count came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenSource {
+    /// The server's `usage` object.
+    Usage,
+    /// Counted content chunks (one token assumed per chunk): used when no usage came back.
+    Chunks,
+}
+
+/// Everything observed about one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// Position in the cell's request sequence (prompt `index % prompts`).
+    pub index: u64,
+    /// The worker (closed loop) that sent it.
+    pub worker: u32,
+    /// When the request was due to be sent.
+    pub scheduled_us: u64,
+    /// When the client started sending it.
+    pub sent_us: u64,
+    /// When the response status and headers arrived.
+    pub head_us: Option<u64>,
+    /// When the first byte of the response body arrived.
+    pub first_byte_us: Option<u64>,
+    /// When the first complete SSE event arrived (streaming only).
+    pub first_event_us: Option<u64>,
+    /// Each event that carried generated output (content, reasoning or tool calls).
+    pub content_us: Vec<u64>,
+    /// When the response was complete, or the failure was seen.
+    pub end_us: u64,
+    pub ok: bool,
+    pub status: Option<u16>,
+    pub error_class: Option<ErrorClass>,
+    pub error_message: Option<String>,
+    pub finish_reason: Option<String>,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: u64,
+    pub output_tokens_source: TokenSource,
+    /// Content-bearing chunks (events) received.
+    pub chunks: u64,
+}
+
+impl RequestRecord {
+    /// End-to-end latency: scheduled send to the end of the response.
+    pub fn e2e_us(&self) -> u64 {
+        self.end_us.saturating_sub(self.scheduled_us)
+    }
+
+    /// Time to first token: scheduled send to the first event carrying generated output.
+    /// For a non-streamed request this is the end of the response.
+    pub fn ttft_us(&self) -> Option<u64> {
+        self.content_us
+            .first()
+            .map(|t| t.saturating_sub(self.scheduled_us))
+    }
+
+    /// Time per output token after the first: (e2e - ttft) / (output_tokens - 1).
+    /// Defined only for streamed requests with at least two output tokens.
+    pub fn tpot_us(&self) -> Option<f64> {
+        let ttft = self.ttft_us()?;
+        if self.output_tokens < 2 {
+            return None;
+        }
+        Some((self.e2e_us().saturating_sub(ttft)) as f64 / (self.output_tokens - 1) as f64)
+    }
+
+    /// Inter-token latencies: the gaps between successive content events.
+    pub fn itl_us(&self) -> impl Iterator<Item = u64> + '_ {
+        self.content_us
+            .windows(2)
+            .map(|w| w[1].saturating_sub(w[0]))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A successful streamed record with content events at the given instants.
+    pub fn record(scheduled: u64, content: &[u64], end: u64, tokens: u64) -> RequestRecord {
+        RequestRecord {
+            index: 0,
+            worker: 0,
+            scheduled_us: scheduled,
+            sent_us: scheduled,
+            head_us: Some(scheduled + 10),
+            first_byte_us: Some(scheduled + 10),
+            first_event_us: Some(scheduled + 10),
+            content_us: content.to_vec(),
+            end_us: end,
+            ok: true,
+            status: Some(200),
+            error_class: None,
+            error_message: None,
+            finish_reason: Some("length".into()),
+            input_tokens: Some(5),
+            output_tokens: tokens,
+            output_tokens_source: TokenSource::Usage,
+            chunks: content.len() as u64,
+        }
+    }
+
+    #[test]
+    fn derived_metrics_follow_their_definitions() {
+        // Scheduled at 1 ms, tokens at 51, 61, 71, 81 ms, end at 82 ms.
+        let r = record(1_000, &[51_000, 61_000, 71_000, 81_000], 82_000, 4);
+        assert_eq!(r.ttft_us(), Some(50_000));
+        assert_eq!(r.e2e_us(), 81_000);
+        // (81 - 50) / 3 ms
+        assert_eq!(r.tpot_us(), Some(31_000.0 / 3.0));
+        assert_eq!(r.itl_us().collect::<Vec<_>>(), [10_000, 10_000, 10_000]);
+    }
+
+    #[test]
+    fn tpot_needs_two_tokens() {
+        let r = record(0, &[5], 6, 1);
+        assert_eq!(r.tpot_us(), None);
+        assert_eq!(r.itl_us().count(), 0);
+    }
+}

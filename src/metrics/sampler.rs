@@ -1,0 +1,212 @@
+//! A background thread that samples GPU memory and utilization (when NVML is there) and the
+//! resident memory of the current engine's process group, writes every sample to the
+//! bundle, and folds them into per-window (per-cell) statistics.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::gpu::{Gpu, GpuReading};
+use crate::engine::procfs;
+
+/// Memory and utilization over a window, or at one instant.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    pub samples: u64,
+    /// Summed over all GPUs.
+    pub gpu_mem_used_peak_bytes: Option<u64>,
+    pub gpu_mem_used_mean_bytes: Option<u64>,
+    pub gpu_util_peak_pct: Option<f64>,
+    pub gpu_util_mean_pct: Option<f64>,
+    /// Resident memory of the engine's process group (launched engines only).
+    pub rss_peak_bytes: Option<u64>,
+    pub rss_mean_bytes: Option<u64>,
+}
+
+#[derive(Default)]
+struct Window {
+    n: u64,
+    gpu_n: u64,
+    gpu_sum: f64,
+    gpu_peak: u64,
+    util_sum: f64,
+    util_peak: f64,
+    rss_n: u64,
+    rss_sum: f64,
+    rss_peak: u64,
+}
+
+impl Window {
+    fn add(&mut self, gpu: &[GpuReading], rss: Option<u64>) {
+        self.n += 1;
+        if !gpu.is_empty() {
+            let used: u64 = gpu.iter().map(|g| g.memory_used_bytes).sum();
+            let util = gpu
+                .iter()
+                .map(|g| f64::from(g.utilization_pct))
+                .sum::<f64>()
+                / gpu.len() as f64;
+            self.gpu_n += 1;
+            self.gpu_sum += used as f64;
+            self.gpu_peak = self.gpu_peak.max(used);
+            self.util_sum += util;
+            self.util_peak = self.util_peak.max(util);
+        }
+        if let Some(r) = rss {
+            self.rss_n += 1;
+            self.rss_sum += r as f64;
+            self.rss_peak = self.rss_peak.max(r);
+        }
+    }
+
+    fn resources(&self) -> Resources {
+        let gpu = self.gpu_n > 0;
+        let rss = self.rss_n > 0;
+        Resources {
+            samples: self.n,
+            gpu_mem_used_peak_bytes: gpu.then_some(self.gpu_peak),
+            gpu_mem_used_mean_bytes: gpu.then(|| (self.gpu_sum / self.gpu_n as f64) as u64),
+            gpu_util_peak_pct: gpu.then_some(self.util_peak),
+            gpu_util_mean_pct: gpu.then(|| self.util_sum / self.gpu_n as f64),
+            rss_peak_bytes: rss.then_some(self.rss_peak),
+            rss_mean_bytes: rss.then(|| (self.rss_sum / self.rss_n as f64) as u64),
+        }
+    }
+}
+
+struct State {
+    gpu: Option<Gpu>,
+    pgid: Option<i32>,
+    label: String,
+    window: Window,
+    out: Option<BufWriter<File>>,
+    started: std::time::Instant,
+}
+
+#[derive(Serialize)]
+struct SampleLine<'a> {
+    t_s: f64,
+    label: &'a str,
+    rss_bytes: Option<u64>,
+    gpus: &'a [GpuReading],
+}
+
+impl State {
+    fn sample(&mut self) {
+        let gpu = self.gpu.as_ref().map(Gpu::read).unwrap_or_default();
+        let rss = self.pgid.map(procfs::group_rss_bytes).filter(|&r| r > 0);
+        self.window.add(&gpu, rss);
+        if let Some(out) = &mut self.out {
+            let line = SampleLine {
+                t_s: self.started.elapsed().as_secs_f64(),
+                label: &self.label,
+                rss_bytes: rss,
+                gpus: &gpu,
+            };
+            if serde_json::to_writer(&mut *out, &line).is_ok() {
+                let _ = out.write_all(b"\n");
+            }
+        }
+    }
+}
+
+/// The sampler thread and its shared state.
+pub struct Sampler {
+    state: Arc<Mutex<State>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Sampler {
+    /// Starts sampling every `interval`, appending samples to `out` (JSON lines).
+    pub fn start(gpu: Option<Gpu>, interval: Duration, out: &Path) -> Sampler {
+        let state = Arc::new(Mutex::new(State {
+            gpu,
+            pgid: None,
+            label: String::new(),
+            window: Window::default(),
+            out: File::create(out).ok().map(BufWriter::new),
+            started: std::time::Instant::now(),
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st) = (state.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("runner-sampler".into())
+            .spawn(move || {
+                while !st.load(Ordering::Relaxed) {
+                    if let Ok(mut g) = s.lock() {
+                        if g.pgid.is_some() || g.gpu.is_some() {
+                            g.sample();
+                        }
+                    }
+                    std::thread::park_timeout(interval);
+                }
+            })
+            .ok();
+        Sampler {
+            state,
+            stop,
+            thread,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets whose process group is sampled and the label written with each sample.
+    pub fn set_target(&self, pgid: Option<i32>, label: &str) {
+        let mut s = self.lock();
+        s.pgid = pgid;
+        s.label = label.to_string();
+    }
+
+    /// Starts a new window with one sample taken now.
+    pub fn begin_window(&self, label: &str) {
+        let mut s = self.lock();
+        s.label = label.to_string();
+        s.window = Window::default();
+        s.sample();
+    }
+
+    /// Ends the window with one sample taken now, and returns its statistics.
+    pub fn end_window(&self) -> Resources {
+        let mut s = self.lock();
+        s.sample();
+        let r = s.window.resources();
+        if let Some(out) = &mut s.out {
+            let _ = out.flush();
+        }
+        r
+    }
+
+    /// One reading now, outside any window.
+    pub fn snapshot(&self, label: &str) -> Resources {
+        let mut s = self.lock();
+        let saved = std::mem::take(&mut s.window);
+        s.label = label.to_string();
+        s.sample();
+        let r = s.window.resources();
+        s.window = saved;
+        r
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+        if let Some(out) = &mut self.lock().out {
+            let _ = out.flush();
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Per-cell aggregation: records stream in one at a time and are folded into HDR histograms
+//! and counters, never kept; `finish` turns the fold into the cell's metrics.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use super::record::{RequestRecord, TokenSource};
+
+/// Distribution statistics of one latency metric, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub count: u64,
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// A latency histogram in microseconds, 3 significant digits, up to one hour; the mean is
+/// kept exactly beside it.
+#[derive(Debug, Clone)]
+pub struct LatencyHistogram {
+    hist: Histogram<u64>,
+    sum_us: f64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            // Bounds are constants that hdrhistogram accepts, so this cannot fail.
+            #[allow(clippy::unwrap_used)]
+            hist: Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap(),
+            sum_us: 0.0,
+        }
+    }
+}
+
+impl LatencyHistogram {
+    pub fn record(&mut self, us: u64) {
+        self.hist.saturating_record(us.max(1));
+        self.sum_us += us as f64;
+    }
+
+    pub fn record_f(&mut self, us: f64) {
+        self.hist.saturating_record((us.round() as u64).max(1));
+        self.sum_us += us;
+    }
+
+    pub fn stats(&self) -> Option<Stats> {
+        let n = self.hist.len();
+        if n == 0 {
+            return None;
+        }
+        let q = |q: f64| self.hist.value_at_quantile(q) as f64 / 1000.0;
+        Some(Stats {
+            count: n,
+            mean: self.sum_us / n as f64 / 1000.0,
+            p50: q(0.50),
+            p90: q(0.90),
+            p95: q(0.95),
+            p99: q(0.99),
+            max: self.hist.max() as f64 / 1000.0,
+        })
+    }
+}
+
+/// The measured side of a cell's summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellMetrics {
+    pub requests_total: u64,
+    pub requests_ok: u64,
+    pub requests_failed: u64,
+    /// Failures by error class, and for `http_status` by code (e.g. `http_status:503`).
+    pub failures: BTreeMap<String, u64>,
+    /// The first error message seen for each failure key.
+    pub failure_examples: BTreeMap<String, String>,
+    /// First scheduled send to the last response end, seconds.
+    pub duration_s: f64,
+    pub request_per_s: f64,
+    pub output_tok_per_s: f64,
+    pub total_tok_per_s: f64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Where output token counts came from: `usage`, `chunks`, or `mixed`.
+    pub output_tokens_source: String,
+    /// Successful requests whose usage count differs from their content-chunk count.
+    pub token_count_mismatches: u64,
+    pub ttft_ms: Option<Stats>,
+    pub tpot_ms: Option<Stats>,
+    pub itl_ms: Option<Stats>,
+    pub e2e_ms: Option<Stats>,
+}
+
+/// Folds records into a cell's metrics.
+#[derive(Debug, Default)]
+pub struct Accumulator {
+    total: u64,
+    ok: u64,
+    failures: BTreeMap<String, u64>,
+    failure_examples: BTreeMap<String, String>,
+    first_scheduled_us: Option<u64>,
+    last_end_us: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    from_usage: u64,
+    from_chunks: u64,
+    mismatches: u64,
+    ttft: LatencyHistogram,
+    tpot: LatencyHistogram,
+    itl: LatencyHistogram,
+    e2e: LatencyHistogram,
+}
+
+impl Accumulator {
+    pub fn add(&mut self, r: &RequestRecord) {
+        self.total += 1;
+        self.first_scheduled_us = Some(
+            self.first_scheduled_us
+                .map_or(r.scheduled_us, |t| t.min(r.scheduled_us)),
+        );
+        self.last_end_us = self.last_end_us.max(r.end_us);
+        if !r.ok {
+            let class = r.error_class.map_or("unknown", |c| c.as_str());
+            let key = match (class, r.status) {
+                ("http_status", Some(code)) => format!("http_status:{code}"),
+                _ => class.to_string(),
+            };
+            if let Some(msg) = &r.error_message {
+                self.failure_examples
+                    .entry(key.clone())
+                    .or_insert_with(|| msg.clone());
+            }
+            *self.failures.entry(key).or_default() += 1;
+            return;
+        }
+        self.ok += 1;
+        self.input_tokens += r.input_tokens.unwrap_or(0);
+        self.output_tokens += r.output_tokens;
+        match r.output_tokens_source {
+            TokenSource::Usage => {
+                self.from_usage += 1;
+                if r.chunks > 0 && r.chunks != r.output_tokens {
+                    self.mismatches += 1;
+                }
+            }
+            TokenSource::Chunks => self.from_chunks += 1,
+        }
+        self.e2e.record(r.e2e_us());
+        if let Some(t) = r.ttft_us() {
+            self.ttft.record(t);
+        }
+        if let Some(t) = r.tpot_us() {
+            self.tpot.record_f(t);
+        }
+        for gap in r.itl_us() {
+            self.itl.record(gap);
+        }
+    }
+
+    pub fn finish(&self) -> CellMetrics {
+        let duration_s = self
+            .first_scheduled_us
+            .map_or(0.0, |s| self.last_end_us.saturating_sub(s) as f64 / 1e6);
+        let rate = |n: u64| {
+            if duration_s > 0.0 {
+                n as f64 / duration_s
+            } else {
+                0.0
+            }
+        };
+        CellMetrics {
+            requests_total: self.total,
+            requests_ok: self.ok,
+            requests_failed: self.total - self.ok,
+            failures: self.failures.clone(),
+            failure_examples: self.failure_examples.clone(),
+            duration_s,
+            request_per_s: rate(self.ok),
+            output_tok_per_s: rate(self.output_tokens),
+            total_tok_per_s: rate(self.output_tokens + self.input_tokens),
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            output_tokens_source: match (self.from_usage, self.from_chunks) {
+                (0, 0) => "none",
+                (_, 0) => "usage",
+                (0, _) => "chunks",
+                _ => "mixed",
+            }
+            .to_string(),
+            token_count_mismatches: self.mismatches,
+            ttft_ms: self.ttft.stats(),
+            tpot_ms: self.tpot.stats(),
+            itl_ms: self.itl.stats(),
+            e2e_ms: self.e2e.stats(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::record::tests::record;
+    use crate::metrics::record::ErrorClass;
+
+    #[test]
+    fn throughput_and_percentiles_from_known_instants() {
+        let mut acc = Accumulator::default();
+        // Ten requests, each scheduled at i*100 ms, first token 20 ms later, then 9 tokens
+        // 5 ms apart, ending 1 ms after the last: e2e 66 ms, 10 output tokens.
+        for i in 0..10u64 {
+            let s = i * 100_000;
+            let content: Vec<u64> = (0..10).map(|k| s + 20_000 + k * 5_000).collect();
+            acc.add(&record(s, &content, s + 66_000, 10));
+        }
+        let m = acc.finish();
+        assert_eq!((m.requests_ok, m.requests_failed), (10, 0));
+        // From 0 to the last end at 966 ms.
+        assert!((m.duration_s - 0.966).abs() < 1e-9);
+        assert!((m.request_per_s - 10.0 / 0.966).abs() < 1e-9);
+        assert!((m.output_tok_per_s - 100.0 / 0.966).abs() < 1e-9);
+        assert!((m.total_tok_per_s - 150.0 / 0.966).abs() < 1e-9);
+        let ttft = m.ttft_ms.expect("ttft");
+        assert!((ttft.p50 - 20.0).abs() < 0.05 && (ttft.mean - 20.0).abs() < 1e-9);
+        let tpot = m.tpot_ms.expect("tpot");
+        // (66 - 20) / 9 ms
+        assert!((tpot.mean - 46.0 / 9.0).abs() < 1e-6, "{tpot:?}");
+        let itl = m.itl_ms.expect("itl");
+        assert_eq!(itl.count, 90);
+        assert!((itl.p99 - 5.0).abs() < 0.01);
+        let e2e = m.e2e_ms.expect("e2e");
+        assert!((e2e.max - 66.0).abs() < 0.1);
+        assert_eq!(m.output_tokens_source, "usage");
+    }
+
+    #[test]
+    fn failures_are_counted_by_class_and_excluded_from_latency() {
+        let mut acc = Accumulator::default();
+        acc.add(&record(0, &[10_000], 20_000, 1));
+        let mut bad = record(0, &[], 5_000, 0);
+        bad.ok = false;
+        bad.error_class = Some(ErrorClass::HttpStatus);
+        bad.status = Some(503);
+        acc.add(&bad);
+        let m = acc.finish();
+        assert_eq!(m.requests_failed, 1);
+        assert_eq!(m.failures.get("http_status:503"), Some(&1));
+        assert_eq!(m.e2e_ms.expect("e2e").count, 1);
+    }
+
+    #[test]
+    fn usage_and_chunk_disagreement_is_flagged() {
+        let mut acc = Accumulator::default();
+        // Two chunks but usage says 4 tokens: a server packing tokens into chunks.
+        acc.add(&record(0, &[10, 20], 30, 4));
+        assert_eq!(acc.finish().token_count_mismatches, 1);
+    }
+}

@@ -1,0 +1,238 @@
+//! The validated plan: defaults applied, files loaded, the grid expanded. Only these types flow
+//! downstream of `plan::load`; they serialize into the bundle as `plan.resolved.json`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A plan ready to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub schema: u32,
+    pub name: String,
+    pub description: String,
+    /// Where the plan was read from.
+    pub path: PathBuf,
+    /// The sha256 of the plan file's bytes, hex.
+    pub sha256: String,
+    pub engines: Vec<EngineSpec>,
+    pub workloads: Vec<WorkloadSpec>,
+    pub gpu: GpuSpec,
+    pub report: ReportSpec,
+    pub cells: Vec<Cell>,
+}
+
+/// One engine to compare.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EngineSpec {
+    pub name: String,
+    pub model: String,
+    pub api: Api,
+    pub target: EngineTarget,
+    pub health: HealthSpec,
+    /// A command whose output records the engine's version (argv, placeholders expanded
+    /// except `{port}`).
+    pub version_command: Option<Vec<String>>,
+}
+
+/// How the runner reaches an engine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineTarget {
+    /// The runner launches the engine and owns its lifetime.
+    Launch(LaunchSpec),
+    /// The engine is already running at this base URL; nothing is launched or stopped.
+    Attach { url: String },
+}
+
+/// How to launch an engine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LaunchSpec {
+    /// argv with every placeholder but `{port}` already expanded.
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: PathBuf,
+    pub port: PortSpec,
+    #[serde(with = "humantime_serde_compat")]
+    pub stop_grace: Duration,
+}
+
+/// The port an engine listens on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortSpec {
+    Fixed(u16),
+    /// A free port is chosen just before launch.
+    Auto,
+}
+
+/// The OpenAI-compatible API flavour requests use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Api {
+    Chat,
+    Completions,
+}
+
+impl Api {
+    pub fn path(self) -> &'static str {
+        match self {
+            Api::Chat => "/v1/chat/completions",
+            Api::Completions => "/v1/completions",
+        }
+    }
+}
+
+/// How readiness is decided.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthSpec {
+    pub path: String,
+    pub status: u16,
+    #[serde(with = "humantime_serde_compat")]
+    pub interval: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+}
+
+/// One workload: what is sent, and the load grid it is sent at.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkloadSpec {
+    pub name: String,
+    /// Where the prompts came from, for the record.
+    pub source: String,
+    pub prompts: Vec<Prompt>,
+    pub max_tokens: u32,
+    pub temperature: f64,
+    pub ignore_eos: bool,
+    pub stream: bool,
+    pub repeat: u32,
+    pub load: LoadSpec,
+    pub slo: Vec<SloRule>,
+}
+
+/// One prompt: plain text, or a chat conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prompt {
+    Text(String),
+    Messages(Vec<Message>),
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+/// The load grid of a workload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoadSpec {
+    pub concurrency: Vec<u32>,
+    pub stop: StopRule,
+    /// Requests sent before each cell's measurement, at the cell's concurrency, not counted.
+    pub warmup: u32,
+    #[serde(with = "humantime_serde_compat")]
+    pub request_timeout: Duration,
+}
+
+/// When a load level ends.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopRule {
+    /// After this many measured requests.
+    Requests(u64),
+    /// No new request starts after this long; in-flight ones finish.
+    #[serde(with = "humantime_serde_compat")]
+    Duration(Duration),
+}
+
+/// A latency statistic an SLO can bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SloMetric {
+    Ttft,
+    Tpot,
+    Itl,
+    E2e,
+}
+
+/// A percentile an SLO can bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Percentile {
+    P50,
+    P90,
+    P95,
+    P99,
+}
+
+/// One SLO threshold: `metric` at `percentile` must be at most `max_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SloRule {
+    pub metric: SloMetric,
+    pub percentile: Percentile,
+    pub max_ms: f64,
+}
+
+impl SloRule {
+    /// The key used in plans and summaries, e.g. `ttft_p95_ms`.
+    pub fn key(&self) -> String {
+        let m = match self.metric {
+            SloMetric::Ttft => "ttft",
+            SloMetric::Tpot => "tpot",
+            SloMetric::Itl => "itl",
+            SloMetric::E2e => "e2e",
+        };
+        let p = match self.percentile {
+            Percentile::P50 => "p50",
+            Percentile::P90 => "p90",
+            Percentile::P95 => "p95",
+            Percentile::P99 => "p99",
+        };
+        format!("{m}_{p}_ms")
+    }
+}
+
+/// `[gpu]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GpuSpec {
+    pub enabled: bool,
+    #[serde(with = "humantime_serde_compat")]
+    pub interval: Duration,
+}
+
+/// `[report]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReportSpec {
+    /// A tera template to render instead of the built-in one.
+    pub template: Option<PathBuf>,
+}
+
+/// One point of the grid: an engine, a workload, a load level.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cell {
+    /// Stable, file-name-safe id: `<engine>.<workload>.c<concurrency>`.
+    pub id: String,
+    pub engine: usize,
+    pub workload: usize,
+    pub concurrency: u32,
+}
+
+/// Durations serialize as humantime strings ("250ms") so the resolved plan reads like the plan.
+pub mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,68 @@
+//! `{name}` placeholders in launch commands and environment values. `{{` and `}}` stand for
+//! literal braces. Unknown names are errors, so a typo never reaches the engine's argv.
+
+use std::collections::BTreeMap;
+
+/// The hint shown with an unknown-placeholder error.
+pub const HINT: &str =
+    "known placeholders: {port}, {model}, {name}, {host}, {runner}, {plan_dir}; write {{ for a literal {";
+
+/// Replaces every `{key}` with its value. Returns the unknown key on failure.
+pub fn expand(template: &str, vars: &BTreeMap<&str, String>) -> Result<String, String> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(i) = rest.find(['{', '}']) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if tail.starts_with("{{") || tail.starts_with("}}") {
+            out.push_str(&tail[..1]);
+            rest = &tail[2..];
+        } else if let Some(stripped) = tail.strip_prefix('{') {
+            match stripped.find('}') {
+                Some(end) => {
+                    let key = &stripped[..end];
+                    match vars.get(key) {
+                        Some(v) => out.push_str(v),
+                        None => return Err(key.to_string()),
+                    }
+                    rest = &stripped[end + 1..];
+                }
+                None => {
+                    out.push_str(tail);
+                    rest = "";
+                }
+            }
+        } else {
+            out.push('}');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> BTreeMap<&'static str, String> {
+        BTreeMap::from([("port", "8000".to_string()), ("model", "m".to_string())])
+    }
+
+    #[test]
+    fn expands_known_and_refuses_unknown() {
+        assert_eq!(
+            expand("--port={port} {model}", &vars()).as_deref(),
+            Ok("--port=8000 m")
+        );
+        assert_eq!(expand("{nope}", &vars()), Err("nope".to_string()));
+    }
+
+    #[test]
+    fn doubled_braces_are_literal() {
+        assert_eq!(
+            expand("{{\"a\": {port}}}", &vars()).as_deref(),
+            Ok("{\"a\": 8000}")
+        );
+    }
+}

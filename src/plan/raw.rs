@@ -1,0 +1,237 @@
+//! The plan exactly as written in TOML: strict serde types that mirror the file, with spans
+//! kept for every value that resolution may need to point at. Nothing here applies defaults or
+//! checks meaning; `resolve.rs` does that.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole plan file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlan {
+    pub schema: Spanned<i64>,
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub load: Option<RawLoad>,
+    #[serde(default)]
+    pub gpu: Option<RawGpu>,
+    #[serde(default)]
+    pub report: Option<RawReport>,
+    #[serde(default, rename = "engine")]
+    pub engines: Vec<Spanned<RawEngine>>,
+    #[serde(default, rename = "workload")]
+    pub workloads: Vec<Spanned<RawWorkload>>,
+}
+
+/// One `[[engine]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEngine {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub launch: Option<Spanned<RawCommand>>,
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub cwd: Option<Spanned<String>>,
+    #[serde(default)]
+    pub port: Option<Spanned<RawPort>>,
+    pub model: Spanned<String>,
+    #[serde(default)]
+    pub api: Option<Spanned<String>>,
+    #[serde(default)]
+    pub health: Option<RawHealth>,
+    #[serde(default)]
+    pub stop_grace: Option<Spanned<String>>,
+    #[serde(default)]
+    pub version_command: Option<Spanned<RawCommand>>,
+}
+
+/// `[engine.health]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    #[serde(default)]
+    pub path: Option<Spanned<String>>,
+    #[serde(default)]
+    pub status: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub interval: Option<Spanned<String>>,
+    #[serde(default)]
+    pub timeout: Option<Spanned<String>>,
+}
+
+/// One `[[workload]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkload {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub prompts: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub prompts_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub documents: Option<Spanned<RawDocuments>>,
+    #[serde(default)]
+    pub synthetic: Option<Spanned<RawSynthetic>>,
+    #[serde(default)]
+    pub max_tokens: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub temperature: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub ignore_eos: Option<bool>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    pub repeat: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub load: Option<RawLoad>,
+    #[serde(default)]
+    pub slo: Option<Spanned<RawSlo>>,
+}
+
+/// `[workload.documents]`: a text file split on a marker, each part put into a template.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDocuments {
+    pub file: Spanned<String>,
+    #[serde(default)]
+    pub marker: Option<String>,
+    #[serde(default)]
+    pub template: Option<Spanned<String>>,
+}
+
+/// `[workload.synthetic]`: generated prompts of a given length.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSynthetic {
+    pub input_tokens: Spanned<i64>,
+    #[serde(default)]
+    pub count: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+/// `[load]` (plan-wide default) or `[workload.load]` (override, key by key).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLoad {
+    #[serde(default)]
+    pub concurrency: Option<Spanned<Vec<i64>>>,
+    #[serde(default)]
+    pub requests: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub duration: Option<Spanned<String>>,
+    #[serde(default)]
+    pub warmup: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub request_timeout: Option<Spanned<String>>,
+}
+
+/// `[workload.slo]`: thresholds in milliseconds on latency statistics.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSlo {
+    pub ttft_p50_ms: Option<f64>,
+    pub ttft_p90_ms: Option<f64>,
+    pub ttft_p95_ms: Option<f64>,
+    pub ttft_p99_ms: Option<f64>,
+    pub tpot_p50_ms: Option<f64>,
+    pub tpot_p90_ms: Option<f64>,
+    pub tpot_p95_ms: Option<f64>,
+    pub tpot_p99_ms: Option<f64>,
+    pub itl_p50_ms: Option<f64>,
+    pub itl_p90_ms: Option<f64>,
+    pub itl_p95_ms: Option<f64>,
+    pub itl_p99_ms: Option<f64>,
+    pub e2e_p50_ms: Option<f64>,
+    pub e2e_p90_ms: Option<f64>,
+    pub e2e_p95_ms: Option<f64>,
+    pub e2e_p99_ms: Option<f64>,
+}
+
+/// `[gpu]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGpu {
+    #[serde(default)]
+    pub interval: Option<Spanned<String>>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// `[report]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReport {
+    #[serde(default)]
+    pub template: Option<Spanned<String>>,
+}
+
+/// A command line: either one string (split like a POSIX shell would, but never run by one)
+/// or an explicit argv list.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawCommand {
+    Line(String),
+    Argv(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for RawCommand {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawCommand;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a command line string or a list of arguments")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawCommand, E> {
+                Ok(RawCommand::Line(v.to_string()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawCommand, A::Error> {
+                let mut argv = Vec::new();
+                while let Some(arg) = seq.next_element::<String>()? {
+                    argv.push(arg);
+                }
+                Ok(RawCommand::Argv(argv))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A port: a number, or the string `"auto"` for a free port chosen at launch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawPort {
+    Number(i64),
+    Word(String),
+}
+
+impl<'de> Deserialize<'de> for RawPort {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawPort;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a port number or \"auto\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawPort, E> {
+                Ok(RawPort::Number(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawPort, E> {
+                Ok(RawPort::Number(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawPort, E> {
+                Ok(RawPort::Word(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

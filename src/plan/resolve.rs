@@ -1,0 +1,1059 @@
+//! From plan file to validated `Plan`: read, check the schema version first, parse strictly,
+//! then resolve every value (defaults, files, placeholders, the grid) while gathering every
+//! error before failing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use toml::Spanned;
+
+use super::diagnostic::{Diagnostic, Diagnostics, Location};
+use super::model::*;
+use super::placeholder;
+use super::prompts;
+use super::raw::*;
+
+/// The only plan schema this runner reads.
+pub const SCHEMA: i64 = 1;
+
+/// What resolution needs from the world outside the plan file.
+#[derive(Debug, Clone)]
+pub struct ResolveContext {
+    /// The running `runner` binary, substituted for `{runner}` in launch commands.
+    pub runner_exe: PathBuf,
+}
+
+/// Reads, parses and resolves a plan. On success, returns the plan and its warnings; on
+/// failure, every error found (and the warnings).
+pub fn load(path: &Path, ctx: &ResolveContext) -> Result<(Plan, Diagnostics), Diagnostics> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        Diagnostics(vec![Diagnostic::error(format!(
+            "cannot read plan {}: {e}",
+            path.display()
+        ))
+        .hint("check the path; plans usually live in plans/")])
+    })?;
+    let source = String::from_utf8(bytes.clone()).map_err(|_| {
+        Diagnostics(vec![Diagnostic::error(format!(
+            "plan {} is not valid UTF-8",
+            path.display()
+        ))])
+    })?;
+    let sha256 = hex(&Sha256::digest(&bytes));
+    resolve_source(path, &source, sha256, ctx)
+}
+
+/// Resolves plan text already in memory (`path` is used for messages and relative files).
+pub fn resolve_source(
+    path: &Path,
+    source: &str,
+    sha256: String,
+    ctx: &ResolveContext,
+) -> Result<(Plan, Diagnostics), Diagnostics> {
+    let mut r = Resolver {
+        path,
+        source,
+        dir: path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from(".")),
+        diags: Vec::new(),
+        ctx,
+    };
+    r.check_schema()?;
+    let raw: RawPlan = toml::from_str(source).map_err(|e| Diagnostics(vec![r.toml_error(&e)]))?;
+    let plan = r.resolve(raw, sha256);
+    let mut diags = r.diags;
+    // File order, errors without a location last.
+    diags.sort_by_key(|d| d.location.as_ref().map_or(usize::MAX, |l| l.line));
+    let diags = Diagnostics(diags);
+    match plan {
+        Some(plan) if !diags.has_errors() => Ok((plan, diags)),
+        _ => Err(diags),
+    }
+}
+
+struct Resolver<'a> {
+    path: &'a Path,
+    source: &'a str,
+    dir: PathBuf,
+    diags: Vec<Diagnostic>,
+    ctx: &'a ResolveContext,
+}
+
+/// Only the schema key, read before anything else so that a plan written for another schema
+/// gets one clear message instead of a pile of unknown-key errors.
+#[derive(Deserialize)]
+struct SchemaProbe {
+    schema: Option<Spanned<toml::Value>>,
+}
+
+const DURATION_HINT: &str = "write a duration like \"500ms\", \"30s\" or \"10m\"";
+
+impl Resolver<'_> {
+    fn loc(&self, span: Range<usize>) -> Location {
+        Location::from_span(self.path, self.source, span)
+    }
+
+    fn error_at(&mut self, span: Range<usize>, msg: impl Into<String>, hint: Option<String>) {
+        let mut d = Diagnostic::error(msg).at(self.loc(span));
+        d.hint = hint;
+        self.diags.push(d);
+    }
+
+    fn warn_at(&mut self, span: Range<usize>, msg: impl Into<String>, hint: Option<String>) {
+        let mut d = Diagnostic::warning(msg).at(self.loc(span));
+        d.hint = hint;
+        self.diags.push(d);
+    }
+
+    fn error(&mut self, msg: impl Into<String>, hint: impl Into<String>) {
+        self.diags.push(Diagnostic::error(msg).hint(hint));
+    }
+
+    fn check_schema(&self) -> Result<(), Diagnostics> {
+        let probe: SchemaProbe = match toml::from_str(self.source) {
+            Ok(p) => p,
+            Err(e) => return Err(Diagnostics(vec![self.toml_error(&e)])),
+        };
+        match probe.schema {
+            None => Err(Diagnostics(vec![Diagnostic::error(format!(
+                "plan {} has no `schema` key",
+                self.path.display()
+            ))
+            .hint("add `schema = 1` as the first line of the plan")])),
+            Some(s) if s.get_ref().as_integer() == Some(SCHEMA) => Ok(()),
+            Some(s) => Err(Diagnostics(vec![Diagnostic::error(format!(
+                "unsupported plan schema {}; this runner reads schema {SCHEMA}",
+                s.get_ref()
+            ))
+            .at(self.loc(s.span()))
+            .hint("use a runner that reads this schema, or rewrite the plan for schema 1 (docs/plan.md)")])),
+        }
+    }
+
+    fn toml_error(&self, e: &toml::de::Error) -> Diagnostic {
+        let message = e.message().trim().to_string();
+        let mut d = Diagnostic::error(message.clone());
+        if let Some(span) = e.span() {
+            d = d.at(self.loc(span));
+        }
+        if let Some(hint) = unknown_field_hint(&message) {
+            d = d.hint(hint);
+        } else if message.contains("invalid type") {
+            d = d.hint("see docs/plan.md for the type each key takes");
+        } else if message.starts_with("missing field") {
+            d = d.hint("add the key; docs/plan.md lists the required keys of each table");
+        }
+        d
+    }
+
+    fn duration(&mut self, value: &Option<Spanned<String>>, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(s) => match humantime::parse_duration(s.get_ref()) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => {
+                    self.error_at(
+                        s.span(),
+                        "a zero duration is not allowed here",
+                        Some(DURATION_HINT.into()),
+                    );
+                    default
+                }
+                Err(e) => {
+                    self.error_at(
+                        s.span(),
+                        format!("`{}` is not a duration: {e}", s.get_ref()),
+                        Some(DURATION_HINT.into()),
+                    );
+                    default
+                }
+            },
+        }
+    }
+
+    fn positive(&mut self, value: &Spanned<i64>, what: &str, max: i64) -> Option<u64> {
+        let v = *value.get_ref();
+        if v < 1 || v > max {
+            self.error_at(
+                value.span(),
+                format!("{what} must be between 1 and {max}, not {v}"),
+                None,
+            );
+            None
+        } else {
+            u64::try_from(v).ok()
+        }
+    }
+
+    fn safe_name(&mut self, name: &Spanned<String>, what: &str) -> bool {
+        let n = name.get_ref();
+        let ok = !n.is_empty()
+            && n.len() <= 64
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+            && n.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        if !ok {
+            self.error_at(
+                name.span(),
+                format!("{what} name `{n}` is not safe as a file name"),
+                Some("use letters, digits, `-` and `_` only, starting with a letter or digit (at most 64)".into()),
+            );
+        }
+        ok
+    }
+
+    fn relative(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
+    }
+
+    fn resolve(&mut self, raw: RawPlan, sha256: String) -> Option<Plan> {
+        self.safe_name(&raw.name, "plan");
+        let default_load = raw.load.unwrap_or_default();
+
+        if raw.engines.is_empty() {
+            self.error(
+                "the plan has no `[[engine]]`",
+                "add at least one `[[engine]]` table (docs/plan.md)",
+            );
+        }
+        if raw.workloads.is_empty() {
+            self.error(
+                "the plan has no `[[workload]]`",
+                "add at least one `[[workload]]` table (docs/plan.md)",
+            );
+        }
+
+        let mut engines = Vec::new();
+        let mut seen = BTreeSet::new();
+        for e in &raw.engines {
+            let e = e.get_ref();
+            if !seen.insert(e.name.get_ref().clone()) {
+                self.error_at(
+                    e.name.span(),
+                    format!("engine name `{}` is used twice", e.name.get_ref()),
+                    Some(
+                        "give every engine a unique name; it names its files in the bundle".into(),
+                    ),
+                );
+            }
+            if let Some(spec) = self.engine(e) {
+                engines.push(spec);
+            }
+        }
+
+        let mut workloads = Vec::new();
+        let mut seen = BTreeSet::new();
+        for w in &raw.workloads {
+            let w = w.get_ref();
+            if !seen.insert(w.name.get_ref().clone()) {
+                self.error_at(
+                    w.name.span(),
+                    format!("workload name `{}` is used twice", w.name.get_ref()),
+                    Some(
+                        "give every workload a unique name; it names its files in the bundle"
+                            .into(),
+                    ),
+                );
+            }
+            if let Some(spec) = self.workload(w, &default_load) {
+                workloads.push(spec);
+            }
+        }
+
+        let gpu = match &raw.gpu {
+            None => GpuSpec {
+                enabled: true,
+                interval: Duration::from_millis(500),
+            },
+            Some(g) => GpuSpec {
+                enabled: g.enabled.unwrap_or(true),
+                interval: self.duration(&g.interval, Duration::from_millis(500)),
+            },
+        };
+        let report = ReportSpec {
+            template: match raw.report.as_ref().and_then(|r| r.template.as_ref()) {
+                None => None,
+                Some(t) => {
+                    let p = self.relative(t.get_ref());
+                    if !p.is_file() {
+                        self.error_at(
+                            t.span(),
+                            format!("report template {} does not exist", p.display()),
+                            Some("the path is relative to the plan's directory".into()),
+                        );
+                    }
+                    Some(p)
+                }
+            },
+        };
+
+        if self.diags.iter().any(Diagnostic::is_error) {
+            return None;
+        }
+        let mut cells = Vec::new();
+        for (ei, e) in engines.iter().enumerate() {
+            for (wi, w) in workloads.iter().enumerate() {
+                for &c in &w.load.concurrency {
+                    cells.push(Cell {
+                        id: format!("{}.{}.c{}", e.name, w.name, c),
+                        engine: ei,
+                        workload: wi,
+                        concurrency: c,
+                    });
+                }
+            }
+        }
+        Some(Plan {
+            schema: 1,
+            name: raw.name.into_inner(),
+            description: raw.description.unwrap_or_default(),
+            path: self.path.to_path_buf(),
+            sha256,
+            engines,
+            workloads,
+            gpu,
+            report,
+            cells,
+        })
+    }
+
+    fn engine(&mut self, e: &RawEngine) -> Option<EngineSpec> {
+        let name_ok = self.safe_name(&e.name, "engine");
+        let name = e.name.get_ref().clone();
+        let api = match e.api.as_ref() {
+            None => Api::Chat,
+            Some(a) => match a.get_ref().as_str() {
+                "chat" => Api::Chat,
+                "completions" => Api::Completions,
+                other => {
+                    self.error_at(
+                        a.span(),
+                        format!("unknown api `{other}`"),
+                        Some("use \"chat\" (/v1/chat/completions) or \"completions\" (/v1/completions)".into()),
+                    );
+                    Api::Chat
+                }
+            },
+        };
+        if e.model.get_ref().trim().is_empty() {
+            self.error_at(
+                e.model.span(),
+                "`model` is empty",
+                Some("set it to the model id the engine serves (see its /v1/models)".into()),
+            );
+        }
+        let health = self.health(e.health.as_ref());
+        let vars: BTreeMap<&str, String> = BTreeMap::from([
+            ("port", "{port}".to_string()),
+            ("model", e.model.get_ref().clone()),
+            ("name", name.clone()),
+            ("host", "127.0.0.1".to_string()),
+            ("runner", self.ctx.runner_exe.to_string_lossy().into_owned()),
+            ("plan_dir", self.dir.to_string_lossy().into_owned()),
+        ]);
+
+        let version_command = e
+            .version_command
+            .as_ref()
+            .and_then(|c| self.command(c, &vars, "version_command"));
+
+        let target = match (&e.launch, &e.url) {
+            (Some(_), Some(u)) => {
+                self.error_at(
+                    u.span(),
+                    format!("engine `{name}` has both `launch` and `url`"),
+                    Some("use `launch` to have the runner start the engine, or `url` to attach to one already running, not both".into()),
+                );
+                None
+            }
+            (None, None) => {
+                self.error_at(
+                    e.name.span(),
+                    format!("engine `{name}` has neither `launch` nor `url`"),
+                    Some(
+                        "add `launch = \"...\"` (a command line) or `url = \"http://host:port\"`"
+                            .into(),
+                    ),
+                );
+                None
+            }
+            (None, Some(u)) => {
+                for (key, present) in [
+                    ("port", e.port.is_some()),
+                    ("cwd", e.cwd.is_some()),
+                    ("stop_grace", e.stop_grace.is_some()),
+                    ("env", !e.env.is_empty()),
+                ] {
+                    if present {
+                        self.error_at(
+                            u.span(),
+                            format!(
+                                "engine `{name}` attaches to a `url`, so `{key}` has no effect"
+                            ),
+                            Some(format!(
+                                "remove `{key}`, or launch the engine with `launch`"
+                            )),
+                        );
+                    }
+                }
+                match reqwest::Url::parse(u.get_ref()) {
+                    Ok(url) if matches!(url.scheme(), "http" | "https") => {
+                        Some(EngineTarget::Attach {
+                            url: u.get_ref().trim_end_matches('/').to_string(),
+                        })
+                    }
+                    _ => {
+                        self.error_at(
+                            u.span(),
+                            format!("`{}` is not an http(s) URL", u.get_ref()),
+                            Some(
+                                "write the engine's base URL, e.g. \"http://127.0.0.1:8000\""
+                                    .into(),
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+            (Some(l), None) => {
+                let argv = self.command(l, &vars, "launch");
+                let port = match e.port.as_ref() {
+                    None => PortSpec::Auto,
+                    Some(p) => match p.get_ref() {
+                        RawPort::Number(n) if (1..=65535).contains(n) => {
+                            PortSpec::Fixed(u16::try_from(*n).unwrap_or(0))
+                        }
+                        RawPort::Word(w) if w == "auto" => PortSpec::Auto,
+                        _ => {
+                            self.error_at(
+                                p.span(),
+                                "`port` must be a number from 1 to 65535 or \"auto\"",
+                                None,
+                            );
+                            PortSpec::Auto
+                        }
+                    },
+                };
+                let mut env = BTreeMap::new();
+                for (k, v) in &e.env {
+                    match placeholder::expand(v, &vars) {
+                        Ok(v) => {
+                            env.insert(k.clone(), v);
+                        }
+                        Err(unknown) => self.error_at(
+                            e.name.span(),
+                            format!("env `{k}` of engine `{name}` uses unknown placeholder `{{{unknown}}}`"),
+                            Some(placeholder::HINT.into()),
+                        ),
+                    }
+                }
+                if let Some(a) = &argv {
+                    if !a.iter().any(|s| s.contains("{port}")) && port == PortSpec::Auto {
+                        self.warn_at(
+                            l.span(),
+                            format!("engine `{name}` has `port = \"auto\"` but its launch command has no `{{port}}`"),
+                            Some("pass `{port}` to the engine's port flag, or set a fixed `port`".into()),
+                        );
+                    }
+                }
+                let cwd = e
+                    .cwd
+                    .as_ref()
+                    .map_or_else(|| self.dir.clone(), |c| self.relative(c.get_ref()));
+                let stop_grace = self.duration(&e.stop_grace, Duration::from_secs(10));
+                argv.map(|argv| {
+                    EngineTarget::Launch(LaunchSpec {
+                        argv,
+                        env,
+                        cwd,
+                        port,
+                        stop_grace,
+                    })
+                })
+            }
+        };
+        match (target, name_ok) {
+            (Some(target), true) => Some(EngineSpec {
+                name,
+                model: e.model.get_ref().clone(),
+                api,
+                target,
+                health,
+                version_command,
+            }),
+            _ => None,
+        }
+    }
+
+    fn command(
+        &mut self,
+        c: &Spanned<RawCommand>,
+        vars: &BTreeMap<&str, String>,
+        key: &str,
+    ) -> Option<Vec<String>> {
+        let words = match c.get_ref() {
+            RawCommand::Argv(a) => a.clone(),
+            RawCommand::Line(line) => match shlex::split(line) {
+                Some(w) => w,
+                None => {
+                    self.error_at(
+                        c.span(),
+                        format!("`{key}` has unbalanced quotes"),
+                        Some(
+                            "close every quote, or write the command as a list of arguments".into(),
+                        ),
+                    );
+                    return None;
+                }
+            },
+        };
+        if words.is_empty() || words[0].is_empty() {
+            self.error_at(
+                c.span(),
+                format!("`{key}` is empty"),
+                Some("give the program to run and its arguments".into()),
+            );
+            return None;
+        }
+        let mut out = Vec::with_capacity(words.len());
+        for w in words {
+            match placeholder::expand(&w, vars) {
+                Ok(s) => out.push(s),
+                Err(unknown) => {
+                    self.error_at(
+                        c.span(),
+                        format!("`{key}` uses unknown placeholder `{{{unknown}}}`"),
+                        Some(placeholder::HINT.into()),
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    fn health(&mut self, h: Option<&RawHealth>) -> HealthSpec {
+        let default = HealthSpec {
+            path: "/health".into(),
+            status: 200,
+            interval: Duration::from_millis(500),
+            timeout: Duration::from_secs(600),
+        };
+        let Some(h) = h else { return default };
+        let path = match &h.path {
+            None => default.path,
+            Some(p) if p.get_ref().starts_with('/') => p.get_ref().clone(),
+            Some(p) => {
+                self.error_at(
+                    p.span(),
+                    "health `path` must start with `/`",
+                    Some("e.g. \"/health\" or \"/v1/models\"".into()),
+                );
+                default.path
+            }
+        };
+        let status = match &h.status {
+            None => 200,
+            Some(s) if (100..=599).contains(s.get_ref()) => {
+                u16::try_from(*s.get_ref()).unwrap_or(200)
+            }
+            Some(s) => {
+                self.error_at(
+                    s.span(),
+                    "health `status` must be an HTTP status (100-599)",
+                    None,
+                );
+                200
+            }
+        };
+        HealthSpec {
+            path,
+            status,
+            interval: self.duration(&h.interval, default.interval),
+            timeout: self.duration(&h.timeout, default.timeout),
+        }
+    }
+
+    fn workload(&mut self, w: &RawWorkload, default_load: &RawLoad) -> Option<WorkloadSpec> {
+        let name_ok = self.safe_name(&w.name, "workload");
+        let name = w.name.get_ref().clone();
+        let sources = [
+            w.prompts.as_ref().map(|p| p.span()),
+            w.prompts_file.as_ref().map(|p| p.span()),
+            w.documents.as_ref().map(|p| p.span()),
+            w.synthetic.as_ref().map(|p| p.span()),
+        ];
+        let given: Vec<_> = sources.iter().flatten().cloned().collect();
+        let source_hint = "use exactly one of `prompts = [...]`, `prompts_file = \"...\"`, `[workload.documents]` or `[workload.synthetic]`";
+        if given.len() != 1 {
+            let span = given.get(1).cloned().unwrap_or(w.name.span());
+            let msg = if given.is_empty() {
+                format!("workload `{name}` has no prompts")
+            } else {
+                format!("workload `{name}` has more than one prompt source")
+            };
+            self.error_at(span, msg, Some(source_hint.into()));
+            return None;
+        }
+        let loaded = if let Some(p) = &w.prompts {
+            Ok((
+                "inline".to_string(),
+                p.get_ref().iter().cloned().map(Prompt::Text).collect(),
+            ))
+        } else if let Some(f) = &w.prompts_file {
+            let path = self.relative(f.get_ref());
+            prompts::from_file(&path)
+                .map(|p| (format!("file {}", f.get_ref()), p))
+                .map_err(|e| (f.span(), e))
+        } else if let Some(d) = &w.documents {
+            let d = d.get_ref();
+            let path = self.relative(d.file.get_ref());
+            let marker = d.marker.clone().unwrap_or_else(|| "[DOC]".into());
+            let template = d.template.as_ref().map(|t| t.get_ref().clone());
+            if let Some(t) = &d.template {
+                if !t.get_ref().contains("{doc}") {
+                    self.error_at(
+                        t.span(),
+                        "the documents `template` has no `{doc}`",
+                        Some("put `{doc}` where each document's text goes".into()),
+                    );
+                }
+            }
+            prompts::from_documents(&path, &marker, template.as_deref().unwrap_or("{doc}"))
+                .map(|p| {
+                    (
+                        format!("documents {} split on {marker}", d.file.get_ref()),
+                        p,
+                    )
+                })
+                .map_err(|e| (d.file.span(), e))
+        } else if let Some(s) = &w.synthetic {
+            let s = s.get_ref();
+            match (
+                self.positive(&s.input_tokens, "`input_tokens`", 1_000_000),
+                s.count
+                    .as_ref()
+                    .map_or(Some(16), |c| self.positive(c, "`count`", 1_000_000)),
+            ) {
+                (Some(len), Some(count)) => {
+                    let seed = s.seed.unwrap_or(0);
+                    Ok((
+                        format!("synthetic {len} words x {count}, seed {seed}"),
+                        prompts::synthetic(len as usize, count as usize, seed),
+                    ))
+                }
+                _ => return None,
+            }
+        } else {
+            return None;
+        };
+        let (source, prompts) = match loaded {
+            Ok(v) => v,
+            Err((span, e)) => {
+                self.error_at(span, e.message, e.hint);
+                return None;
+            }
+        };
+        if prompts.is_empty() {
+            self.error_at(
+                given[0].clone(),
+                format!("workload `{name}` has no prompts"),
+                Some("the prompt source is empty; add prompts".into()),
+            );
+            return None;
+        }
+
+        let max_tokens = w
+            .max_tokens
+            .as_ref()
+            .map_or(Some(128), |m| self.positive(m, "`max_tokens`", 1_000_000));
+        let repeat = w
+            .repeat
+            .as_ref()
+            .map_or(Some(1), |r| self.positive(r, "`repeat`", 1_000_000));
+        let temperature = match &w.temperature {
+            None => 0.0,
+            Some(t) if (0.0..=2.0).contains(t.get_ref()) => *t.get_ref(),
+            Some(t) => {
+                self.error_at(t.span(), "`temperature` must be between 0 and 2", None);
+                0.0
+            }
+        };
+        let load = self.load(
+            &name,
+            w.load.as_ref(),
+            default_load,
+            prompts.len() as u64 * repeat.unwrap_or(1),
+        );
+        let slo = w.slo.as_ref().map(|s| self.slo(s)).unwrap_or_default();
+        match (load, name_ok, max_tokens, repeat) {
+            (Some(load), true, Some(max_tokens), Some(repeat)) => Some(WorkloadSpec {
+                name,
+                source,
+                prompts,
+                max_tokens: max_tokens as u32,
+                temperature,
+                ignore_eos: w.ignore_eos.unwrap_or(false),
+                stream: w.stream.unwrap_or(true),
+                repeat: repeat as u32,
+                load,
+                slo,
+            }),
+            _ => None,
+        }
+    }
+
+    fn load(
+        &mut self,
+        workload: &str,
+        own: Option<&RawLoad>,
+        default: &RawLoad,
+        default_requests: u64,
+    ) -> Option<LoadSpec> {
+        let pick = |f: fn(&RawLoad) -> bool| own.filter(|o| f(o)).unwrap_or(default);
+        let conc_src = pick(|l| l.concurrency.is_some());
+        let Some(conc) = &conc_src.concurrency else {
+            self.error(
+                format!("workload `{workload}` has no concurrency levels"),
+                "add `concurrency = [1, 4, 16]` under `[load]` (for every workload) or `[workload.load]`",
+            );
+            return None;
+        };
+        let mut levels = Vec::new();
+        for &c in conc.get_ref() {
+            if !(1..=100_000).contains(&c) {
+                self.error_at(
+                    conc.span(),
+                    format!("concurrency {c} is out of range"),
+                    Some("each level is a number of requests in flight, from 1 to 100000".into()),
+                );
+                return None;
+            }
+            let c = c as u32;
+            if levels.contains(&c) {
+                self.error_at(
+                    conc.span(),
+                    format!("concurrency {c} is listed twice"),
+                    Some("list each level once".into()),
+                );
+                return None;
+            }
+            levels.push(c);
+        }
+        if levels.is_empty() {
+            self.error_at(
+                conc.span(),
+                "`concurrency` is empty, so the grid has no cells",
+                Some("list at least one level, e.g. `concurrency = [1]`".into()),
+            );
+            return None;
+        }
+        // `requests` and `duration` are one choice: an override of either replaces both.
+        let stop_src = if own.is_some_and(|o| o.requests.is_some() || o.duration.is_some()) {
+            own.unwrap_or(default)
+        } else {
+            default
+        };
+        let stop = match (&stop_src.requests, &stop_src.duration) {
+            (Some(_), Some(d)) => {
+                self.error_at(
+                    d.span(),
+                    "`requests` and `duration` are both set",
+                    Some(
+                        "a level ends after a number of requests or after a duration: keep one"
+                            .into(),
+                    ),
+                );
+                return None;
+            }
+            (Some(r), None) => StopRule::Requests(self.positive(r, "`requests`", 100_000_000)?),
+            (None, Some(_)) => {
+                StopRule::Duration(self.duration(&stop_src.duration, Duration::from_secs(60)))
+            }
+            (None, None) => StopRule::Requests(default_requests),
+        };
+        let warmup = match &pick(|l| l.warmup.is_some()).warmup {
+            None => 2,
+            Some(w) if (0..=1_000_000).contains(w.get_ref()) => *w.get_ref() as u32,
+            Some(w) => {
+                self.error_at(w.span(), "`warmup` must be between 0 and 1000000", None);
+                return None;
+            }
+        };
+        let request_timeout = self.duration(
+            &pick(|l| l.request_timeout.is_some()).request_timeout,
+            Duration::from_secs(600),
+        );
+        Some(LoadSpec {
+            concurrency: levels,
+            stop,
+            warmup,
+            request_timeout,
+        })
+    }
+
+    fn slo(&mut self, s: &Spanned<RawSlo>) -> Vec<SloRule> {
+        use Percentile::*;
+        use SloMetric::*;
+        let r = s.get_ref();
+        let all = [
+            (Ttft, P50, r.ttft_p50_ms),
+            (Ttft, P90, r.ttft_p90_ms),
+            (Ttft, P95, r.ttft_p95_ms),
+            (Ttft, P99, r.ttft_p99_ms),
+            (Tpot, P50, r.tpot_p50_ms),
+            (Tpot, P90, r.tpot_p90_ms),
+            (Tpot, P95, r.tpot_p95_ms),
+            (Tpot, P99, r.tpot_p99_ms),
+            (Itl, P50, r.itl_p50_ms),
+            (Itl, P90, r.itl_p90_ms),
+            (Itl, P95, r.itl_p95_ms),
+            (Itl, P99, r.itl_p99_ms),
+            (E2e, P50, r.e2e_p50_ms),
+            (E2e, P90, r.e2e_p90_ms),
+            (E2e, P95, r.e2e_p95_ms),
+            (E2e, P99, r.e2e_p99_ms),
+        ];
+        let mut rules = Vec::new();
+        for (metric, percentile, v) in all {
+            let Some(max_ms) = v else { continue };
+            let rule = SloRule {
+                metric,
+                percentile,
+                max_ms,
+            };
+            if !(max_ms > 0.0 && max_ms.is_finite()) {
+                self.error_at(
+                    s.span(),
+                    format!("SLO `{}` = {max_ms} can never be met", rule.key()),
+                    Some("an SLO threshold is a positive number of milliseconds".into()),
+                );
+                continue;
+            }
+            rules.push(rule);
+        }
+        if rules.is_empty() && self.diags.iter().all(|d| !d.is_error()) {
+            self.warn_at(
+                s.span(),
+                "`[workload.slo]` sets no threshold",
+                Some("add e.g. `ttft_p95_ms = 2000`, or remove the table".into()),
+            );
+        }
+        rules
+    }
+}
+
+/// Suggests the closest known key for serde's "unknown field `x`, expected one of ..." message.
+fn unknown_field_hint(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, rest) = rest.split_once('`')?;
+    let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let best = expected
+        .iter()
+        .map(|k| (strsim::jaro_winkler(field, k), *k))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    Some(match best {
+        Some((_, k)) => format!("did you mean `{k}`? (unknown keys are errors: a typo would silently change the experiment)"),
+        None => format!(
+            "this table takes {}; see docs/plan.md",
+            expected.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+        ),
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> ResolveContext {
+        ResolveContext {
+            runner_exe: PathBuf::from("/bin/runner"),
+        }
+    }
+
+    fn resolve(src: &str) -> Result<(Plan, Diagnostics), Diagnostics> {
+        resolve_source(Path::new("plans/t.toml"), src, "0".into(), &ctx())
+    }
+
+    const MINIMAL: &str = r#"
+schema = 1
+name = "t"
+[load]
+concurrency = [1, 4]
+requests = 10
+[[engine]]
+name = "a"
+launch = "{runner} engine sim --port {port} --model {model}"
+model = "m"
+[[engine]]
+name = "b"
+url = "http://127.0.0.1:9/"
+model = "m"
+api = "completions"
+[[workload]]
+name = "chat"
+prompts = ["hi there", "hello"]
+max_tokens = 8
+"#;
+
+    #[test]
+    fn resolves_defaults_and_expands_the_grid() {
+        let (plan, warnings) = resolve(MINIMAL).expect("plan resolves");
+        assert!(warnings.0.is_empty(), "{warnings}");
+        let ids: Vec<_> = plan.cells.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["a.chat.c1", "a.chat.c4", "b.chat.c1", "b.chat.c4"]);
+        let EngineTarget::Launch(l) = &plan.engines[0].target else {
+            panic!("engine a launches")
+        };
+        assert_eq!(
+            l.argv,
+            [
+                "/bin/runner",
+                "engine",
+                "sim",
+                "--port",
+                "{port}",
+                "--model",
+                "m"
+            ]
+        );
+        assert_eq!(l.port, PortSpec::Auto);
+        assert_eq!(l.cwd, PathBuf::from("plans"));
+        assert_eq!(plan.engines[0].api, Api::Chat);
+        assert_eq!(plan.engines[0].health.path, "/health");
+        let EngineTarget::Attach { url } = &plan.engines[1].target else {
+            panic!("engine b attaches")
+        };
+        assert_eq!(url, "http://127.0.0.1:9");
+        let w = &plan.workloads[0];
+        assert_eq!(w.load.stop, StopRule::Requests(10));
+        assert_eq!(w.load.warmup, 2);
+        assert!(w.stream);
+        assert_eq!(w.prompts.len(), 2);
+    }
+
+    #[test]
+    fn workload_load_overrides_the_plan_default_key_by_key() {
+        let src = MINIMAL.replace(
+            "max_tokens = 8",
+            "max_tokens = 8\n[workload.load]\nconcurrency = [2]\nwarmup = 0",
+        );
+        let (plan, _) = resolve(&src).expect("plan resolves");
+        let l = &plan.workloads[0].load;
+        assert_eq!(l.concurrency, [2]);
+        assert_eq!(l.warmup, 0);
+        assert_eq!(l.stop, StopRule::Requests(10));
+    }
+
+    #[test]
+    fn default_request_count_is_prompts_times_repeat() {
+        let src = MINIMAL
+            .replace("requests = 10\n", "")
+            .replace("max_tokens = 8", "max_tokens = 8\nrepeat = 3");
+        let (plan, _) = resolve(&src).expect("plan resolves");
+        assert_eq!(plan.workloads[0].load.stop, StopRule::Requests(6));
+    }
+
+    #[test]
+    fn gathers_every_error_before_failing() {
+        let src = MINIMAL
+            .replace("name = \"b\"", "name = \"a\"")
+            .replace("max_tokens = 8", "max_tokens = 0\ntemperature = 9.0")
+            .replace("{model}\"", "{modle}\"");
+        let err = resolve(&src).expect_err("plan is invalid");
+        let text = err.to_string();
+        assert_eq!(err.error_count(), 4, "{text}");
+        assert!(text.contains("engine name `a` is used twice"), "{text}");
+        assert!(text.contains("unknown placeholder `{modle}`"), "{text}");
+        assert!(text.contains("`max_tokens` must be between"), "{text}");
+        assert!(
+            text.contains("`temperature` must be between 0 and 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_points_at_it_with_a_suggestion() {
+        let src = MINIMAL.replace("requests = 10", "requets = 10");
+        let err = resolve(&src).expect_err("typo is an error");
+        let d = &err.0[0];
+        let loc = d.location.as_ref().expect("has a location");
+        assert_eq!(loc.line, 6);
+        assert!(
+            d.message.contains("unknown field `requets`"),
+            "{}",
+            d.message
+        );
+        assert!(d.hint.as_deref().unwrap_or("").contains("`requests`"));
+    }
+
+    #[test]
+    fn schema_is_checked_first() {
+        let err = resolve("schema = 2\nwhatever = 1\n").expect_err("schema 2 is refused");
+        assert_eq!(err.0.len(), 1);
+        assert!(err.0[0].message.contains("unsupported plan schema 2"));
+        let err = resolve("name = \"x\"\n").expect_err("no schema");
+        assert!(err.0[0].message.contains("no `schema` key"));
+    }
+
+    #[test]
+    fn names_must_be_safe_file_names() {
+        let src = MINIMAL.replace("name = \"chat\"", "name = \"../evil\"");
+        let err = resolve(&src).expect_err("unsafe name");
+        assert!(err.to_string().contains("not safe as a file name"));
+    }
+
+    #[test]
+    fn requests_and_duration_conflict() {
+        let src = MINIMAL.replace("requests = 10", "requests = 10\nduration = \"5s\"");
+        let err = resolve(&src).expect_err("both set");
+        assert!(err
+            .to_string()
+            .contains("`requests` and `duration` are both set"));
+    }
+
+    #[test]
+    fn slo_rules_are_read_and_impossible_ones_refused() {
+        let src = MINIMAL.replace(
+            "max_tokens = 8",
+            "max_tokens = 8\n[workload.slo]\nttft_p95_ms = 2000\ne2e_p99_ms = 3000",
+        );
+        let (plan, _) = resolve(&src).expect("plan resolves");
+        let keys: Vec<_> = plan.workloads[0].slo.iter().map(SloRule::key).collect();
+        assert_eq!(keys, ["ttft_p95_ms", "e2e_p99_ms"]);
+        let bad = src.replace("ttft_p95_ms = 2000", "ttft_p95_ms = -1.0");
+        assert!(resolve(&bad)
+            .expect_err("negative SLO")
+            .to_string()
+            .contains("can never be met"));
+    }
+
+    #[test]
+    fn launch_and_url_are_exclusive() {
+        let src = MINIMAL.replace(
+            "url = \"http://127.0.0.1:9/\"",
+            "url = \"http://127.0.0.1:9/\"\nlaunch = \"x\"",
+        );
+        assert!(resolve(&src)
+            .expect_err("both")
+            .to_string()
+            .contains("has both `launch` and `url`"));
+    }
+}

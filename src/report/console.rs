@@ -1,0 +1,89 @@
+//! The table printed at the end of a run (and by `runner report`): per workload, one line per
+//! cell, aligned for a terminal.
+
+use super::data::ReportData;
+
+/// Left-aligns the first column and right-aligns the rest.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let w = widths[i];
+            if i == 0 {
+                s.push_str(&format!("{c:<w$}"));
+            } else {
+                s.push_str(&format!("  {c:>w$}"));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// The end-of-run summary.
+pub fn summary(d: &ReportData) -> String {
+    let mut out = String::new();
+    for w in &d.workloads {
+        out.push_str(&format!(
+            "\nworkload {} (speedup: output tok/s over {})\n",
+            w.name, d.baseline
+        ));
+        let rows: Vec<Vec<String>> = w
+            .rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.engine.clone(),
+                    r.concurrency.to_string(),
+                    r.status.clone(),
+                    r.requests_ok.clone(),
+                    r.failures.clone(),
+                    r.request_per_s.clone(),
+                    r.output_tok_per_s.clone(),
+                    r.ttft_p95_ms.clone(),
+                    r.e2e_p95_ms.clone(),
+                    r.memory_peak.clone(),
+                    r.speedup.clone(),
+                    r.slo.clone(),
+                ]
+            })
+            .collect();
+        let mem = format!("{} peak", d.memory_label);
+        out.push_str(&table(
+            &[
+                "engine",
+                "conc",
+                "status",
+                "ok",
+                "failed",
+                "req/s",
+                "tok/s",
+                "ttft p95 ms",
+                "e2e p95 ms",
+                &mem,
+                "speedup",
+                "slo",
+            ],
+            &rows,
+        ));
+        for c in &w.capacity {
+            out.push_str(&format!(
+                "  highest concurrency meeting the SLO, {}: {}\n",
+                c.engine, c.text
+            ));
+        }
+    }
+    out
+}

@@ -1,0 +1,375 @@
+//! The view every report is rendered from, derived from a bundle alone: per-workload tables,
+//! speedups over the baseline (the plan's first engine), SLO verdicts and capacity.
+//! Numbers are formatted here, once, so every output shows them the same way.
+
+use serde::Serialize;
+
+use crate::bundle::format::{CellStatus, CellSummary, HostInfo};
+use crate::bundle::read::LoadedBundle;
+use crate::metrics::gpu::GpuInventory;
+use crate::metrics::sampler::Resources;
+use crate::plan::{EngineTarget, StopRule};
+
+/// Everything a template can use. docs/reports.md lists the fields.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportData {
+    pub plan_name: String,
+    pub description: String,
+    pub plan_path: String,
+    pub plan_sha256: String,
+    pub git_commit: String,
+    pub git_dirty: bool,
+    pub runner_version: String,
+    pub status: String,
+    pub message: Option<String>,
+    pub started_at: String,
+    pub finished_at: String,
+    pub host: HostInfo,
+    pub gpu: GpuInventory,
+    /// "GPU memory" when NVML was available, "engine RSS" otherwise.
+    pub memory_label: String,
+    pub baseline: String,
+    pub engine_names: Vec<String>,
+    pub engines: Vec<EngineView>,
+    pub workloads: Vec<WorkloadView>,
+    pub cells_total: usize,
+    pub cells_ok: usize,
+    pub cells_failed: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineView {
+    pub name: String,
+    pub status: String,
+    pub model: String,
+    pub command: String,
+    pub version: String,
+    pub ready_s: String,
+    pub idle_memory: String,
+    pub failure: Option<String>,
+    pub log_tail: Option<String>,
+    pub log: Option<String>,
+    pub stop: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadView {
+    pub name: String,
+    pub source: String,
+    pub max_tokens: u32,
+    pub stream: bool,
+    pub per_level: String,
+    pub slo: Vec<String>,
+    pub rows: Vec<Row>,
+    /// One row per concurrency level, one column per engine.
+    pub by_level: Vec<LevelRow>,
+    pub capacity: Vec<Capacity>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub engine: String,
+    pub concurrency: u32,
+    pub status: String,
+    pub reason: Option<String>,
+    pub requests_ok: String,
+    pub failures: String,
+    pub request_per_s: String,
+    pub output_tok_per_s: String,
+    pub ttft_p50_ms: String,
+    pub ttft_p95_ms: String,
+    pub tpot_mean_ms: String,
+    pub itl_p95_ms: String,
+    pub e2e_p50_ms: String,
+    pub e2e_p95_ms: String,
+    pub memory_peak: String,
+    pub speedup: String,
+    pub slo: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LevelRow {
+    pub concurrency: u32,
+    /// Output tokens/s per engine, in `engine_names` order.
+    pub output_tok_per_s: Vec<String>,
+    /// Speedup over the baseline per engine, in `engine_names` order.
+    pub speedup: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Capacity {
+    pub engine: String,
+    pub max_concurrency: Option<u32>,
+    pub text: String,
+}
+
+const DASH: &str = "-";
+
+fn f(v: f64, digits: usize) -> String {
+    format!("{v:.digits$}")
+}
+
+/// Formats a byte count as GiB or MiB.
+pub fn bytes(b: u64) -> String {
+    let gib = b as f64 / (1u64 << 30) as f64;
+    if gib >= 1.0 {
+        format!("{gib:.2} GiB")
+    } else {
+        format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64)
+    }
+}
+
+fn memory_peak(r: Option<&Resources>, gpu: bool) -> String {
+    let v = r.and_then(|r| {
+        if gpu {
+            r.gpu_mem_used_peak_bytes
+        } else {
+            r.rss_peak_bytes
+        }
+    });
+    v.map_or(DASH.into(), bytes)
+}
+
+fn status_text(s: CellStatus) -> &'static str {
+    match s {
+        CellStatus::Pending => "pending",
+        CellStatus::Ok => "ok",
+        CellStatus::Failed => "failed",
+        CellStatus::Interrupted => "interrupted",
+    }
+}
+
+fn tok_per_s(c: &CellSummary) -> Option<f64> {
+    c.metrics
+        .as_ref()
+        .filter(|m| m.requests_ok > 0)
+        .map(|m| m.output_tok_per_s)
+}
+
+/// Builds the report view of a bundle.
+pub fn build(b: &LoadedBundle) -> ReportData {
+    let m = &b.manifest;
+    let gpu = m.gpu.available;
+    let baseline = b
+        .plan
+        .engines
+        .first()
+        .map(|e| e.name.clone())
+        .unwrap_or_default();
+    let engine_names: Vec<String> = b.plan.engines.iter().map(|e| e.name.clone()).collect();
+    let find = |engine: &str, workload: &str, c: u32| {
+        b.cells
+            .iter()
+            .find(|s| s.engine == engine && s.workload == workload && s.concurrency == c)
+    };
+
+    let engines = b
+        .plan
+        .engines
+        .iter()
+        .map(|spec| {
+            let rec = m.engines.iter().find(|e| e.name == spec.name);
+            let command = match (&spec.target, rec) {
+                (_, Some(r)) if !r.argv.is_empty() => r.argv.join(" "),
+                (EngineTarget::Launch(l), _) => l.argv.join(" "),
+                (EngineTarget::Attach { url }, _) => format!("attached to {url}"),
+            };
+            EngineView {
+                name: spec.name.clone(),
+                status: rec.map_or("pending".into(), |r| {
+                    serde_json::to_value(r.status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default()
+                }),
+                model: spec.model.clone(),
+                command,
+                version: rec
+                    .and_then(|r| r.version.clone().or(r.version_error.clone()))
+                    .unwrap_or_else(|| DASH.into()),
+                ready_s: rec.and_then(|r| r.ready_s).map_or(DASH.into(), |s| f(s, 2)),
+                idle_memory: memory_peak(rec.and_then(|r| r.idle.as_ref()), gpu),
+                failure: rec.and_then(|r| r.failure.clone()),
+                log_tail: rec.and_then(|r| r.log_tail.clone()),
+                log: rec.and_then(|r| r.log.clone()),
+                stop: rec.and_then(|r| r.stop.as_ref()).map_or(DASH.into(), |s| {
+                    let mut t = format!(
+                        "{} in {:.2} s",
+                        if s.killed { "killed" } else { "stopped" },
+                        s.took_s
+                    );
+                    if !s.survivors.is_empty() {
+                        t.push_str(&format!("; survivors: {}", s.survivors.join(", ")));
+                    }
+                    t
+                }),
+            }
+        })
+        .collect();
+
+    let workloads = b
+        .plan
+        .workloads
+        .iter()
+        .map(|w| {
+            let mut rows = Vec::new();
+            for e in &b.plan.engines {
+                for &c in &w.load.concurrency {
+                    let Some(cell) = find(&e.name, &w.name, c) else {
+                        continue;
+                    };
+                    let met = cell.metrics.as_ref();
+                    let stat = |pick: fn(&crate::metrics::summary::CellMetrics) -> Option<f64>| {
+                        met.and_then(pick).map_or(DASH.into(), |v| f(v, 1))
+                    };
+                    let base = find(&baseline, &w.name, c).and_then(tok_per_s);
+                    let speedup = match (tok_per_s(cell), base) {
+                        (Some(v), Some(b)) if b > 0.0 => format!("{:.2}x", v / b),
+                        _ => DASH.into(),
+                    };
+                    rows.push(Row {
+                        engine: e.name.clone(),
+                        concurrency: c,
+                        status: status_text(cell.status).into(),
+                        reason: cell.reason.clone(),
+                        requests_ok: met.map_or(DASH.into(), |m| m.requests_ok.to_string()),
+                        failures: met.map_or(DASH.into(), |m| m.requests_failed.to_string()),
+                        request_per_s: met.map_or(DASH.into(), |m| f(m.request_per_s, 2)),
+                        output_tok_per_s: met.map_or(DASH.into(), |m| f(m.output_tok_per_s, 1)),
+                        ttft_p50_ms: stat(|m| m.ttft_ms.as_ref().map(|s| s.p50)),
+                        ttft_p95_ms: stat(|m| m.ttft_ms.as_ref().map(|s| s.p95)),
+                        tpot_mean_ms: stat(|m| m.tpot_ms.as_ref().map(|s| s.mean)),
+                        itl_p95_ms: stat(|m| m.itl_ms.as_ref().map(|s| s.p95)),
+                        e2e_p50_ms: stat(|m| m.e2e_ms.as_ref().map(|s| s.p50)),
+                        e2e_p95_ms: stat(|m| m.e2e_ms.as_ref().map(|s| s.p95)),
+                        memory_peak: memory_peak(cell.resources.as_ref(), gpu),
+                        speedup,
+                        slo: match &cell.slo {
+                            None => DASH.into(),
+                            Some(v) if v.passed => "pass".into(),
+                            Some(_) => "FAIL".into(),
+                        },
+                    });
+                }
+            }
+            let by_level = w
+                .load
+                .concurrency
+                .iter()
+                .map(|&c| {
+                    let base = find(&baseline, &w.name, c).and_then(tok_per_s);
+                    let vals: Vec<Option<f64>> = engine_names
+                        .iter()
+                        .map(|e| find(e, &w.name, c).and_then(tok_per_s))
+                        .collect();
+                    LevelRow {
+                        concurrency: c,
+                        output_tok_per_s: vals
+                            .iter()
+                            .map(|v| v.map_or(DASH.into(), |v| f(v, 1)))
+                            .collect(),
+                        speedup: vals
+                            .iter()
+                            .map(|v| match (v, base) {
+                                (Some(v), Some(b)) if b > 0.0 => format!("{:.2}x", v / b),
+                                _ => DASH.into(),
+                            })
+                            .collect(),
+                    }
+                })
+                .collect();
+            let capacity = if w.slo.is_empty() {
+                Vec::new()
+            } else {
+                engine_names
+                    .iter()
+                    .map(|e| {
+                        let best = w
+                            .load
+                            .concurrency
+                            .iter()
+                            .copied()
+                            .filter(|&c| {
+                                find(e, &w.name, c)
+                                    .and_then(|s| s.slo.as_ref())
+                                    .is_some_and(|v| v.passed)
+                            })
+                            .max();
+                        Capacity {
+                            engine: e.clone(),
+                            max_concurrency: best,
+                            text: best.map_or("no level met the SLO".into(), |c| {
+                                format!("{c} concurrent requests")
+                            }),
+                        }
+                    })
+                    .collect()
+            };
+            WorkloadView {
+                name: w.name.clone(),
+                source: w.source.clone(),
+                max_tokens: w.max_tokens,
+                stream: w.stream,
+                per_level: match w.load.stop {
+                    StopRule::Requests(n) => format!("{n} requests"),
+                    StopRule::Duration(d) => humantime::format_duration(d).to_string(),
+                },
+                slo: w
+                    .slo
+                    .iter()
+                    .map(|r| format!("{} <= {}", r.key(), r.max_ms))
+                    .collect(),
+                rows,
+                by_level,
+                capacity,
+            }
+        })
+        .collect();
+
+    let ok = b
+        .cells
+        .iter()
+        .filter(|c| c.status == CellStatus::Ok)
+        .count();
+    let failed = b
+        .cells
+        .iter()
+        .filter(|c| c.status == CellStatus::Failed)
+        .count();
+    ReportData {
+        plan_name: b.plan.name.clone(),
+        description: b.plan.description.clone(),
+        plan_path: m.plan.path.clone(),
+        plan_sha256: m.plan.sha256.clone(),
+        git_commit: m
+            .plan
+            .git_commit
+            .clone()
+            .unwrap_or_else(|| "not in git".into()),
+        git_dirty: m.plan.git_dirty.unwrap_or(false),
+        runner_version: m.runner_version.clone(),
+        status: serde_json::to_value(m.status)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        message: m.message.clone(),
+        started_at: m.started_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        finished_at: m.finished_at.map_or(DASH.into(), |t| {
+            t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+        }),
+        host: m.host.clone(),
+        gpu: m.gpu.clone(),
+        memory_label: if gpu {
+            "GPU memory".into()
+        } else {
+            "engine RSS".into()
+        },
+        baseline,
+        engine_names,
+        engines,
+        workloads,
+        cells_total: b.plan.cells.len(),
+        cells_ok: ok,
+        cells_failed: failed,
+    }
+}

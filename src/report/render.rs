@@ -1,0 +1,62 @@
+//! Rendering a report from a bundle with tera: the built-in template, or the plan's own
+//! (copied into the bundle at run time so that the bundle alone can re-render it).
+
+use std::path::{Path, PathBuf};
+
+use super::data::ReportData;
+
+/// The built-in Markdown report template.
+pub const BUILTIN_MD: &str = include_str!("../../templates/report.md.tera");
+
+/// File name a plan's custom template is kept under in the bundle.
+pub const BUNDLED_TEMPLATE: &str = "report.md.tera";
+
+/// A report could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("cannot read template {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("template {name} failed: {detail}")]
+    Template { name: String, detail: String },
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+/// Renders `template` (its text) with the report data.
+pub fn render_with(name: &str, template: &str, data: &ReportData) -> Result<String, RenderError> {
+    let err = |e: tera::Error| RenderError::Template {
+        name: name.to_string(),
+        detail: chain(&e),
+    };
+    let ctx = tera::Context::from_serialize(data).map_err(err)?;
+    let mut tera = tera::Tera::default();
+    tera.autoescape_on(vec![]);
+    tera.add_raw_template(name, template).map_err(err)?;
+    tera.render(name, &ctx).map_err(err)
+}
+
+/// Renders the bundle's Markdown report: its own template if it has one, else the built-in.
+pub fn render_markdown(bundle_dir: &Path, data: &ReportData) -> Result<String, RenderError> {
+    let own = bundle_dir.join(BUNDLED_TEMPLATE);
+    if own.is_file() {
+        let text = std::fs::read_to_string(&own).map_err(|e| RenderError::Read {
+            path: own.clone(),
+            source: e,
+        })?;
+        render_with(&own.display().to_string(), &text, data)
+    } else {
+        render_with("report.md.tera", BUILTIN_MD, data)
+    }
+}

@@ -1,0 +1,64 @@
+//! What the bundle records about where and from what a run came: host facts and the plan's
+//! git state.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::bundle::format::{HostInfo, PlanInfo};
+use crate::plan::Plan;
+
+/// This machine.
+pub fn host_info() -> HostInfo {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let memory_total_bytes = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    });
+    HostInfo {
+        hostname,
+        os: std::env::consts::OS.to_string(),
+        arch: std::env::consts::ARCH.to_string(),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_total_bytes,
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The plan's identity: path, hash, and the git commit it was run from.
+pub fn plan_info(plan: &Plan) -> PlanInfo {
+    let dir = plan
+        .path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file = plan
+        .path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned());
+    let git_commit = git(dir, &["rev-parse", "HEAD"]);
+    let git_dirty = match (&git_commit, file) {
+        (Some(_), Some(f)) => git(dir, &["status", "--porcelain", "--", &f]).map(|s| !s.is_empty()),
+        _ => None,
+    };
+    PlanInfo {
+        name: plan.name.clone(),
+        path: plan.path.display().to_string(),
+        sha256: plan.sha256.clone(),
+        git_commit,
+        git_dirty,
+    }
+}

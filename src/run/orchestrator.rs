@@ -1,0 +1,661 @@
+//! The pipeline of `runner exec`, top to bottom: create the bundle, then for each engine
+//! spawn -> ready -> [warmup -> measure -> cell summary written] per cell -> shutdown, then
+//! finish the manifest and render the report from the bundle alone.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+
+use super::host;
+use super::progress::Progress;
+use super::signal::Cancel;
+use crate::bundle::format::*;
+use crate::bundle::write::{Bundle, WriteError};
+use crate::engine::health::{wait_ready, NotReady};
+use crate::engine::spawn::{self, log_tail, Spawned};
+use crate::engine::{terminate, version};
+use crate::load::client::{http_client, RequestTarget};
+use crate::load::driver::{run_level, Level};
+use crate::load::workload;
+use crate::metrics::gpu::{Gpu, GpuInventory};
+use crate::metrics::record::RequestRecord;
+use crate::metrics::sampler::Sampler;
+use crate::metrics::slo;
+use crate::metrics::summary::Accumulator;
+use crate::plan::{Cell, EngineSpec, EngineTarget, Plan};
+use crate::report;
+
+/// Lines of an engine's log shown when it fails.
+const LOG_TAIL_LINES: usize = 20;
+
+/// Options of `runner exec` beyond the plan.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    /// Bundles go under `<results_root>/<plan name>/`.
+    pub results_root: PathBuf,
+    pub quiet: bool,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct ExecOutcome {
+    pub bundle_dir: PathBuf,
+    pub status: RunStatus,
+    pub cells_failed: usize,
+    /// The console summary table (empty if the report could not be rendered).
+    pub summary: String,
+    /// Why the report could not be rendered, if it could not.
+    pub report_error: Option<String>,
+}
+
+/// A run could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+struct Run<'a> {
+    plan: &'a Plan,
+    bundle: Bundle,
+    manifest: Manifest,
+    sampler: Sampler,
+    client: reqwest::Client,
+    cancel: Cancel,
+    progress: Progress,
+}
+
+/// Runs a plan and writes its bundle. `plan_bytes` is the plan file as read.
+pub async fn exec(
+    plan: &Plan,
+    plan_bytes: &[u8],
+    opts: &ExecOptions,
+    cancel: Cancel,
+) -> Result<ExecOutcome, RunError> {
+    let bundle = Bundle::create(&opts.results_root, &plan.name)?;
+    bundle.write("plan.toml", plan_bytes)?;
+    bundle.write_json("plan.resolved.json", &redacted(plan))?;
+    if let Some(t) = &plan.report.template {
+        let text = std::fs::read(t).map_err(|e| WriteError {
+            path: t.clone(),
+            source: e,
+        })?;
+        bundle.write(report::render::BUNDLED_TEMPLATE, &text)?;
+    }
+    let (gpu, inventory) = if plan.gpu.enabled {
+        Gpu::open()
+    } else {
+        (
+            None,
+            GpuInventory {
+                unavailable_reason: Some("disabled by the plan (`[gpu] enabled = false`)".into()),
+                ..GpuInventory::default()
+            },
+        )
+    };
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        runner_version: env!("CARGO_PKG_VERSION").to_string(),
+        status: RunStatus::Running,
+        started_at: Utc::now(),
+        finished_at: None,
+        message: None,
+        plan: host::plan_info(plan),
+        host: host::host_info(),
+        gpu: inventory,
+        engines: plan.engines.iter().map(pending_engine).collect(),
+        cells: plan
+            .cells
+            .iter()
+            .map(|c| CellIndex {
+                id: c.id.clone(),
+                status: CellStatus::Pending,
+            })
+            .collect(),
+    };
+    let sampler = Sampler::start(gpu, plan.gpu.interval, &bundle.path("samples.jsonl"));
+    let mut run = Run {
+        plan,
+        bundle,
+        manifest,
+        sampler,
+        client: http_client()?,
+        cancel,
+        progress: Progress::new(opts.quiet),
+    };
+    run.save_manifest()?;
+    run.progress.plan(plan, &run.bundle.dir, &run.manifest.gpu);
+
+    for (ei, engine) in plan.engines.iter().enumerate() {
+        run.engine(ei, engine).await?;
+    }
+
+    let interrupted = run.cancel.is_stopping();
+    run.manifest.status = if interrupted {
+        RunStatus::Interrupted
+    } else {
+        RunStatus::Complete
+    };
+    if interrupted {
+        run.manifest.message =
+            Some("stopped by a signal; cells not reached are marked interrupted".into());
+    }
+    run.manifest.finished_at = Some(Utc::now());
+    run.save_manifest()?;
+    let cells_failed = run
+        .manifest
+        .cells
+        .iter()
+        .filter(|c| c.status == CellStatus::Failed)
+        .count();
+    let bundle_dir = run.bundle.dir.clone();
+    let status = run.manifest.status;
+    drop(run);
+    let (summary, report_error) = match report::rerender(&bundle_dir) {
+        Ok(s) => (s, None),
+        Err(e) => (String::new(), Some(e.to_string())),
+    };
+    Ok(ExecOutcome {
+        bundle_dir,
+        status,
+        cells_failed,
+        summary,
+        report_error,
+    })
+}
+
+fn pending_engine(e: &EngineSpec) -> EngineRecord {
+    EngineRecord {
+        name: e.name.clone(),
+        status: EngineStatus::Pending,
+        model: e.model.clone(),
+        argv: Vec::new(),
+        url: None,
+        pid: None,
+        version: None,
+        version_error: None,
+        ready_s: None,
+        idle: None,
+        failure: None,
+        log_tail: None,
+        log: None,
+        stop: None,
+    }
+}
+
+/// The resolved plan as stored in the bundle: values of secret-looking environment
+/// variables are replaced, so a token given in `env` never lands in a bundle.
+fn redacted(plan: &Plan) -> Plan {
+    let mut p = plan.clone();
+    for e in &mut p.engines {
+        if let EngineTarget::Launch(l) = &mut e.target {
+            for (k, v) in l.env.iter_mut() {
+                let up = k.to_ascii_uppercase();
+                if ["TOKEN", "KEY", "SECRET", "PASSWORD"]
+                    .iter()
+                    .any(|s| up.contains(s))
+                {
+                    *v = "<redacted>".into();
+                }
+            }
+        }
+    }
+    p
+}
+
+/// An engine that came up: how to reach it, and its process if the runner launched it.
+struct Up {
+    base_url: String,
+    spawned: Option<Spawned>,
+}
+
+impl Run<'_> {
+    fn save_manifest(&self) -> Result<(), WriteError> {
+        self.bundle.write_json("manifest.json", &self.manifest)
+    }
+
+    fn set_cell(&mut self, id: &str, status: CellStatus) {
+        if let Some(c) = self.manifest.cells.iter_mut().find(|c| c.id == id) {
+            c.status = status;
+        }
+    }
+
+    /// Writes a cell summary, the CSV of every summary so far, and the manifest.
+    fn save_cell(&mut self, s: &CellSummary) -> Result<(), WriteError> {
+        self.bundle
+            .write_json(&format!("cells/{}.summary.json", s.id), s)?;
+        self.set_cell(&s.id, s.status);
+        self.save_manifest()?;
+        self.progress.cell_done(s);
+        Ok(())
+    }
+
+    fn unrun_cell(
+        &mut self,
+        cell: &Cell,
+        status: CellStatus,
+        reason: &str,
+    ) -> Result<(), WriteError> {
+        let e = &self.plan.engines[cell.engine];
+        let w = &self.plan.workloads[cell.workload];
+        let s = CellSummary {
+            id: cell.id.clone(),
+            engine: e.name.clone(),
+            workload: w.name.clone(),
+            concurrency: cell.concurrency,
+            status,
+            reason: Some(reason.to_string()),
+            started_at: None,
+            finished_at: None,
+            metrics: None,
+            resources: None,
+            slo: None,
+            records: None,
+        };
+        self.save_cell(&s)
+    }
+
+    async fn engine(&mut self, ei: usize, spec: &EngineSpec) -> Result<(), RunError> {
+        let cells: Vec<Cell> = self
+            .plan
+            .cells
+            .iter()
+            .filter(|c| c.engine == ei)
+            .cloned()
+            .collect();
+        if self.cancel.is_stopping() {
+            self.manifest.engines[ei].status = EngineStatus::Skipped;
+            for c in &cells {
+                self.unrun_cell(
+                    c,
+                    CellStatus::Interrupted,
+                    "not run: the run was interrupted",
+                )?;
+            }
+            return Ok(());
+        }
+
+        if let Some(argv) = &spec.version_command {
+            let cwd = match &spec.target {
+                EngineTarget::Launch(l) => l.cwd.clone(),
+                EngineTarget::Attach { .. } => PathBuf::from("."),
+            };
+            match version::capture(argv, &cwd).await {
+                Ok(v) => self.manifest.engines[ei].version = Some(v),
+                Err(e) => self.manifest.engines[ei].version_error = Some(e),
+            }
+        }
+
+        let mut up = match self.bring_up(ei, spec).await {
+            Ok(up) => up,
+            Err(failure) => {
+                let rec = &mut self.manifest.engines[ei];
+                rec.status = EngineStatus::Failed;
+                rec.failure = Some(failure.message.clone());
+                rec.log_tail = failure.log_tail.clone();
+                self.progress.engine_failed(
+                    &spec.name,
+                    &failure.message,
+                    failure.log_tail.as_deref(),
+                );
+                let (status, reason) = if failure.stopped {
+                    self.manifest.engines[ei].status = EngineStatus::Skipped;
+                    (
+                        CellStatus::Interrupted,
+                        "not run: the run was interrupted".to_string(),
+                    )
+                } else {
+                    (
+                        CellStatus::Failed,
+                        format!("not run: engine `{}` {}", spec.name, failure.message),
+                    )
+                };
+                for c in &cells {
+                    self.unrun_cell(c, status, &reason)?;
+                }
+                if let Some(sp) = failure.spawned {
+                    self.teardown(ei, spec, sp).await?;
+                }
+                self.sampler.set_target(None, "");
+                return Ok(());
+            }
+        };
+
+        let mut dead: Option<String> = None;
+        for cell in &cells {
+            if self.cancel.is_stopping() {
+                self.unrun_cell(
+                    cell,
+                    CellStatus::Interrupted,
+                    "not run: the run was interrupted",
+                )?;
+                continue;
+            }
+            if let Some(why) = &dead {
+                let reason = format!("not run: {why}");
+                self.unrun_cell(cell, CellStatus::Failed, &reason)?;
+                continue;
+            }
+            let mut summary = self.cell(cell, spec, &up.base_url).await?;
+            if let Some(sp) = &mut up.spawned {
+                if let Ok(Some(status)) = sp.child.try_wait() {
+                    let why = format!(
+                        "engine `{}` exited with {status} during cell {}",
+                        spec.name, cell.id
+                    );
+                    let rec = &mut self.manifest.engines[ei];
+                    rec.status = EngineStatus::Failed;
+                    rec.failure = Some(why.clone());
+                    rec.log_tail = Some(log_tail(&sp.log_path, LOG_TAIL_LINES));
+                    self.progress
+                        .engine_failed(&spec.name, &why, rec.log_tail.as_deref());
+                    summary.status = CellStatus::Failed;
+                    summary.reason = Some(format!("{why}; the requests measured before are kept"));
+                    dead = Some(why);
+                }
+            }
+            self.save_cell(&summary)?;
+            self.bundle.write(
+                "summary.csv",
+                report::csv::render(&self.saved_summaries()).as_bytes(),
+            )?;
+        }
+
+        if let Some(sp) = up.spawned.take() {
+            self.teardown(ei, spec, sp).await?;
+        } else if self.manifest.engines[ei].status == EngineStatus::Ready {
+            self.manifest.engines[ei].status = EngineStatus::Stopped;
+        }
+        self.sampler.set_target(None, "");
+        self.save_manifest()?;
+        Ok(())
+    }
+
+    /// Every cell summary written so far, in plan order.
+    fn saved_summaries(&self) -> Vec<CellSummary> {
+        self.plan
+            .cells
+            .iter()
+            .filter_map(|c| {
+                let p = self.bundle.path(&format!("cells/{}.summary.json", c.id));
+                std::fs::read(p)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+            })
+            .collect()
+    }
+
+    async fn bring_up(&mut self, ei: usize, spec: &EngineSpec) -> Result<Up, Failure> {
+        let started = Instant::now();
+        match &spec.target {
+            EngineTarget::Attach { url } => {
+                self.manifest.engines[ei].url = Some(url.clone());
+                self.manifest.engines[ei].status = EngineStatus::Starting;
+                self.progress.engine_attaching(&spec.name, url);
+                match wait_ready(None, &self.client, url, &spec.health, started, &self.cancel).await
+                {
+                    Ok(d) => {
+                        self.ready(ei, spec, d.as_secs_f64(), None);
+                        Ok(Up {
+                            base_url: url.clone(),
+                            spawned: None,
+                        })
+                    }
+                    Err(e) => Err(Failure::not_ready(e, spec, url, None)),
+                }
+            }
+            EngineTarget::Launch(l) => {
+                let port = spawn::pick_port(l.port)
+                    .map_err(|e| Failure::plain(format!("could not start: {e}")))?;
+                let log_rel = format!("logs/{}.log", spec.name);
+                let mut sp = spawn::spawn(l, port, &self.bundle.path(&log_rel))
+                    .map_err(|e| Failure::plain(format!("could not start: {e}")))?;
+                let base_url = format!("http://127.0.0.1:{port}");
+                {
+                    let rec = &mut self.manifest.engines[ei];
+                    rec.argv = sp.argv.clone();
+                    rec.pid = Some(sp.pgid);
+                    rec.url = Some(base_url.clone());
+                    rec.log = Some(log_rel);
+                    rec.status = EngineStatus::Starting;
+                }
+                let _ = self.save_manifest();
+                self.progress.engine_launching(&spec.name, &sp.argv);
+                self.sampler.set_target(Some(sp.pgid), &spec.name);
+                let ready = wait_ready(
+                    Some(&mut sp.child),
+                    &self.client,
+                    &base_url,
+                    &spec.health,
+                    sp.started,
+                    &self.cancel,
+                )
+                .await;
+                match ready {
+                    Ok(d) => {
+                        self.ready(ei, spec, d.as_secs_f64(), Some(sp.pgid));
+                        Ok(Up {
+                            base_url,
+                            spawned: Some(sp),
+                        })
+                    }
+                    Err(e) => Err(Failure::not_ready(e, spec, &base_url, Some(sp))),
+                }
+            }
+        }
+    }
+
+    fn ready(&mut self, ei: usize, spec: &EngineSpec, secs: f64, _pgid: Option<i32>) {
+        let idle = self.sampler.snapshot(&format!("{}.idle", spec.name));
+        let rec = &mut self.manifest.engines[ei];
+        rec.status = EngineStatus::Ready;
+        rec.ready_s = Some(secs);
+        rec.idle = Some(idle);
+        let _ = self.save_manifest();
+        self.progress.engine_ready(&spec.name, secs);
+    }
+
+    async fn teardown(
+        &mut self,
+        ei: usize,
+        spec: &EngineSpec,
+        mut sp: Spawned,
+    ) -> Result<(), RunError> {
+        let grace = match &spec.target {
+            EngineTarget::Launch(l) => l.stop_grace,
+            EngineTarget::Attach { .. } => return Ok(()),
+        };
+        let report = terminate::stop(&mut sp.child, sp.pgid, sp.port, grace, &self.cancel).await;
+        self.progress.engine_stopped(&spec.name, &report);
+        let rec = &mut self.manifest.engines[ei];
+        if rec.status != EngineStatus::Failed && rec.status != EngineStatus::Skipped {
+            rec.status = EngineStatus::Stopped;
+        }
+        rec.stop = Some(report);
+        self.save_manifest()?;
+        Ok(())
+    }
+
+    async fn cell(
+        &mut self,
+        cell: &Cell,
+        spec: &EngineSpec,
+        base_url: &str,
+    ) -> Result<CellSummary, RunError> {
+        let w = &self.plan.workloads[cell.workload];
+        let records_rel = format!("cells/{}.records.jsonl", cell.id);
+        let records_path = self.bundle.path(&records_rel);
+        let file = std::fs::File::create(&records_path).map_err(|e| WriteError {
+            path: records_path.clone(),
+            source: e,
+        })?;
+        let (tx, rx) = mpsc::channel::<RequestRecord>(1024);
+        let collector = tokio::spawn(collect(rx, file));
+
+        let level = Arc::new(Level {
+            client: self.client.clone(),
+            target: RequestTarget {
+                url: format!("{base_url}{}", spec.api.path()),
+                stream: w.stream,
+                timeout: w.load.request_timeout,
+            },
+            bodies: workload::bodies(spec, w),
+            concurrency: cell.concurrency,
+            stop: w.load.stop,
+            warmup: w.load.warmup,
+        });
+        let done = Arc::new(AtomicU64::new(0));
+        let ticker = self.progress.cell_ticker(cell, w.load.stop, done.clone());
+        let started_at = Utc::now();
+        self.sampler.begin_window(&cell.id);
+        let outcome = run_level(level, self.cancel.clone(), done, tx).await;
+        let resources = self.sampler.end_window();
+        if let Some(t) = ticker {
+            t.abort();
+        }
+        let (acc, write_err) = collector.await.unwrap_or_else(|e| {
+            (
+                Accumulator::default(),
+                Some(std::io::Error::other(format!("record writer failed: {e}"))),
+            )
+        });
+        if let Some(e) = write_err {
+            return Err(RunError::Write(WriteError {
+                path: records_path,
+                source: e,
+            }));
+        }
+        let metrics = acc.finish();
+        let (status, reason) = if outcome.interrupted {
+            (
+                CellStatus::Interrupted,
+                Some("interrupted by a signal; the requests measured before are kept".to_string()),
+            )
+        } else if metrics.requests_ok == 0 {
+            let why = metrics
+                .failure_examples
+                .iter()
+                .next()
+                .map(|(k, m)| format!("{k}: {m}"))
+                .unwrap_or_else(|| "no request was sent".into());
+            (
+                CellStatus::Failed,
+                Some(format!("every request failed ({why})")),
+            )
+        } else {
+            (CellStatus::Ok, None)
+        };
+        let slo = slo::evaluate(&w.slo, &metrics);
+        Ok(CellSummary {
+            id: cell.id.clone(),
+            engine: spec.name.clone(),
+            workload: w.name.clone(),
+            concurrency: cell.concurrency,
+            status,
+            reason,
+            started_at: Some(started_at),
+            finished_at: Some(Utc::now()),
+            metrics: Some(metrics),
+            resources: Some(resources),
+            slo,
+            records: Some(records_rel),
+        })
+    }
+}
+
+/// Folds records into the cell's accumulator and appends each to the journal, flushed at
+/// least once a second so a killed runner loses at most a second of records.
+async fn collect(
+    mut rx: mpsc::Receiver<RequestRecord>,
+    file: std::fs::File,
+) -> (Accumulator, Option<std::io::Error>) {
+    let mut acc = Accumulator::default();
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, file);
+    let mut err = None;
+    let mut last_flush = Instant::now();
+    let mut line = Vec::with_capacity(512);
+    while let Some(r) = rx.recv().await {
+        acc.add(&r);
+        if err.is_some() {
+            continue;
+        }
+        line.clear();
+        if serde_json::to_writer(&mut line, &r).is_ok() {
+            line.push(b'\n');
+            if let Err(e) = out.write_all(&line) {
+                err = Some(e);
+            }
+        }
+        if last_flush.elapsed().as_secs() >= 1 {
+            last_flush = Instant::now();
+            if let Err(e) = out.flush() {
+                err = Some(e);
+            }
+        }
+    }
+    if err.is_none() {
+        if let Err(e) = out.flush() {
+            err = Some(e);
+        }
+    }
+    (acc, err)
+}
+
+/// Why an engine did not come up.
+struct Failure {
+    message: String,
+    log_tail: Option<String>,
+    spawned: Option<Spawned>,
+    /// The wait ended because the run is stopping, not because the engine failed.
+    stopped: bool,
+}
+
+impl Failure {
+    fn plain(message: String) -> Failure {
+        Failure {
+            message,
+            log_tail: None,
+            spawned: None,
+            stopped: false,
+        }
+    }
+
+    fn not_ready(
+        e: NotReady,
+        spec: &EngineSpec,
+        base_url: &str,
+        spawned: Option<Spawned>,
+    ) -> Failure {
+        let tail = spawned
+            .as_ref()
+            .map(|s| log_tail(&s.log_path, LOG_TAIL_LINES));
+        let probe = format!(
+            "GET {base_url}{} never answered {}",
+            spec.health.path, spec.health.status
+        );
+        let (message, stopped) = match e {
+            NotReady::Exited(status) => (format!("exited with {status} while starting"), false),
+            NotReady::Timeout(t) => (
+                format!(
+                    "was not ready after {} ({probe}); raise `health.timeout` if it loads slowly",
+                    humantime::format_duration(t)
+                ),
+                false,
+            ),
+            NotReady::Stopped => ("was stopped while starting".to_string(), true),
+        };
+        Failure {
+            message,
+            log_tail: tail,
+            spawned,
+            stopped,
+        }
+    }
+}

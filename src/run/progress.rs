@@ -1,0 +1,146 @@
+//! What a person watching the run sees on stderr: the plan, each engine's lifecycle, a live
+//! request count while a cell runs (on a terminal), and one line per finished cell.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::bundle::format::{CellStatus, CellSummary};
+use crate::engine::terminate::StopReport;
+use crate::metrics::gpu::GpuInventory;
+use crate::plan::{Cell, Plan, StopRule};
+
+/// Progress output; silent with `--quiet`.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    quiet: bool,
+    tty: bool,
+}
+
+impl Progress {
+    pub fn new(quiet: bool) -> Progress {
+        Progress {
+            quiet,
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn say(&self, line: &str) {
+        if !self.quiet {
+            eprintln!("{line}");
+        }
+    }
+
+    pub fn plan(&self, plan: &Plan, dir: &Path, gpu: &GpuInventory) {
+        self.say(&format!(
+            "runner: plan `{}`: {} engines x {} workloads, {} cells -> {}",
+            plan.name,
+            plan.engines.len(),
+            plan.workloads.len(),
+            plan.cells.len(),
+            dir.display()
+        ));
+        if let Some(why) = &gpu.unavailable_reason {
+            self.say(&format!("runner: GPU telemetry unavailable: {why}"));
+        }
+    }
+
+    pub fn engine_launching(&self, name: &str, argv: &[String]) {
+        self.say(&format!("[{name}] launching: {}", argv.join(" ")));
+    }
+
+    pub fn engine_attaching(&self, name: &str, url: &str) {
+        self.say(&format!("[{name}] attaching to {url}"));
+    }
+
+    pub fn engine_ready(&self, name: &str, secs: f64) {
+        self.say(&format!("[{name}] ready in {secs:.2} s"));
+    }
+
+    pub fn engine_failed(&self, name: &str, why: &str, tail: Option<&str>) {
+        self.say(&format!("[{name}] FAILED: {why}"));
+        if let Some(t) = tail.filter(|t| !t.is_empty()) {
+            for l in t.lines() {
+                self.say(&format!("[{name}] | {l}"));
+            }
+        }
+    }
+
+    pub fn engine_stopped(&self, name: &str, r: &StopReport) {
+        let how = if r.killed {
+            "killed (SIGKILL)"
+        } else {
+            "stopped"
+        };
+        self.say(&format!("[{name}] {how} in {:.2} s", r.took_s));
+        if !r.survivors.is_empty() {
+            self.say(&format!(
+                "[{name}] WARNING: still alive after SIGKILL: {}",
+                r.survivors.join(", ")
+            ));
+        }
+        if r.port_open_after {
+            self.say(&format!(
+                "[{name}] WARNING: its port still accepts connections after teardown"
+            ));
+        }
+    }
+
+    /// On a terminal, a task that rewrites one line with the cell's request count.
+    pub fn cell_ticker(
+        &self,
+        cell: &Cell,
+        stop: StopRule,
+        done: Arc<AtomicU64>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        if self.quiet || !self.tty {
+            return None;
+        }
+        let id = cell.id.clone();
+        let total = match stop {
+            StopRule::Requests(n) => n.to_string(),
+            StopRule::Duration(d) => humantime::format_duration(d).to_string(),
+        };
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                eprint!(
+                    "\r  {id}: {}/{total} requests   ",
+                    done.load(Ordering::Relaxed)
+                );
+            }
+        }))
+    }
+
+    pub fn cell_done(&self, s: &CellSummary) {
+        if self.tty && !self.quiet {
+            eprint!("\r\x1b[2K");
+        }
+        let line = match (&s.metrics, s.status) {
+            (Some(m), CellStatus::Ok | CellStatus::Interrupted) => format!(
+                "  {:<32} {:>5} ok {:>4} failed {:>9.2} req/s {:>10.1} tok/s  ttft p95 {:>8.1} ms  e2e p95 {:>8.1} ms{}",
+                s.id,
+                m.requests_ok,
+                m.requests_failed,
+                m.request_per_s,
+                m.output_tok_per_s,
+                m.ttft_ms.as_ref().map_or(0.0, |t| t.p95),
+                m.e2e_ms.as_ref().map_or(0.0, |t| t.p95),
+                if s.status == CellStatus::Interrupted { "  (interrupted)" } else { "" }
+            ),
+            _ => format!(
+                "  {:<32} {}: {}",
+                s.id,
+                match s.status {
+                    CellStatus::Interrupted => "interrupted",
+                    _ => "FAILED",
+                },
+                s.reason.as_deref().unwrap_or("")
+            ),
+        };
+        self.say(&line);
+    }
+}

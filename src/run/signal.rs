@@ -1,0 +1,132 @@
+//! The runner owns Ctrl-C and SIGTERM: the first signal asks the run to stop (no new
+//! requests, in-flight ones get a grace period, engines are torn down, the bundle is written
+//! as `interrupted`); a second one asks for everything to be killed at once.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// How long in-flight requests may run on after a stop is requested.
+pub const IN_FLIGHT_GRACE: Duration = Duration::from_secs(5);
+
+/// The stop state every stage can watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopState {
+    Running,
+    /// Stop: in-flight work may continue until the deadline.
+    Stopping {
+        deadline: Instant,
+    },
+    /// Kill everything now.
+    Kill,
+}
+
+/// A handle to the stop state.
+#[derive(Debug, Clone)]
+pub struct Cancel {
+    rx: watch::Receiver<StopState>,
+}
+
+/// The side that requests stops.
+#[derive(Debug, Clone)]
+pub struct Stopper {
+    tx: watch::Sender<StopState>,
+}
+
+/// A connected stopper and cancel handle.
+pub fn channel() -> (Stopper, Cancel) {
+    let (tx, rx) = watch::channel(StopState::Running);
+    (Stopper { tx }, Cancel { rx })
+}
+
+impl Stopper {
+    /// Escalates: running -> stopping -> kill.
+    pub fn escalate(&self) -> StopState {
+        let mut next = StopState::Running;
+        self.tx.send_modify(|s| {
+            *s = match *s {
+                StopState::Running => StopState::Stopping {
+                    deadline: Instant::now() + IN_FLIGHT_GRACE,
+                },
+                _ => StopState::Kill,
+            };
+            next = *s;
+        });
+        next
+    }
+}
+
+impl Cancel {
+    /// A handle that never fires (for one-off requests outside a run).
+    pub fn never() -> Cancel {
+        let (tx, rx) = watch::channel(StopState::Running);
+        std::mem::forget(tx);
+        Cancel { rx }
+    }
+
+    pub fn state(&self) -> StopState {
+        *self.rx.borrow()
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.state() != StopState::Running
+    }
+
+    /// Completes once a stop has been requested.
+    pub async fn stopping(&self) {
+        let mut rx = self.rx.clone();
+        let _ = rx.wait_for(|s| *s != StopState::Running).await;
+    }
+
+    /// Completes when in-flight work must end: the stop's grace deadline, or a kill.
+    pub async fn in_flight_expired(&self) {
+        let mut rx = self.rx.clone();
+        loop {
+            let state = *rx.borrow_and_update();
+            match state {
+                StopState::Kill => return,
+                StopState::Stopping { deadline } => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(deadline) => return,
+                        r = rx.changed() => if r.is_err() { return },
+                    }
+                }
+                StopState::Running => {
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Completes when a kill is requested.
+    pub async fn killed(&self) {
+        let mut rx = self.rx.clone();
+        let _ = rx.wait_for(|s| *s == StopState::Kill).await;
+    }
+}
+
+/// Listens for SIGINT and SIGTERM for the whole run, escalating on each.
+pub fn install(stopper: Stopper) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = int.recv() => {},
+                _ = term.recv() => {},
+            }
+            match stopper.escalate() {
+                StopState::Kill => eprintln!("\nsecond signal: killing every engine now"),
+                _ => eprintln!(
+                    "\nstopping: no new requests, in-flight ones get {}s, then engines are stopped (signal again to kill at once)",
+                    IN_FLIGHT_GRACE.as_secs()
+                ),
+            }
+        }
+    });
+    Ok(())
+}
