@@ -117,7 +117,11 @@ impl fmt::Display for Diagnostic {
             writeln!(f, "{pad} | {lead}{}", "^".repeat(loc.width))?;
         }
         if let Some(hint) = &self.hint {
-            writeln!(f, "  = hint: {hint}")?;
+            let pad = self
+                .location
+                .as_ref()
+                .map_or(String::new(), |l| " ".repeat(l.line.to_string().len()));
+            writeln!(f, "{pad} = hint: {hint}")?;
         }
         Ok(())
     }

@@ -138,7 +138,12 @@ impl Resolver<'_> {
     }
 
     fn toml_error(&self, e: &toml::de::Error) -> Diagnostic {
-        let message = e.message().trim().to_string();
+        let message = e
+            .message()
+            .trim()
+            .replace("expected i64", "expected an integer")
+            .replace("expected f64", "expected a number")
+            .replace("expected a boolean", "expected true or false");
         let mut d = Diagnostic::error(message.clone());
         if let Some(span) = e.span() {
             d = d.at(self.loc(span));
@@ -149,6 +154,10 @@ impl Resolver<'_> {
             d = d.hint("see docs/plan.md for the type each key takes");
         } else if message.starts_with("missing field") {
             d = d.hint("add the key; docs/plan.md lists the required keys of each table");
+        } else if !message.contains("expected") || message.starts_with("invalid") {
+            d = d.hint(
+                "this is a TOML syntax error: check quotes, brackets and commas at the caret",
+            );
         }
         d
     }
@@ -211,7 +220,7 @@ impl Resolver<'_> {
 
     fn relative(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
-        if p.is_absolute() {
+        if p.is_absolute() || self.dir == Path::new(".") {
             p.to_path_buf()
         } else {
             self.dir.join(p)

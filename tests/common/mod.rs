@@ -1,0 +1,128 @@
+//! Helpers shared by the integration tests: run the real `runner` binary on a plan written
+//! into a temporary directory, and read back what it wrote.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const RUNNER: &str = env!("CARGO_BIN_EXE_runner");
+
+/// A temporary directory holding one plan.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch {
+            dir: tempfile::tempdir().expect("create a temp dir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path().join(name);
+        std::fs::write(&p, text).expect("write a test file");
+        p
+    }
+
+    /// Runs `runner ARGS` with the scratch directory as the working directory.
+    pub fn runner(&self, args: &[&str]) -> Output {
+        Command::new(RUNNER)
+            .args(args)
+            .current_dir(self.path())
+            .output()
+            .expect("run the runner binary")
+    }
+
+    /// Runs `runner exec PLAN --results results` and returns the output and the bundle.
+    pub fn exec(&self, plan: &str) -> (Output, PathBuf) {
+        let out = self.runner(&["exec", plan, "--results", "results"]);
+        let bundle = find_bundle(&self.path().join("results"));
+        (out, bundle)
+    }
+}
+
+/// The one bundle under `results/<plan>/`.
+pub fn find_bundle(results: &Path) -> PathBuf {
+    let plan_dirs: Vec<_> = std::fs::read_dir(results)
+        .unwrap_or_else(|e| panic!("no results dir {}: {e}", results.display()))
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    assert_eq!(plan_dirs.len(), 1, "one plan dir in {}", results.display());
+    let bundles: Vec<_> = std::fs::read_dir(&plan_dirs[0])
+        .expect("read plan dir")
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    assert_eq!(bundles.len(), 1, "one bundle in {}", plan_dirs[0].display());
+    bundles[0].clone()
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Whether a process with this PID still exists (zombies count as gone).
+pub fn alive(pid: i64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X"))
+        }
+        Err(_) => false,
+    }
+}
+
+/// Every live process whose process group is `pgid`.
+pub fn group_alive(pgid: i64) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        if fields.len() > 2 && fields[2] == pgid.to_string() && !matches!(fields[0], "Z" | "X") {
+            out.push(stat[..close + 1].to_string());
+        }
+    }
+    out
+}
+
+/// Asserts that no process of any engine in the manifest survived.
+pub fn assert_no_engine_survives(manifest: &serde_json::Value) {
+    for e in manifest["engines"].as_array().expect("engines") {
+        if let Some(pid) = e["pid"].as_i64() {
+            assert!(
+                !alive(pid),
+                "engine {} (pid {pid}) is still alive",
+                e["name"]
+            );
+            let left = group_alive(pid);
+            assert!(
+                left.is_empty(),
+                "engine {} left processes: {left:?}",
+                e["name"]
+            );
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! What a user sees for a broken plan: `path:line:col`, the line, a caret and a hint. The
+//! exact text is pinned by snapshots, one bad plan per test.
+
+mod common;
+
+use common::*;
+
+const GOOD: &str = r#"schema = 1
+name = "p"
+
+[load]
+concurrency = [1, 4]
+requests = 10
+
+[[engine]]
+name = "sim"
+launch = "{runner} engine sim --port {port} --model m"
+model = "m"
+
+[[workload]]
+name = "chat"
+prompts = ["hi"]
+max_tokens = 16
+"#;
+
+/// `runner validate` of a plan made from GOOD by one replacement; returns stderr.
+fn validate_with(from: &str, to: &str) -> String {
+    assert!(GOOD.contains(from), "GOOD has {from:?}");
+    let s = Scratch::new();
+    s.write("plan.toml", &GOOD.replacen(from, to, 1));
+    let out = s.runner(&["validate", "plan.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn misspelled_key() {
+    insta::assert_snapshot!(validate_with("concurrency =", "concurency ="));
+}
+
+#[test]
+fn wrong_type() {
+    insta::assert_snapshot!(validate_with("requests = 10", "requests = \"ten\""));
+}
+
+#[test]
+fn unknown_placeholder() {
+    insta::assert_snapshot!(validate_with("--model m\"", "--model {modle}\""));
+}
+
+#[test]
+fn missing_prompt_file() {
+    insta::assert_snapshot!(validate_with(
+        "prompts = [\"hi\"]",
+        "prompts_file = \"prompts.txt\""
+    ));
+}
+
+#[test]
+fn duplicate_engine_name() {
+    let dup = "model = \"m\"\n\n[[engine]]\nname = \"sim\"\nurl = \"http://127.0.0.1:9\"\nmodel = \"m\"\n";
+    insta::assert_snapshot!(validate_with("model = \"m\"\n", dup));
+}
+
+#[test]
+fn empty_grid() {
+    insta::assert_snapshot!(validate_with("concurrency = [1, 4]", "concurrency = []"));
+}
+
+#[test]
+fn bad_duration() {
+    insta::assert_snapshot!(validate_with(
+        "model = \"m\"\n",
+        "model = \"m\"\nstop_grace = \"ten seconds\"\n"
+    ));
+}
+
+#[test]
+fn future_schema() {
+    insta::assert_snapshot!(validate_with("schema = 1", "schema = 2"));
+}
+
+#[test]
+fn toml_syntax_error() {
+    insta::assert_snapshot!(validate_with("name = \"p\"", "name = \"p"));
+}
+
+#[test]
+fn missing_program_is_a_warning_not_an_error() {
+    let s = Scratch::new();
+    s.write(
+        "plan.toml",
+        &GOOD.replace("{runner} engine sim", "vllm-not-installed-here serve"),
+    );
+    let out = s.runner(&["validate", "plan.toml"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "warning: engine `sim`: program `vllm-not-installed-here` is not on PATH here"
+        ),
+        "{stderr}"
+    );
+}
