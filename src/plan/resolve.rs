@@ -218,6 +218,12 @@ impl Resolver<'_> {
         ok
     }
 
+    /// The plan's directory as an absolute path: engines run with it as their working
+    /// directory by default, and `{plan_dir}` must mean the same wherever the runner starts.
+    fn abs_dir(&self) -> PathBuf {
+        std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone())
+    }
+
     fn relative(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
         if p.is_absolute() || self.dir == Path::new(".") {
@@ -370,7 +376,7 @@ impl Resolver<'_> {
             ("name", name.clone()),
             ("host", "127.0.0.1".to_string()),
             ("runner", self.ctx.runner_exe.to_string_lossy().into_owned()),
-            ("plan_dir", self.dir.to_string_lossy().into_owned()),
+            ("plan_dir", self.abs_dir().to_string_lossy().into_owned()),
         ]);
 
         let version_command = e
@@ -480,7 +486,7 @@ impl Resolver<'_> {
                 let cwd = e
                     .cwd
                     .as_ref()
-                    .map_or_else(|| self.dir.clone(), |c| self.relative(c.get_ref()));
+                    .map_or_else(|| self.abs_dir(), |c| self.abs_dir().join(c.get_ref()));
                 let stop_grace = self.duration(&e.stop_grace, Duration::from_secs(10));
                 argv.map(|argv| {
                     EngineTarget::Launch(LaunchSpec {
@@ -944,7 +950,7 @@ max_tokens = 8
             ]
         );
         assert_eq!(l.port, PortSpec::Auto);
-        assert_eq!(l.cwd, PathBuf::from("plans"));
+        assert!(l.cwd.ends_with("plans"), "{}", l.cwd.display());
         assert_eq!(plan.engines[0].api, Api::Chat);
         assert_eq!(plan.engines[0].health.path, "/health");
         let EngineTarget::Attach { url } = &plan.engines[1].target else {

@@ -552,7 +552,12 @@ impl Run<'_> {
         } else {
             (CellStatus::Ok, None)
         };
-        let slo = slo::evaluate(&w.slo, &metrics);
+        // Only a cell measured to the end can pass or fail an SLO.
+        let slo = if status == CellStatus::Ok {
+            slo::evaluate(&w.slo, &metrics)
+        } else {
+            None
+        };
         Ok(CellSummary {
             id: cell.id.clone(),
             engine: spec.name.clone(),

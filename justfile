@@ -1,0 +1,19 @@
+# Developer tasks. Install just with `cargo install just` (it is not a Debian package here).
+
+# Run the quickstart plan against the built-in engine.
+demo:
+    cargo run --release -- exec plans/quickstart.toml
+
+# The test suite, as README documents it.
+test:
+    cargo test --locked
+
+# Everything CI checks: formatting, lints, tests.
+ci:
+    cargo fmt --check
+    cargo clippy --locked --all-targets -- -D warnings
+    cargo test --locked
+
+# Check every example plan.
+validate:
+    for p in plans/*.toml; do cargo run --quiet -- validate "$p" || exit 1; done
