@@ -123,17 +123,33 @@ fn validate(path: &Path) -> i32 {
             StopRule::Duration(d) => format!("{} of load", humantime::format_duration(d)),
         };
         println!(
-            "  {:<16} {} prompts ({}), max_tokens {}, concurrency {:?}, {per} + {} warmup per level{}",
+            "  {:<16} {} prompts ({}), max_tokens {}, {} {}, {per} + {} warmup per level{}",
             w.name,
             w.prompts.len(),
             w.source,
             w.max_tokens,
-            w.load.concurrency,
+            match w.load.levels.first() {
+                Some(plan::LoadLevel::Rate(_)) => "rate (req/s)",
+                _ => "concurrency",
+            },
+            w.load
+                .levels
+                .iter()
+                .map(|l| l.label().replace(" req/s", ""))
+                .collect::<Vec<_>>()
+                .join(", "),
             w.load.warmup,
             if w.slo.is_empty() {
                 String::new()
             } else {
-                format!(", SLO {}", w.slo.iter().map(|r| format!("{} <= {}", r.key(), r.max_ms)).collect::<Vec<_>>().join(", "))
+                format!(
+                    ", SLO {}",
+                    w.slo
+                        .iter()
+                        .map(|r| format!("{} <= {}", r.key(), r.max_ms))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             }
         );
     }

@@ -108,11 +108,11 @@ fn exec_writes_a_complete_bundle_and_leaves_no_process() {
     }
     let csv = std::fs::read_to_string(bundle.join("summary.csv")).expect("csv");
     assert_eq!(csv.lines().count(), 1 + cells.len());
-    assert!(csv.starts_with("engine,workload,concurrency,status,"));
+    assert!(csv.starts_with("engine,workload,concurrency,rate_per_s,status,valid,"));
     let report = std::fs::read_to_string(bundle.join("report.md")).expect("report");
     assert!(report.contains("# e2e"));
     assert!(report.contains("| batched | 4 | ok |"), "{report}");
-    assert!(report.contains("Highest concurrency meeting the SLO"));
+    assert!(report.contains("Highest load meeting the SLO"));
 
     assert_no_engine_survives(&m);
 

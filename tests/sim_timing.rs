@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use runner::engine::sim::{router, SimArgs};
-use runner::load::client::{http_client, send, RequestTarget};
+use runner::load::client::{http_client, send, RequestTarget, Timeouts};
 use runner::metrics::record::{RequestRecord, TokenSource};
 
 fn args(max_batch: usize, step_ms: f64, prefill_ms_per_token: f64) -> SimArgs {
@@ -46,9 +46,10 @@ async fn one(base: &str, prompt: &str, max_tokens: u32, stream: bool) -> Request
     let target = RequestTarget {
         url: format!("{base}/v1/chat/completions"),
         stream,
-        timeout: Duration::from_secs(30),
+        timeouts: Timeouts::default(),
+        keep_text: false,
     };
-    let client = http_client().expect("client");
+    let client = http_client(Duration::from_secs(5)).expect("client");
     send(
         &client,
         &target,
@@ -58,6 +59,7 @@ async fn one(base: &str, prompt: &str, max_tokens: u32, stream: bool) -> Request
         std::future::pending(),
     )
     .await
+    .record
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,11 +126,12 @@ async fn non_streamed_requests_and_wrong_models_are_answered() {
     assert_eq!((r.input_tokens, r.output_tokens), (Some(3), 4));
     assert_eq!(r.content_us.len(), 1);
 
-    let client = http_client().expect("client");
+    let client = http_client(Duration::from_secs(5)).expect("client");
     let target = RequestTarget {
         url: format!("{base}/v1/chat/completions"),
         stream: true,
-        timeout: Duration::from_secs(10),
+        timeouts: Timeouts::default(),
+        keep_text: false,
     };
     let wrong = Bytes::from(
         r#"{"model":"other","messages":[{"role":"user","content":"x"}],"stream":true}"#,
@@ -141,7 +144,8 @@ async fn non_streamed_requests_and_wrong_models_are_answered() {
         0,
         std::future::pending(),
     )
-    .await;
+    .await
+    .record;
     assert!(!r.ok);
     assert_eq!(r.status, Some(404));
     assert!(

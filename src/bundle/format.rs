@@ -10,6 +10,7 @@ use crate::engine::terminate::StopReport;
 use crate::metrics::gpu::GpuInventory;
 use crate::metrics::sampler::Resources;
 use crate::metrics::summary::CellMetrics;
+use crate::plan::LoadLevel;
 
 /// Bumped on any change a reader of older bundles would misread.
 pub const FORMAT_VERSION: u32 = 1;
@@ -129,9 +130,15 @@ pub struct CellSummary {
     pub id: String,
     pub engine: String,
     pub workload: String,
-    pub concurrency: u32,
+    /// `{"concurrency": N}` (closed loop) or `{"rate": R}` (open loop, requests/s).
+    pub level: LoadLevel,
     pub status: CellStatus,
     pub reason: Option<String>,
+    /// False when the client, not the server, set the pace (see `invalid_reason`): such a
+    /// cell's numbers are kept for diagnosis but never reported as a result.
+    pub valid: bool,
+    pub invalid_reason: Option<String>,
+    pub client: Option<ClientUsage>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub metrics: Option<CellMetrics>,
@@ -139,6 +146,16 @@ pub struct CellSummary {
     pub slo: Option<SloVerdict>,
     /// Raw per-request records, relative to the bundle.
     pub records: Option<String>,
+}
+
+/// What the runner itself used while measuring a cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientUsage {
+    /// User + system CPU time of the runner process during the cell.
+    pub cpu_s: f64,
+    /// `cpu_s` over the cell's wall time, in percent of one core.
+    pub cpu_pct: f64,
+    pub cores: usize,
 }
 
 /// A cell's SLO verdict: every check passed and no request failed.

@@ -11,22 +11,49 @@ use serde::Deserialize;
 use super::sse;
 use crate::metrics::record::{ErrorClass, RequestRecord, TokenSource};
 
+/// Per-phase limits of one request. Nothing waits forever.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeouts {
+    /// To establish the TCP connection (set on the shared client).
+    pub connect: Duration,
+    /// From sending to the first generated output (headers included).
+    pub first_token: Duration,
+    /// Longest silence between two reads of the response body.
+    pub idle: Duration,
+    /// The whole request.
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            first_token: Duration::from_secs(600),
+            idle: Duration::from_secs(120),
+            total: Duration::from_secs(600),
+        }
+    }
+}
+
 /// What a request needs besides its body.
 #[derive(Debug, Clone)]
 pub struct RequestTarget {
     /// Full URL of the API endpoint, e.g. `http://127.0.0.1:8000/v1/chat/completions`.
     pub url: String,
     pub stream: bool,
-    pub timeout: Duration,
+    pub timeouts: Timeouts,
+    /// Keep the generated text (for `runner probe`); a load run does not.
+    pub keep_text: bool,
 }
 
 /// Builds the HTTP client every request of a run shares: connections are reused, no proxy
 /// (benchmark traffic must go straight to the engine), no overall timeout (each request has
-/// its own).
-pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+/// its own phases).
+pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .no_proxy()
         .tcp_nodelay(true)
+        .connect_timeout(connect_timeout)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(usize::MAX)
         .build()
@@ -37,22 +64,21 @@ pub fn since(origin: Instant) -> u64 {
     origin.elapsed().as_micros() as u64
 }
 
-/// Sends one request and records it. `origin` is the cell's clock origin; `scheduled_us` is
-/// when the request was due (latency is measured from there). If `abort` completes first, the
-/// request ends as `cancelled`.
-pub async fn send(
-    client: &reqwest::Client,
-    target: &RequestTarget,
-    body: Bytes,
-    origin: Instant,
-    scheduled_us: u64,
-    abort: impl std::future::Future<Output = ()>,
-) -> RequestRecord {
-    let mut rec = RequestRecord {
+/// A request's record and, when asked for, its generated text.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub record: RequestRecord,
+    pub text: Option<String>,
+}
+
+/// An empty record for a request due at `scheduled_us`.
+pub fn blank_record(scheduled_us: u64) -> RequestRecord {
+    RequestRecord {
         index: 0,
         worker: 0,
         scheduled_us,
-        sent_us: since(origin),
+        sent_us: scheduled_us,
+        queued_us: 0,
         head_us: None,
         first_byte_us: None,
         first_event_us: None,
@@ -67,13 +93,30 @@ pub async fn send(
         output_tokens: 0,
         output_tokens_source: TokenSource::Chunks,
         chunks: 0,
-    };
+    }
+}
+
+/// Sends one request and records it. `origin` is the cell's clock origin; `scheduled_us` is
+/// when the request was due (latency is measured from there). If `abort` completes first, the
+/// request ends as `cancelled`.
+pub async fn send(
+    client: &reqwest::Client,
+    target: &RequestTarget,
+    body: Bytes,
+    origin: Instant,
+    scheduled_us: u64,
+    abort: impl std::future::Future<Output = ()>,
+) -> Outcome {
+    let mut rec = blank_record(scheduled_us);
+    rec.sent_us = since(origin);
+    let mut text = target.keep_text.then(String::new);
+    let total = target.timeouts.total;
     let result = tokio::select! {
-        r = tokio::time::timeout(target.timeout, exchange(client, target, body, origin, &mut rec)) => match r {
+        r = tokio::time::timeout(total, exchange(client, target, body, origin, &mut rec, text.as_mut())) => match r {
             Ok(r) => r,
             Err(_) => Err((
-                ErrorClass::Timeout,
-                format!("no complete response within {}", humantime::format_duration(target.timeout)),
+                ErrorClass::TimeoutTotal,
+                format!("no complete response within {}", humantime::format_duration(total)),
             )),
         },
         () = abort => Err((ErrorClass::Cancelled, "the run was interrupted while this request was in flight".to_string())),
@@ -87,10 +130,11 @@ pub async fn send(
             rec.error_message = Some(message);
         }
     }
-    rec
+    Outcome { record: rec, text }
 }
 
-type Failure = (ErrorClass, String);
+/// A failed request: its class and the message to keep.
+pub type Failure = (ErrorClass, String);
 
 async fn exchange(
     client: &reqwest::Client,
@@ -98,21 +142,28 @@ async fn exchange(
     body: Bytes,
     origin: Instant,
     rec: &mut RequestRecord,
+    text: Option<&mut String>,
 ) -> Result<(), Failure> {
-    let resp = client
+    let t = target.timeouts;
+    let first_token_deadline = tokio::time::Instant::now() + t.first_token;
+    let request = client
         .post(&target.url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body)
-        .send()
-        .await
-        .map_err(|e| {
-            let class = if e.is_connect() {
+        .send();
+    let resp = match tokio::time::timeout_at(first_token_deadline, request).await {
+        Err(_) => return Err(first_token_timeout(t.first_token)),
+        Ok(r) => r.map_err(|e| {
+            let class = if e.is_connect() && e.is_timeout() {
+                ErrorClass::TimeoutConnect
+            } else if e.is_connect() {
                 ErrorClass::Connect
             } else {
                 ErrorClass::Io
             };
             (class, error_chain(&e))
-        })?;
+        })?,
+    };
     rec.head_us = Some(since(origin));
     let status = resp.status();
     rec.status = Some(status.as_u16());
@@ -121,129 +172,215 @@ async fn exchange(
         let message = server_message(&text).unwrap_or_else(|| truncate(&text, 500));
         return Err((ErrorClass::HttpStatus, format!("HTTP {status}: {message}")));
     }
-    if target.stream {
-        read_stream(resp, origin, rec).await
-    } else {
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| (ErrorClass::Io, error_chain(&e)))?;
-        let now = since(origin);
-        rec.first_byte_us = Some(now);
-        read_whole(&bytes, now, rec)
-    }
-}
-
-async fn read_stream(
-    resp: reqwest::Response,
-    origin: Instant,
-    rec: &mut RequestRecord,
-) -> Result<(), Failure> {
-    let mut parser = sse::Parser::new();
     let mut body = resp.bytes_stream();
-    let mut state = StreamState::default();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| (ErrorClass::Io, error_chain(&e)))?;
-        let now = since(origin);
-        rec.first_byte_us.get_or_insert(now);
-        let mut failure = None;
-        parser.feed(&chunk, |ev| {
-            if failure.is_none() {
-                rec.first_event_us.get_or_insert(now);
-                if let Err(f) = state.on_event(&ev, now, rec) {
-                    failure = Some(f);
-                }
+    let mut reader = StreamReader::new(target.stream, text);
+    loop {
+        // Before the first token, the first-token deadline bounds each wait too.
+        let idle_deadline = tokio::time::Instant::now() + t.idle;
+        let deadline = if rec.content_us.is_empty() {
+            idle_deadline.min(first_token_deadline)
+        } else {
+            idle_deadline
+        };
+        let next = match tokio::time::timeout_at(deadline, body.next()).await {
+            Ok(n) => n,
+            Err(_) if rec.content_us.is_empty() && deadline == first_token_deadline => {
+                return Err(first_token_timeout(t.first_token));
             }
-        });
-        if let Some(f) = failure {
-            return Err(f);
-        }
-        if state.done {
+            Err(_) => {
+                return Err((
+                    ErrorClass::TimeoutIdle,
+                    format!(
+                        "the server sent nothing for {} in the middle of the response",
+                        humantime::format_duration(t.idle)
+                    ),
+                ))
+            }
+        };
+        let Some(chunk) = next else { break };
+        let chunk = chunk.map_err(|e| (ErrorClass::Io, error_chain(&e)))?;
+        reader.feed(&chunk, since(origin), rec)?;
+        if reader.is_done() {
             break;
         }
     }
-    if state.usage.is_none() {
-        rec.output_tokens = rec.chunks;
-        rec.output_tokens_source = TokenSource::Chunks;
-    }
-    if state.done || rec.finish_reason.is_some() {
-        Ok(())
-    } else {
-        Err((
-            ErrorClass::Truncated,
-            format!(
-                "the stream ended after {} content chunks without a finish reason or [DONE]",
-                rec.chunks
-            ),
-        ))
-    }
+    reader.finish(since(origin), rec)
 }
 
-#[derive(Default)]
-struct StreamState {
+fn first_token_timeout(limit: Duration) -> Failure {
+    (
+        ErrorClass::TimeoutFirstToken,
+        format!(
+            "no generated output within {} of sending",
+            humantime::format_duration(limit)
+        ),
+    )
+}
+
+/// Turns response-body bytes, as they arrive, into the record's instants, counts and verdict:
+/// an SSE stream of completion chunks, or (not streamed) one JSON body. Pure: the byte-split
+/// tests drive it directly.
+#[derive(Debug)]
+pub struct StreamReader<'t> {
+    stream: bool,
+    parser: sse::Parser,
+    /// A non-streamed body, gathered until the end.
+    whole: Vec<u8>,
     done: bool,
-    usage: Option<Usage>,
+    usage: bool,
+    failure: Option<Failure>,
+    text: Option<&'t mut String>,
 }
 
-impl StreamState {
-    fn on_event(
-        &mut self,
-        ev: &sse::Event,
-        now: u64,
-        rec: &mut RequestRecord,
-    ) -> Result<(), Failure> {
-        let data = ev.data.trim();
-        if data == "[DONE]" {
-            self.done = true;
+impl<'t> StreamReader<'t> {
+    pub fn new(stream: bool, text: Option<&'t mut String>) -> StreamReader<'t> {
+        StreamReader {
+            stream,
+            parser: sse::Parser::new(),
+            whole: Vec::new(),
+            done: false,
+            usage: false,
+            failure: None,
+            text,
+        }
+    }
+
+    /// `[DONE]` was seen: nothing more needs to be read.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Consumes one read of the body, which arrived at `now`.
+    pub fn feed(&mut self, bytes: &[u8], now: u64, rec: &mut RequestRecord) -> Result<(), Failure> {
+        if bytes.is_empty() {
             return Ok(());
         }
-        if ev.event == "error" {
-            let msg = server_message(data).unwrap_or_else(|| truncate(data, 500));
-            return Err((ErrorClass::ServerError, msg));
+        rec.first_byte_us.get_or_insert(now);
+        if !self.stream {
+            self.whole.extend_from_slice(bytes);
+            return Ok(());
         }
-        let chunk: Chunk = serde_json::from_str(data).map_err(|e| {
-            (
-                ErrorClass::Decode,
+        let Self {
+            parser,
+            failure,
+            done,
+            usage,
+            text,
+            ..
+        } = self;
+        parser.feed(bytes, |ev| {
+            if failure.is_none() && !*done {
+                rec.first_event_us.get_or_insert(now);
+                if let Err(f) = on_event(&ev, now, rec, done, usage, text.as_deref_mut()) {
+                    *failure = Some(f);
+                }
+            }
+        });
+        match &self.failure {
+            Some(f) => Err(f.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// The body ended at `now`: settles token counts and the verdict.
+    pub fn finish(mut self, now: u64, rec: &mut RequestRecord) -> Result<(), Failure> {
+        if !self.stream {
+            return read_whole(&self.whole, now, rec, self.text.as_deref_mut());
+        }
+        if let Some(f) = self.failure {
+            return Err(f);
+        }
+        if !self.usage {
+            rec.output_tokens = rec.chunks;
+            rec.output_tokens_source = TokenSource::Chunks;
+        }
+        if self.done || rec.finish_reason.is_some() {
+            Ok(())
+        } else {
+            Err((
+                ErrorClass::Truncated,
                 format!(
-                    "an SSE event is not a completion chunk ({e}): {}",
-                    truncate(data, 200)
+                    "the stream ended after {} content chunks without a finish reason or [DONE]",
+                    rec.chunks
                 ),
-            )
-        })?;
-        if chunk.error.is_some() || chunk.object.as_deref() == Some("error") {
-            let msg = server_message(data).unwrap_or_else(|| truncate(data, 500));
-            return Err((ErrorClass::ServerError, msg));
+            ))
         }
-        let mut has_output = false;
-        for choice in chunk.choices.iter().flatten() {
-            if let Some(d) = &choice.delta {
-                has_output |= nonempty(&d.content)
-                    || nonempty(&d.reasoning_content)
-                    || nonempty(&d.reasoning)
-                    || d.tool_calls.as_ref().is_some_and(|t| !t.is_null());
-            }
-            has_output |= nonempty(&choice.text);
-            if let Some(f) = &choice.finish_reason {
-                rec.finish_reason = Some(f.to_string());
-            }
-        }
-        if has_output {
-            rec.chunks += 1;
-            rec.content_us.push(now);
-        }
-        if let Some(u) = chunk.usage {
-            rec.input_tokens = u.prompt_tokens;
-            if let Some(c) = u.completion_tokens {
-                rec.output_tokens = c;
-                rec.output_tokens_source = TokenSource::Usage;
-            }
-            self.usage = Some(u);
-        }
-        Ok(())
     }
 }
 
-fn read_whole(bytes: &[u8], now: u64, rec: &mut RequestRecord) -> Result<(), Failure> {
+fn on_event(
+    ev: &sse::Event,
+    now: u64,
+    rec: &mut RequestRecord,
+    done: &mut bool,
+    usage_seen: &mut bool,
+    text: Option<&mut String>,
+) -> Result<(), Failure> {
+    let data = ev.data.trim();
+    if data == "[DONE]" {
+        *done = true;
+        return Ok(());
+    }
+    if ev.event == "error" {
+        let msg = server_message(data).unwrap_or_else(|| truncate(data, 500));
+        return Err((ErrorClass::ServerError, msg));
+    }
+    let chunk: Chunk = serde_json::from_str(data).map_err(|e| {
+        (
+            ErrorClass::Decode,
+            format!(
+                "an SSE event is not a completion chunk ({e}): {}",
+                truncate(data, 200)
+            ),
+        )
+    })?;
+    if chunk.error.is_some() || chunk.object.as_deref() == Some("error") {
+        let msg = server_message(data).unwrap_or_else(|| truncate(data, 500));
+        return Err((ErrorClass::ServerError, msg));
+    }
+    let mut has_output = false;
+    let mut text = text;
+    for choice in chunk.choices.iter().flatten() {
+        if let Some(d) = &choice.delta {
+            has_output |= nonempty(&d.content)
+                || nonempty(&d.reasoning_content)
+                || nonempty(&d.reasoning)
+                || d.tool_calls.as_ref().is_some_and(|t| !t.is_null());
+            if let (Some(t), Some(c)) = (text.as_deref_mut(), &d.content) {
+                t.push_str(c);
+            }
+        }
+        has_output |= nonempty(&choice.text);
+        if let (Some(t), Some(c)) = (text.as_deref_mut(), &choice.text) {
+            t.push_str(c);
+        }
+        if let Some(f) = &choice.finish_reason {
+            rec.finish_reason = Some(f.to_string());
+        }
+    }
+    if has_output {
+        rec.chunks += 1;
+        rec.content_us.push(now);
+    }
+    if let Some(u) = chunk.usage {
+        if u.prompt_tokens.is_some() {
+            rec.input_tokens = u.prompt_tokens;
+        }
+        if let Some(c) = u.completion_tokens {
+            rec.output_tokens = c;
+            rec.output_tokens_source = TokenSource::Usage;
+            *usage_seen = true;
+        }
+    }
+    Ok(())
+}
+
+fn read_whole(
+    bytes: &[u8],
+    now: u64,
+    rec: &mut RequestRecord,
+    text: Option<&mut String>,
+) -> Result<(), Failure> {
     let resp: Whole = serde_json::from_slice(bytes).map_err(|e| {
         (
             ErrorClass::Decode,
@@ -261,13 +398,20 @@ fn read_whole(bytes: &[u8], now: u64, rec: &mut RequestRecord) -> Result<(), Fai
         ));
     }
     let mut has_output = false;
+    let mut text = text;
     for c in resp.choices.iter().flatten() {
         if let Some(m) = &c.message {
             has_output |= nonempty(&m.content)
                 || nonempty(&m.reasoning_content)
                 || m.tool_calls.as_ref().is_some_and(|t| !t.is_null());
+            if let (Some(t), Some(s)) = (text.as_deref_mut(), &m.content) {
+                t.push_str(s);
+            }
         }
         has_output |= nonempty(&c.text);
+        if let (Some(t), Some(s)) = (text.as_deref_mut(), &c.text) {
+            t.push_str(s);
+        }
         if let Some(f) = &c.finish_reason {
             rec.finish_reason = Some(f.to_string());
         }
@@ -414,58 +558,35 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
 
-    fn rec() -> RequestRecord {
-        RequestRecord {
-            index: 0,
-            worker: 0,
-            scheduled_us: 0,
-            sent_us: 0,
-            head_us: None,
-            first_byte_us: None,
-            first_event_us: None,
-            content_us: vec![],
-            end_us: 0,
-            ok: false,
-            status: None,
-            error_class: None,
-            error_message: None,
-            finish_reason: None,
-            input_tokens: None,
-            output_tokens: 0,
-            output_tokens_source: TokenSource::Chunks,
-            chunks: 0,
+    fn feed_events(events: &[&str]) -> (RequestRecord, Result<(), Failure>) {
+        let mut r = blank_record(0);
+        let mut reader = StreamReader::new(true, None);
+        for (i, e) in events.iter().enumerate() {
+            if let Err(f) = reader.feed(format!("data: {e}\n\n").as_bytes(), i as u64 * 10, &mut r)
+            {
+                return (r, Err(f));
+            }
         }
-    }
-
-    fn event(data: &str) -> sse::Event {
-        sse::Event {
-            event: String::new(),
-            data: data.into(),
-        }
+        let res = reader.finish(1000, &mut r);
+        (r, res)
     }
 
     #[test]
     fn role_only_chunk_is_not_a_token_and_usage_wins() {
-        let mut r = rec();
-        let mut s = StreamState::default();
-        let evs = [
+        let (r, res) = feed_events(&[
             r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#,
             r#"{"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#,
             r#"{"choices":[{"index":0,"delta":{"reasoning_content":"hmm"},"finish_reason":null}]}"#,
             r#"{"choices":[{"index":0,"delta":{"content":" there"},"finish_reason":"length"}]}"#,
             r#"{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":4,"total_tokens":11}}"#,
-        ];
-        for (i, e) in evs.iter().enumerate() {
-            s.on_event(&event(e), i as u64 * 10, &mut r)
-                .expect("valid chunk");
-        }
-        s.on_event(&event("[DONE]"), 60, &mut r).expect("done");
+            "[DONE]",
+        ]);
+        res.expect("a complete stream");
         assert_eq!(r.content_us, [10, 20, 30]);
         assert_eq!(r.chunks, 3);
         assert_eq!((r.input_tokens, r.output_tokens), (Some(7), 4));
         assert_eq!(r.output_tokens_source, TokenSource::Usage);
         assert_eq!(r.finish_reason.as_deref(), Some("length"));
-        assert!(s.done);
     }
 
     #[test]
@@ -475,24 +596,37 @@ mod tests {
             r#"{"object":"error","message":"out of KV cache","type":"x","code":500}"#,
             r#"{"error":"out of KV cache","error_type":"generation"}"#,
         ] {
-            let mut r = rec();
-            let err = StreamState::default()
-                .on_event(&event(body), 0, &mut r)
-                .expect_err("error payload");
+            let (_, res) = feed_events(&[body]);
             assert_eq!(
-                err,
-                (ErrorClass::ServerError, "out of KV cache".to_string()),
+                res,
+                Err((ErrorClass::ServerError, "out of KV cache".to_string())),
                 "{body}"
             );
         }
     }
 
     #[test]
+    fn a_stream_without_finish_or_done_is_truncated_and_without_usage_counts_chunks() {
+        let (r, res) = feed_events(&[r#"{"choices":[{"index":0,"delta":{"content":"a"}}]}"#]);
+        assert_eq!(res.map_err(|f| f.0), Err(ErrorClass::Truncated));
+        assert_eq!(
+            (r.output_tokens, r.output_tokens_source),
+            (1, TokenSource::Chunks)
+        );
+    }
+
+    #[test]
     fn non_streamed_completion_is_read_with_usage() {
-        let mut r = rec();
+        let mut r = blank_record(0);
+        let mut text = String::new();
+        let mut reader = StreamReader::new(false, Some(&mut text));
         let body = br#"{"choices":[{"index":0,"text":"abc","finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":9}}"#;
-        read_whole(body, 42, &mut r).expect("valid");
+        reader.feed(&body[..10], 40, &mut r).expect("feed");
+        reader.feed(&body[10..], 41, &mut r).expect("feed");
+        reader.finish(42, &mut r).expect("valid");
         assert_eq!(r.content_us, [42]);
+        assert_eq!(r.first_byte_us, Some(40));
         assert_eq!((r.input_tokens, r.output_tokens), (Some(3), 9));
+        assert_eq!(text, "abc");
     }
 }

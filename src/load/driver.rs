@@ -1,39 +1,89 @@
-//! Closed-loop load: N workers, each sending its next request as soon as its previous one
-//! ends, until the level's request count or duration is reached. Warmup requests run first
-//! at the same concurrency and are dropped.
+//! The load loops. Closed loop: N workers, each sending its next request as soon as its
+//! previous one ends. Open loop: requests sent on a schedule (constant, Poisson or gamma
+//! gaps) whatever the server does, optionally capped in flight. Either stops after a request
+//! count or a duration, on a stop request, or early on too many errors. Warmup requests run
+//! first at the same load and are dropped.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
+use super::arrival::Arrivals;
 use super::client::{self, RequestTarget};
 use crate::metrics::record::RequestRecord;
-use crate::plan::StopRule;
+use crate::plan::{Arrival, LoadLevel, StopRule};
 use crate::run::signal::Cancel;
 
-/// What every worker of a level shares.
+/// What every request of a level shares.
 #[derive(Debug)]
 pub struct Level {
     pub client: reqwest::Client,
     pub target: RequestTarget,
     pub bodies: Vec<Bytes>,
-    pub concurrency: u32,
+    pub load: LoadLevel,
+    pub arrival: Arrival,
+    pub max_in_flight: Option<u32>,
     pub stop: StopRule,
     pub warmup: u32,
+    pub max_errors: Option<u64>,
+    pub max_error_rate: Option<f64>,
 }
 
 /// How a level ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LevelOutcome {
-    /// Measured requests sent.
-    pub sent: u64,
     /// A stop was requested before the level finished.
     pub interrupted: bool,
-    /// The instant all measured requests are timed from.
-    pub origin: Instant,
+    /// Why the level ended before its request count or duration (too many errors).
+    pub stopped_early: Option<String>,
+}
+
+/// Counts finished requests and decides an early stop on errors.
+#[derive(Debug, Default)]
+struct Tally {
+    done: AtomicU64,
+    failed: AtomicU64,
+    stop: AtomicBool,
+    reason: Mutex<Option<String>>,
+}
+
+/// Error-rate stops wait for this many finished requests, so one early failure is not a rate.
+const MIN_FOR_RATE: u64 = 20;
+
+impl Tally {
+    fn finished(&self, ok: bool, level: &Level) {
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        let failed = if ok {
+            self.failed.load(Ordering::Relaxed)
+        } else {
+            self.failed.fetch_add(1, Ordering::Relaxed) + 1
+        };
+        let why = match (level.max_errors, level.max_error_rate) {
+            (Some(max), _) if failed >= max => Some(format!(
+                "stopped early: {failed} failed requests reached `max_errors = {max}`"
+            )),
+            (_, Some(rate)) if done >= MIN_FOR_RATE && failed as f64 / done as f64 >= rate => {
+                Some(format!(
+                    "stopped early: {failed} of {done} requests failed, at or above `max_error_rate = {rate}`"
+                ))
+            }
+            _ => None,
+        };
+        if let Some(why) = why {
+            if !self.stop.swap(true, Ordering::Relaxed) {
+                if let Ok(mut r) = self.reason.lock() {
+                    *r = Some(why);
+                }
+            }
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
 }
 
 /// Runs warmup, then the measured requests; each measured record goes to `sink` as it ends.
@@ -47,63 +97,89 @@ pub async fn run_level(
     if level.warmup > 0 {
         let (tx, mut rx) = mpsc::channel(64);
         let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
-        let _ = phase(
-            level.clone(),
-            StopRule::Requests(u64::from(level.warmup)),
-            cancel.clone(),
-            Arc::new(AtomicU64::new(0)),
-            tx,
-        )
-        .await;
+        let warm = Arc::new(Tally::default());
+        let stop = StopRule::Requests(u64::from(level.warmup));
+        phase(&level, stop, &cancel, Arc::new(AtomicU64::new(0)), tx, warm).await;
         let _ = drain.await;
     }
-    phase(level.clone(), level.stop, cancel, progress, sink).await
+    let tally = Arc::new(Tally::default());
+    phase(&level, level.stop, &cancel, progress, sink, tally.clone()).await;
+    let stopped_early = tally.reason.lock().ok().and_then(|r| r.clone());
+    LevelOutcome {
+        interrupted: cancel.is_stopping(),
+        stopped_early,
+    }
 }
 
 async fn phase(
-    level: Arc<Level>,
+    level: &Arc<Level>,
     stop: StopRule,
-    cancel: Cancel,
+    cancel: &Cancel,
     progress: Arc<AtomicU64>,
     sink: mpsc::Sender<RequestRecord>,
-) -> LevelOutcome {
+    tally: Arc<Tally>,
+) {
+    match level.load {
+        LoadLevel::Concurrency(n) => closed(level, n, stop, cancel, progress, sink, tally).await,
+        LoadLevel::Rate(r) => open(level, r, stop, cancel, progress, sink, tally).await,
+    }
+}
+
+fn more(stop: StopRule, i: u64, elapsed: Duration) -> bool {
+    match stop {
+        StopRule::Requests(n) => i < n,
+        StopRule::Duration(d) => elapsed < d,
+    }
+}
+
+async fn closed(
+    level: &Arc<Level>,
+    concurrency: u32,
+    stop: StopRule,
+    cancel: &Cancel,
+    progress: Arc<AtomicU64>,
+    sink: mpsc::Sender<RequestRecord>,
+    tally: Arc<Tally>,
+) {
     let origin = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
-    let mut workers = Vec::with_capacity(level.concurrency as usize);
-    for worker in 0..level.concurrency {
-        let (level, cancel, next, sink, progress) = (
+    let mut workers = Vec::with_capacity(concurrency as usize);
+    for worker in 0..concurrency {
+        let (level, cancel, next, sink, progress, tally) = (
             level.clone(),
             cancel.clone(),
             next.clone(),
             sink.clone(),
             progress.clone(),
+            tally.clone(),
         );
         workers.push(tokio::spawn(async move {
+            // A closed-loop request is due when its worker's previous request ended, so the
+            // client's own turnaround shows up as dispatch lag.
+            let mut due = 0;
             loop {
-                if cancel.is_stopping() {
+                if cancel.is_stopping() || tally.stopped() {
                     break;
                 }
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let more = match stop {
-                    StopRule::Requests(n) => i < n,
-                    StopRule::Duration(d) => origin.elapsed() < d,
-                };
-                if !more {
+                if !more(stop, i, origin.elapsed()) {
                     break;
                 }
                 let body = level.bodies[(i % level.bodies.len() as u64) as usize].clone();
-                let scheduled = client::since(origin);
-                let mut rec = client::send(
+                let out = client::send(
                     &level.client,
                     &level.target,
                     body,
                     origin,
-                    scheduled,
+                    due,
                     cancel.in_flight_expired(),
                 )
                 .await;
+                let mut rec = out.record;
+                due = rec.end_us;
                 rec.index = i;
                 rec.worker = worker;
+                tally.finished(rec.ok, &level);
                 progress.fetch_add(1, Ordering::Relaxed);
                 if sink.send(rec).await.is_err() {
                     break;
@@ -115,14 +191,80 @@ async fn phase(
     for w in workers {
         let _ = w.await;
     }
-    let started = next.load(Ordering::Relaxed);
-    let sent = match stop {
-        StopRule::Requests(n) => started.min(n),
-        StopRule::Duration(_) => progress.load(Ordering::Relaxed),
-    };
-    LevelOutcome {
-        sent,
-        interrupted: cancel.is_stopping(),
-        origin,
+}
+
+async fn open(
+    level: &Arc<Level>,
+    rate: f64,
+    stop: StopRule,
+    cancel: &Cancel,
+    progress: Arc<AtomicU64>,
+    sink: mpsc::Sender<RequestRecord>,
+    tally: Arc<Tally>,
+) {
+    let origin = Instant::now();
+    let slots = level
+        .max_in_flight
+        .map(|m| Arc::new(Semaphore::new(m as usize)));
+    let mut arrivals = Arrivals::new(level.arrival, rate);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut due_s = 0.0f64;
+    let mut i = 0u64;
+    loop {
+        if cancel.is_stopping() || tally.stopped() || !more(stop, i, Duration::from_secs_f64(due_s))
+        {
+            break;
+        }
+        let due = origin + Duration::from_secs_f64(due_s);
+        if due > Instant::now() {
+            tokio::select! {
+                () = tokio::time::sleep_until(due.into()) => {},
+                () = cancel.stopping() => break,
+            }
+        }
+        let scheduled_us = (due_s * 1e6) as u64;
+        let (permit, queued_us) = match &slots {
+            None => (None, 0),
+            Some(s) => {
+                let t0 = client::since(origin);
+                let p = tokio::select! {
+                    p = s.clone().acquire_owned() => p.ok(),
+                    () = cancel.stopping() => break,
+                };
+                (p, client::since(origin).saturating_sub(t0))
+            }
+        };
+        let body = level.bodies[(i % level.bodies.len() as u64) as usize].clone();
+        let (level2, cancel2, sink2, progress2, tally2) = (
+            level.clone(),
+            cancel.clone(),
+            sink.clone(),
+            progress.clone(),
+            tally.clone(),
+        );
+        let index = i;
+        tasks.spawn(async move {
+            let out = client::send(
+                &level2.client,
+                &level2.target,
+                body,
+                origin,
+                scheduled_us,
+                cancel2.in_flight_expired(),
+            )
+            .await;
+            drop(permit);
+            let mut rec = out.record;
+            rec.index = index;
+            rec.queued_us = queued_us;
+            tally2.finished(rec.ok, &level2);
+            progress2.fetch_add(1, Ordering::Relaxed);
+            let _ = sink2.send(rec).await;
+        });
+        while tasks.try_join_next().is_some() {}
+        i += 1;
+        due_s += arrivals.next_gap_s();
     }
+    drop(sink);
+    while tasks.join_next().await.is_some() {}
 }

@@ -1,5 +1,6 @@
 //! Load generation: the HTTP/SSE client, request bodies, and the load loops.
 
+pub mod arrival;
 pub mod client;
 pub mod driver;
 pub mod sse;

@@ -1,5 +1,6 @@
 //! Measurement: request records, their aggregation, and resource telemetry.
 
+pub mod client_check;
 pub mod gpu;
 pub mod record;
 pub mod sampler;

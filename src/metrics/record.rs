@@ -22,8 +22,18 @@ pub enum ErrorClass {
     Io,
     /// A response event or body was not the JSON the API defines.
     Decode,
-    /// The request ran past `request_timeout`.
-    Timeout,
+    /// The connection was not made within `connect_timeout`.
+    #[serde(rename = "timeout:connect")]
+    TimeoutConnect,
+    /// No generated output within `first_token_timeout` of sending.
+    #[serde(rename = "timeout:first_token")]
+    TimeoutFirstToken,
+    /// The server went silent for `idle_timeout` in the middle of a response.
+    #[serde(rename = "timeout:idle")]
+    TimeoutIdle,
+    /// The whole request ran past `request_timeout`.
+    #[serde(rename = "timeout:total")]
+    TimeoutTotal,
     /// The run was interrupted while the request was in flight.
     Cancelled,
 }
@@ -37,7 +47,10 @@ impl ErrorClass {
             ErrorClass::Truncated => "truncated",
             ErrorClass::Io => "io",
             ErrorClass::Decode => "decode",
-            ErrorClass::Timeout => "timeout",
+            ErrorClass::TimeoutConnect => "timeout:connect",
+            ErrorClass::TimeoutFirstToken => "timeout:first_token",
+            ErrorClass::TimeoutIdle => "timeout:idle",
+            ErrorClass::TimeoutTotal => "timeout:total",
             ErrorClass::Cancelled => "cancelled",
         }
     }
@@ -64,6 +77,10 @@ pub struct RequestRecord {
     pub scheduled_us: u64,
     /// When the client started sending it.
     pub sent_us: u64,
+    /// Open loop with `max_in_flight`: how long it waited for a free slot (server backpressure,
+    /// not client lag).
+    #[serde(default)]
+    pub queued_us: u64,
     /// When the response status and headers arrived.
     pub head_us: Option<u64>,
     /// When the first byte of the response body arrived.
@@ -110,6 +127,19 @@ impl RequestRecord {
         Some((self.e2e_us().saturating_sub(ttft)) as f64 / (self.output_tokens - 1) as f64)
     }
 
+    /// Time to the first byte of the response body.
+    pub fn ttfb_us(&self) -> Option<u64> {
+        self.first_byte_us
+            .map(|t| t.saturating_sub(self.scheduled_us))
+    }
+
+    /// How late the client sent the request: `sent - scheduled - queued`.
+    pub fn dispatch_lag_us(&self) -> u64 {
+        self.sent_us
+            .saturating_sub(self.scheduled_us)
+            .saturating_sub(self.queued_us)
+    }
+
     /// Inter-token latencies: the gaps between successive content events.
     pub fn itl_us(&self) -> impl Iterator<Item = u64> + '_ {
         self.content_us
@@ -129,6 +159,7 @@ pub(crate) mod tests {
             worker: 0,
             scheduled_us: scheduled,
             sent_us: scheduled,
+            queued_us: 0,
             head_us: Some(scheduled + 10),
             first_byte_us: Some(scheduled + 10),
             first_event_us: Some(scheduled + 10),

@@ -89,15 +89,76 @@ pub struct CellMetrics {
     pub output_tokens_source: String,
     /// Successful requests whose usage count differs from their content-chunk count.
     pub token_count_mismatches: u64,
+    /// Successful requests that returned fewer output tokens than `max_tokens` asked for.
+    pub short_outputs: u64,
+    /// Requests per second that met every per-request SLO bound (docs/metrics.md); absent
+    /// when the workload has no SLO on TTFT, TPOT or end-to-end latency.
+    pub goodput_req_per_s: Option<f64>,
     pub ttft_ms: Option<Stats>,
     pub tpot_ms: Option<Stats>,
     pub itl_ms: Option<Stats>,
     pub e2e_ms: Option<Stats>,
+    /// Time to the first byte of the response body.
+    pub ttfb_ms: Option<Stats>,
+    /// Client dispatch lag of every request, successful or not.
+    pub dispatch_lag_ms: Option<Stats>,
+    /// Open loop: requests scheduled per second of schedule, and actually sent per second.
+    pub offered_req_per_s: Option<f64>,
+    pub sent_req_per_s: Option<f64>,
+}
+
+/// Per-request bounds for goodput, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GoodputBounds {
+    pub ttft_us: Option<f64>,
+    pub tpot_us: Option<f64>,
+    pub e2e_us: Option<f64>,
+}
+
+impl GoodputBounds {
+    /// From a workload's SLO: per metric, the bound of its highest percentile (the loosest
+    /// per-request reading of the objective). ITL bounds apply to cells only.
+    pub fn from_slo(rules: &[crate::plan::SloRule]) -> Option<GoodputBounds> {
+        use crate::plan::SloMetric;
+        let pick = |m: SloMetric| {
+            rules
+                .iter()
+                .filter(|r| r.metric == m)
+                .max_by_key(|r| r.percentile as u8)
+                .map(|r| r.max_ms * 1000.0)
+        };
+        let b = GoodputBounds {
+            ttft_us: pick(SloMetric::Ttft),
+            tpot_us: pick(SloMetric::Tpot),
+            e2e_us: pick(SloMetric::E2e),
+        };
+        (b != GoodputBounds::default()).then_some(b)
+    }
+
+    fn met_by(&self, r: &RequestRecord) -> bool {
+        let within = |bound: Option<f64>, v: Option<f64>| match (bound, v) {
+            (None, _) => true,
+            (Some(b), Some(v)) => v <= b,
+            (Some(_), None) => false,
+        };
+        r.ok && within(self.ttft_us, r.ttft_us().map(|v| v as f64))
+            && (self.tpot_us.is_none() || r.output_tokens < 2 || within(self.tpot_us, r.tpot_us()))
+            && within(self.e2e_us, Some(r.e2e_us() as f64))
+    }
 }
 
 /// Folds records into a cell's metrics.
 #[derive(Debug, Default)]
 pub struct Accumulator {
+    open_loop: bool,
+    max_tokens: Option<u64>,
+    goodput: Option<GoodputBounds>,
+    good: u64,
+    short: u64,
+    ttfb: LatencyHistogram,
+    lag: LatencyHistogram,
+    last_scheduled_us: u64,
+    last_sent_us: u64,
     total: u64,
     ok: u64,
     failures: BTreeMap<String, u64>,
@@ -116,8 +177,39 @@ pub struct Accumulator {
 }
 
 impl Accumulator {
+    /// Open loop: requests per second over the span from the first schedule to `last_us`.
+    fn span_rate(&self, last_us: u64) -> Option<f64> {
+        let first = self.first_scheduled_us?;
+        let span = last_us.saturating_sub(first);
+        (self.open_loop && self.total > 1 && span > 0)
+            .then(|| (self.total - 1) as f64 / (span as f64 / 1e6))
+    }
+
+    /// An accumulator that counts outputs shorter than `max_tokens` and goodput.
+    pub fn new(max_tokens: Option<u64>, goodput: Option<GoodputBounds>) -> Accumulator {
+        Accumulator {
+            max_tokens,
+            goodput,
+            ..Accumulator::default()
+        }
+    }
+
+    /// Marks the cell as open loop, so offered and sent rates are reported.
+    pub fn open_loop(mut self) -> Accumulator {
+        self.open_loop = true;
+        self
+    }
+
     pub fn add(&mut self, r: &RequestRecord) {
         self.total += 1;
+        self.lag.record(r.dispatch_lag_us());
+        self.last_scheduled_us = self.last_scheduled_us.max(r.scheduled_us);
+        self.last_sent_us = self.last_sent_us.max(r.sent_us.saturating_sub(r.queued_us));
+        if let Some(g) = &self.goodput {
+            if g.met_by(r) {
+                self.good += 1;
+            }
+        }
         self.first_scheduled_us = Some(
             self.first_scheduled_us
                 .map_or(r.scheduled_us, |t| t.min(r.scheduled_us)),
@@ -138,6 +230,12 @@ impl Accumulator {
             return;
         }
         self.ok += 1;
+        if self.max_tokens.is_some_and(|m| r.output_tokens < m) {
+            self.short += 1;
+        }
+        if let Some(t) = r.ttfb_us() {
+            self.ttfb.record(t);
+        }
         self.input_tokens += r.input_tokens.unwrap_or(0);
         self.output_tokens += r.output_tokens;
         match r.output_tokens_source {
@@ -192,10 +290,16 @@ impl Accumulator {
             }
             .to_string(),
             token_count_mismatches: self.mismatches,
+            short_outputs: self.short,
+            goodput_req_per_s: self.goodput.map(|_| rate(self.good)),
             ttft_ms: self.ttft.stats(),
             tpot_ms: self.tpot.stats(),
             itl_ms: self.itl.stats(),
             e2e_ms: self.e2e.stats(),
+            ttfb_ms: self.ttfb.stats(),
+            dispatch_lag_ms: self.lag.stats(),
+            offered_req_per_s: self.span_rate(self.last_scheduled_us),
+            sent_req_per_s: self.span_rate(self.last_sent_us),
         }
     }
 }

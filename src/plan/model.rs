@@ -130,12 +130,106 @@ pub struct Message {
 /// The load grid of a workload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadSpec {
-    pub concurrency: Vec<u32>,
+    /// One cell per level: closed-loop concurrencies or open-loop rates.
+    pub levels: Vec<LoadLevel>,
+    /// How open-loop arrivals are spaced.
+    pub arrival: Arrival,
+    /// Open loop: most requests in flight at once; a due request waits for a free slot, and
+    /// that wait counts in its latency.
+    pub max_in_flight: Option<u32>,
     pub stop: StopRule,
-    /// Requests sent before each cell's measurement, at the cell's concurrency, not counted.
+    /// Requests sent before each cell's measurement, at the cell's load, not counted.
     pub warmup: u32,
+    pub timeouts: TimeoutSpec,
+    /// End a level early after this many failed requests.
+    pub max_errors: Option<u64>,
+    /// End a level early once this fraction of at least 20 finished requests failed.
+    pub max_error_rate: Option<f64>,
+    /// A cell whose p99 dispatch lag exceeds this is invalid: the client, not the server,
+    /// set its pace.
     #[serde(with = "humantime_serde_compat")]
-    pub request_timeout: Duration,
+    pub max_dispatch_lag: Duration,
+}
+
+/// One load level.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadLevel {
+    /// Closed loop: this many requests in flight, each sent when the previous one ends.
+    Concurrency(u32),
+    /// Open loop: requests per second, sent on schedule whatever the server does.
+    Rate(f64),
+}
+
+impl LoadLevel {
+    /// The level's part of a cell id: `c8`, `r10`, `r2p5`.
+    pub fn id_part(&self) -> String {
+        match self {
+            LoadLevel::Concurrency(c) => format!("c{c}"),
+            LoadLevel::Rate(r) => format!("r{}", fmt_rate(*r).replace('.', "p")),
+        }
+    }
+
+    /// For people: `8` or `10 req/s`.
+    pub fn label(&self) -> String {
+        match self {
+            LoadLevel::Concurrency(c) => c.to_string(),
+            LoadLevel::Rate(r) => format!("{} req/s", fmt_rate(*r)),
+        }
+    }
+
+    pub fn concurrency(&self) -> Option<u32> {
+        match self {
+            LoadLevel::Concurrency(c) => Some(*c),
+            LoadLevel::Rate(_) => None,
+        }
+    }
+
+    pub fn rate(&self) -> Option<f64> {
+        match self {
+            LoadLevel::Rate(r) => Some(*r),
+            LoadLevel::Concurrency(_) => None,
+        }
+    }
+
+    /// A number to sort and compare levels of one kind by.
+    pub fn magnitude(&self) -> f64 {
+        match self {
+            LoadLevel::Concurrency(c) => f64::from(*c),
+            LoadLevel::Rate(r) => *r,
+        }
+    }
+}
+
+fn fmt_rate(r: f64) -> String {
+    let s = format!("{r:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// Open-loop inter-arrival times.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arrival {
+    /// Exactly 1/rate apart.
+    Constant,
+    /// Exponential gaps (a Poisson process), seeded.
+    Poisson { seed: u64 },
+    /// Gamma-distributed gaps with mean 1/rate; burstiness > 1 clusters arrivals, < 1 evens
+    /// them out (1 is Poisson).
+    Gamma { seed: u64, burstiness: f64 },
+}
+
+/// Per-phase request limits (see docs/plan.md).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TimeoutSpec {
+    #[serde(with = "humantime_serde_compat")]
+    pub connect: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub first_token: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub idle: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub total: Duration,
 }
 
 /// When a load level ends.
@@ -214,11 +308,33 @@ pub struct ReportSpec {
 /// One point of the grid: an engine, a workload, a load level.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cell {
-    /// Stable, file-name-safe id: `<engine>.<workload>.c<concurrency>`.
+    /// Stable, file-name-safe id: `<engine>.<workload>.<level>`, e.g. `vllm.chat.c8`.
     pub id: String,
     pub engine: usize,
     pub workload: usize,
-    pub concurrency: u32,
+    pub level: LoadLevel,
+}
+
+impl Cell {
+    pub fn new(
+        plan_engines: &[EngineSpec],
+        plan_workloads: &[WorkloadSpec],
+        engine: usize,
+        workload: usize,
+        level: LoadLevel,
+    ) -> Cell {
+        Cell {
+            id: format!(
+                "{}.{}.{}",
+                plan_engines[engine].name,
+                plan_workloads[workload].name,
+                level.id_part()
+            ),
+            engine,
+            workload,
+            level,
+        }
+    }
 }
 
 /// Durations serialize as humantime strings ("250ms") so the resolved plan reads like the plan.

@@ -127,6 +127,28 @@ pub struct RawLoad {
     #[serde(default)]
     pub concurrency: Option<Spanned<Vec<i64>>>,
     #[serde(default)]
+    pub rate: Option<Spanned<Vec<f64>>>,
+    #[serde(default)]
+    pub arrival: Option<Spanned<String>>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub burstiness: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub max_in_flight: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub connect_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub first_token_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub idle_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub max_errors: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub max_error_rate: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub max_dispatch_lag: Option<Spanned<String>>,
+    #[serde(default)]
     pub requests: Option<Spanned<i64>>,
     #[serde(default)]
     pub duration: Option<Spanned<String>>,

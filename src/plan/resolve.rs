@@ -144,7 +144,12 @@ impl Resolver<'_> {
             .replace("expected i64", "expected an integer")
             .replace("expected f64", "expected a number")
             .replace("expected a boolean", "expected true or false");
-        let mut d = Diagnostic::error(message.clone());
+        // The hint names the closest key or lists them all; the message need not.
+        let short = match message.split_once(", expected one of") {
+            Some((head, _)) if message.starts_with("unknown field") => head.to_string(),
+            _ => message.clone(),
+        };
+        let mut d = Diagnostic::error(short);
         if let Some(span) = e.span() {
             d = d.at(self.loc(span));
         }
@@ -318,15 +323,10 @@ impl Resolver<'_> {
             return None;
         }
         let mut cells = Vec::new();
-        for (ei, e) in engines.iter().enumerate() {
+        for ei in 0..engines.len() {
             for (wi, w) in workloads.iter().enumerate() {
-                for &c in &w.load.concurrency {
-                    cells.push(Cell {
-                        id: format!("{}.{}.c{}", e.name, w.name, c),
-                        engine: ei,
-                        workload: wi,
-                        concurrency: c,
-                    });
+                for &level in &w.load.levels {
+                    cells.push(Cell::new(&engines, &workloads, ei, wi, level));
                 }
             }
         }
@@ -738,43 +738,98 @@ impl Resolver<'_> {
         default_requests: u64,
     ) -> Option<LoadSpec> {
         let pick = |f: fn(&RawLoad) -> bool| own.filter(|o| f(o)).unwrap_or(default);
-        let conc_src = pick(|l| l.concurrency.is_some());
-        let Some(conc) = &conc_src.concurrency else {
-            self.error(
-                format!("workload `{workload}` has no concurrency levels"),
-                "add `concurrency = [1, 4, 16]` under `[load]` (for every workload) or `[workload.load]`",
-            );
-            return None;
+        // `concurrency` and `rate` are one choice: an override of either replaces both.
+        let level_src = pick(|l| l.concurrency.is_some() || l.rate.is_some());
+        let levels = match (&level_src.concurrency, &level_src.rate) {
+            (Some(_), Some(r)) => {
+                self.error_at(
+                    r.span(),
+                    "`concurrency` and `rate` are both set",
+                    Some("a level is closed loop (`concurrency`) or open loop (`rate`, requests per second): keep one".into()),
+                );
+                return None;
+            }
+            (None, None) => {
+                self.error(
+                    format!("workload `{workload}` has no load levels"),
+                    "add `concurrency = [1, 4, 16]` (closed loop) or `rate = [5.0, 10.0]` (open loop, requests/s) under `[load]` or `[workload.load]`",
+                );
+                return None;
+            }
+            (Some(conc), None) => {
+                let mut levels = Vec::new();
+                for &c in conc.get_ref() {
+                    if !(1..=100_000).contains(&c) {
+                        self.error_at(
+                            conc.span(),
+                            format!("concurrency {c} is out of range"),
+                            Some(
+                                "each level is a number of requests in flight, from 1 to 100000"
+                                    .into(),
+                            ),
+                        );
+                        return None;
+                    }
+                    levels.push(LoadLevel::Concurrency(c as u32));
+                }
+                self.check_levels(levels, conc.span(), "concurrency")?
+            }
+            (None, Some(rate)) => {
+                let mut levels = Vec::new();
+                for &r in rate.get_ref() {
+                    if !(r > 0.0 && r <= 10_000_000.0) {
+                        self.error_at(
+                            rate.span(),
+                            format!("rate {r} is out of range"),
+                            Some("each level is a number of requests per second, above 0".into()),
+                        );
+                        return None;
+                    }
+                    levels.push(LoadLevel::Rate(r));
+                }
+                self.check_levels(levels, rate.span(), "rate")?
+            }
         };
-        let mut levels = Vec::new();
-        for &c in conc.get_ref() {
-            if !(1..=100_000).contains(&c) {
+        let arrival_src =
+            pick(|l| l.arrival.is_some() || l.seed.is_some() || l.burstiness.is_some());
+        let seed = arrival_src.seed.unwrap_or(0);
+        let arrival = match arrival_src.arrival.as_ref().map(|a| a.get_ref().as_str()) {
+            None | Some("constant") => Arrival::Constant,
+            Some("poisson") => Arrival::Poisson { seed },
+            Some("gamma") => {
+                let b = arrival_src
+                    .burstiness
+                    .as_ref()
+                    .map_or(1.0, |b| *b.get_ref());
+                if !(b > 0.0 && b.is_finite()) {
+                    if let Some(bs) = &arrival_src.burstiness {
+                        self.error_at(
+                            bs.span(),
+                            "`burstiness` must be above 0",
+                            Some("1 is a Poisson process; above 1 is burstier".into()),
+                        );
+                    }
+                    return None;
+                }
+                Arrival::Gamma {
+                    seed,
+                    burstiness: b,
+                }
+            }
+            Some(other) => {
+                let span = arrival_src.arrival.as_ref().map_or(0..0, |a| a.span());
                 self.error_at(
-                    conc.span(),
-                    format!("concurrency {c} is out of range"),
-                    Some("each level is a number of requests in flight, from 1 to 100000".into()),
+                    span,
+                    format!("unknown arrival `{other}`"),
+                    Some("use \"constant\", \"poisson\" or \"gamma\"".into()),
                 );
                 return None;
             }
-            let c = c as u32;
-            if levels.contains(&c) {
-                self.error_at(
-                    conc.span(),
-                    format!("concurrency {c} is listed twice"),
-                    Some("list each level once".into()),
-                );
-                return None;
-            }
-            levels.push(c);
-        }
-        if levels.is_empty() {
-            self.error_at(
-                conc.span(),
-                "`concurrency` is empty, so the grid has no cells",
-                Some("list at least one level, e.g. `concurrency = [1]`".into()),
-            );
-            return None;
-        }
+        };
+        let max_in_flight = match &pick(|l| l.max_in_flight.is_some()).max_in_flight {
+            None => None,
+            Some(m) => Some(self.positive(m, "`max_in_flight`", 1_000_000)? as u32),
+        };
         // `requests` and `duration` are one choice: an override of either replaces both.
         let stop_src = if own.is_some_and(|o| o.requests.is_some() || o.duration.is_some()) {
             own.unwrap_or(default)
@@ -807,16 +862,83 @@ impl Resolver<'_> {
                 return None;
             }
         };
-        let request_timeout = self.duration(
+        let total = self.duration(
             &pick(|l| l.request_timeout.is_some()).request_timeout,
             Duration::from_secs(600),
         );
+        let timeouts = TimeoutSpec {
+            connect: self.duration(
+                &pick(|l| l.connect_timeout.is_some()).connect_timeout,
+                Duration::from_secs(10),
+            ),
+            first_token: self.duration(
+                &pick(|l| l.first_token_timeout.is_some()).first_token_timeout,
+                total,
+            ),
+            idle: self.duration(
+                &pick(|l| l.idle_timeout.is_some()).idle_timeout,
+                Duration::from_secs(120).min(total),
+            ),
+            total,
+        };
+        let max_errors = match &pick(|l| l.max_errors.is_some()).max_errors {
+            None => None,
+            Some(m) => Some(self.positive(m, "`max_errors`", i64::MAX)?),
+        };
+        let max_error_rate = match &pick(|l| l.max_error_rate.is_some()).max_error_rate {
+            None => None,
+            Some(r) if *r.get_ref() > 0.0 && *r.get_ref() <= 1.0 => Some(*r.get_ref()),
+            Some(r) => {
+                self.error_at(
+                    r.span(),
+                    "`max_error_rate` must be above 0 and at most 1",
+                    Some("e.g. 0.5 ends a level once half its requests fail".into()),
+                );
+                return None;
+            }
+        };
+        let max_dispatch_lag = self.duration(
+            &pick(|l| l.max_dispatch_lag.is_some()).max_dispatch_lag,
+            Duration::from_millis(10),
+        );
         Some(LoadSpec {
-            concurrency: levels,
+            levels,
+            arrival,
+            max_in_flight,
             stop,
             warmup,
-            request_timeout,
+            timeouts,
+            max_errors,
+            max_error_rate,
+            max_dispatch_lag,
         })
+    }
+
+    fn check_levels(
+        &mut self,
+        levels: Vec<LoadLevel>,
+        span: Range<usize>,
+        key: &str,
+    ) -> Option<Vec<LoadLevel>> {
+        if levels.is_empty() {
+            self.error_at(
+                span,
+                format!("`{key}` is empty, so the grid has no cells"),
+                Some(format!("list at least one level, e.g. `{key} = [1]`")),
+            );
+            return None;
+        }
+        for (i, l) in levels.iter().enumerate() {
+            if levels[..i].contains(l) {
+                self.error_at(
+                    span,
+                    format!("{key} {} is listed twice", l.magnitude()),
+                    Some("list each level once".into()),
+                );
+                return None;
+            }
+        }
+        Some(levels)
     }
 
     fn slo(&mut self, s: &Spanned<RawSlo>) -> Vec<SloRule> {
@@ -972,7 +1094,7 @@ max_tokens = 8
         );
         let (plan, _) = resolve(&src).expect("plan resolves");
         let l = &plan.workloads[0].load;
-        assert_eq!(l.concurrency, [2]);
+        assert_eq!(l.levels, [LoadLevel::Concurrency(2)]);
         assert_eq!(l.warmup, 0);
         assert_eq!(l.stop, StopRule::Requests(10));
     }

@@ -46,7 +46,7 @@ pub fn summary(d: &ReportData) -> String {
             .map(|r| {
                 vec![
                     r.engine.clone(),
-                    r.concurrency.to_string(),
+                    r.level.clone(),
                     r.status.clone(),
                     r.requests_ok.clone(),
                     r.failures.clone(),

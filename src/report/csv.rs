@@ -9,7 +9,9 @@ const HEADER: &[&str] = &[
     "engine",
     "workload",
     "concurrency",
+    "rate_per_s",
     "status",
+    "valid",
     "requests_ok",
     "requests_failed",
     "duration_s",
@@ -35,6 +37,9 @@ const HEADER: &[&str] = &[
     "gpu_mem_used_peak_bytes",
     "gpu_util_mean_pct",
     "rss_peak_bytes",
+    "goodput_req_per_s",
+    "dispatch_lag_p99_ms",
+    "client_cpu_pct",
     "slo_passed",
 ];
 
@@ -51,7 +56,8 @@ pub fn render(cells: &[CellSummary]) -> String {
     let mut out = HEADER.join(",");
     out.push('\n');
     for c in cells {
-        let m = c.metrics.as_ref();
+        // An invalid cell's numbers describe the client, not the server: never a result.
+        let m = c.metrics.as_ref().filter(|_| c.valid);
         let st =
             |pick: fn(&crate::metrics::summary::CellMetrics) -> &Option<Stats>,
              q: fn(&Stats) -> f64| num(m.and_then(|m| pick(m).as_ref()).map(q));
@@ -63,8 +69,10 @@ pub fn render(cells: &[CellSummary]) -> String {
         let fields = [
             c.engine.clone(),
             c.workload.clone(),
-            c.concurrency.to_string(),
+            int(c.level.concurrency().map(u64::from)),
+            num(c.level.rate()),
             status,
+            c.valid.to_string(),
             int(m.map(|m| m.requests_ok)),
             int(m.map(|m| m.requests_failed)),
             num(m.map(|m| m.duration_s)),

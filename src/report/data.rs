@@ -8,7 +8,7 @@ use crate::bundle::format::{CellStatus, CellSummary, HostInfo};
 use crate::bundle::read::LoadedBundle;
 use crate::metrics::gpu::GpuInventory;
 use crate::metrics::sampler::Resources;
-use crate::plan::{EngineTarget, StopRule};
+use crate::plan::{EngineTarget, LoadLevel, StopRule};
 
 /// Everything a template can use. docs/reports.md lists the fields.
 #[derive(Debug, Clone, Serialize)]
@@ -69,7 +69,8 @@ pub struct WorkloadView {
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     pub engine: String,
-    pub concurrency: u32,
+    /// The load level: a concurrency, or a rate with "req/s".
+    pub level: String,
     pub status: String,
     pub reason: Option<String>,
     pub requests_ok: String,
@@ -89,7 +90,7 @@ pub struct Row {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LevelRow {
-    pub concurrency: u32,
+    pub level: String,
     /// Output tokens/s per engine, in `engine_names` order.
     pub output_tok_per_s: Vec<String>,
     /// Speedup over the baseline per engine, in `engine_names` order.
@@ -99,7 +100,8 @@ pub struct LevelRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct Capacity {
     pub engine: String,
-    pub max_concurrency: Option<u32>,
+    /// The highest level that met the SLO, as a label.
+    pub max_level: Option<String>,
     pub text: String,
 }
 
@@ -139,11 +141,24 @@ fn status_text(s: CellStatus) -> &'static str {
     }
 }
 
+/// A cell's throughput, when it is a result: measured, and not limited by the client.
 fn tok_per_s(c: &CellSummary) -> Option<f64> {
     c.metrics
         .as_ref()
-        .filter(|m| m.requests_ok > 0)
+        .filter(|m| m.requests_ok > 0 && c.valid)
         .map(|m| m.output_tok_per_s)
+}
+
+/// The distinct levels of a workload's cells, in increasing order.
+fn levels_of(cells: &[&CellSummary]) -> Vec<LoadLevel> {
+    let mut levels: Vec<LoadLevel> = Vec::new();
+    for c in cells {
+        if !levels.contains(&c.level) {
+            levels.push(c.level);
+        }
+    }
+    levels.sort_by(|a, b| a.magnitude().total_cmp(&b.magnitude()));
+    levels
 }
 
 /// Builds the report view of a bundle.
@@ -157,10 +172,10 @@ pub fn build(b: &LoadedBundle) -> ReportData {
         .map(|e| e.name.clone())
         .unwrap_or_default();
     let engine_names: Vec<String> = b.plan.engines.iter().map(|e| e.name.clone()).collect();
-    let find = |engine: &str, workload: &str, c: u32| {
+    let find = |engine: &str, workload: &str, l: LoadLevel| {
         b.cells
             .iter()
-            .find(|s| s.engine == engine && s.workload == workload && s.concurrency == c)
+            .find(|s| s.engine == engine && s.workload == workload && s.level == l)
     };
 
     let engines = b
@@ -212,26 +227,33 @@ pub fn build(b: &LoadedBundle) -> ReportData {
         .workloads
         .iter()
         .map(|w| {
+            let cells: Vec<&CellSummary> =
+                b.cells.iter().filter(|c| c.workload == w.name).collect();
+            let levels = levels_of(&cells);
             let mut rows = Vec::new();
             for e in &b.plan.engines {
-                for &c in &w.load.concurrency {
-                    let Some(cell) = find(&e.name, &w.name, c) else {
+                for &l in &levels {
+                    let Some(cell) = find(&e.name, &w.name, l) else {
                         continue;
                     };
-                    let met = cell.metrics.as_ref();
+                    let met = cell.metrics.as_ref().filter(|_| cell.valid);
                     let stat = |pick: fn(&crate::metrics::summary::CellMetrics) -> Option<f64>| {
                         met.and_then(pick).map_or(DASH.into(), |v| f(v, 1))
                     };
-                    let base = find(&baseline, &w.name, c).and_then(tok_per_s);
+                    let base = find(&baseline, &w.name, l).and_then(tok_per_s);
                     let speedup = match (tok_per_s(cell), base) {
                         (Some(v), Some(b)) if b > 0.0 => format!("{:.2}x", v / b),
                         _ => DASH.into(),
                     };
                     rows.push(Row {
                         engine: e.name.clone(),
-                        concurrency: c,
-                        status: status_text(cell.status).into(),
-                        reason: cell.reason.clone(),
+                        level: l.label(),
+                        status: if cell.valid {
+                            status_text(cell.status).into()
+                        } else {
+                            "INVALID".into()
+                        },
+                        reason: cell.invalid_reason.clone().or(cell.reason.clone()),
                         requests_ok: met.map_or(DASH.into(), |m| m.requests_ok.to_string()),
                         failures: met.map_or(DASH.into(), |m| m.requests_failed.to_string()),
                         request_per_s: met.map_or(DASH.into(), |m| f(m.request_per_s, 2)),
@@ -252,18 +274,16 @@ pub fn build(b: &LoadedBundle) -> ReportData {
                     });
                 }
             }
-            let by_level = w
-                .load
-                .concurrency
+            let by_level = levels
                 .iter()
-                .map(|&c| {
-                    let base = find(&baseline, &w.name, c).and_then(tok_per_s);
+                .map(|&l| {
+                    let base = find(&baseline, &w.name, l).and_then(tok_per_s);
                     let vals: Vec<Option<f64>> = engine_names
                         .iter()
-                        .map(|e| find(e, &w.name, c).and_then(tok_per_s))
+                        .map(|e| find(e, &w.name, l).and_then(tok_per_s))
                         .collect();
                     LevelRow {
-                        concurrency: c,
+                        level: l.label(),
                         output_tok_per_s: vals
                             .iter()
                             .map(|v| v.map_or(DASH.into(), |v| f(v, 1)))
@@ -284,22 +304,21 @@ pub fn build(b: &LoadedBundle) -> ReportData {
                 engine_names
                     .iter()
                     .map(|e| {
-                        let best = w
-                            .load
-                            .concurrency
+                        let best = levels
                             .iter()
+                            .rev()
                             .copied()
-                            .filter(|&c| {
-                                find(e, &w.name, c)
-                                    .and_then(|s| s.slo.as_ref())
-                                    .is_some_and(|v| v.passed)
-                            })
-                            .max();
+                            .find(|&l| {
+                                find(e, &w.name, l).is_some_and(|s| {
+                                    s.valid && s.slo.as_ref().is_some_and(|v| v.passed)
+                                })
+                            });
                         Capacity {
                             engine: e.clone(),
-                            max_concurrency: best,
-                            text: best.map_or("no level met the SLO".into(), |c| {
-                                format!("{c} concurrent requests")
+                            max_level: best.map(|l| l.label()),
+                            text: best.map_or("no level met the SLO".into(), |l| match l {
+                                LoadLevel::Concurrency(c) => format!("{c} concurrent requests"),
+                                LoadLevel::Rate(_) => l.label(),
                             }),
                         }
                     })

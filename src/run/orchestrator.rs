@@ -19,15 +19,15 @@ use crate::bundle::write::{Bundle, WriteError};
 use crate::engine::health::{wait_ready, NotReady};
 use crate::engine::spawn::{self, log_tail, Spawned};
 use crate::engine::{terminate, version};
-use crate::load::client::{http_client, RequestTarget};
+use crate::load::client::{http_client, RequestTarget, Timeouts};
 use crate::load::driver::{run_level, Level};
 use crate::load::workload;
 use crate::metrics::gpu::{Gpu, GpuInventory};
 use crate::metrics::record::RequestRecord;
 use crate::metrics::sampler::Sampler;
-use crate::metrics::slo;
-use crate::metrics::summary::Accumulator;
-use crate::plan::{Cell, EngineSpec, EngineTarget, Plan};
+use crate::metrics::summary::{Accumulator, GoodputBounds};
+use crate::metrics::{client_check, slo};
+use crate::plan::{Cell, EngineSpec, EngineTarget, LoadLevel, Plan};
 use crate::report;
 
 /// Lines of an engine's log shown when it fails.
@@ -126,7 +126,7 @@ pub async fn exec(
         bundle,
         manifest,
         sampler,
-        client: http_client()?,
+        client: http_client(std::time::Duration::from_secs(10))?,
         cancel,
         progress: Progress::new(opts.quiet),
     };
@@ -249,9 +249,12 @@ impl Run<'_> {
             id: cell.id.clone(),
             engine: e.name.clone(),
             workload: w.name.clone(),
-            concurrency: cell.concurrency,
+            level: cell.level,
             status,
             reason: Some(reason.to_string()),
+            valid: true,
+            invalid_reason: None,
+            client: None,
             started_at: None,
             finished_at: None,
             metrics: None,
@@ -496,26 +499,48 @@ impl Run<'_> {
             path: records_path.clone(),
             source: e,
         })?;
+        let mut acc = Accumulator::new(
+            Some(u64::from(w.max_tokens)),
+            GoodputBounds::from_slo(&w.slo),
+        );
+        if matches!(cell.level, LoadLevel::Rate(_)) {
+            acc = acc.open_loop();
+        }
         let (tx, rx) = mpsc::channel::<RequestRecord>(1024);
-        let collector = tokio::spawn(collect(rx, file));
+        let collector = tokio::spawn(collect(rx, file, acc));
 
+        let timeouts = w.load.timeouts;
         let level = Arc::new(Level {
-            client: self.client.clone(),
+            client: http_client(timeouts.connect)?,
             target: RequestTarget {
                 url: format!("{base_url}{}", spec.api.path()),
                 stream: w.stream,
-                timeout: w.load.request_timeout,
+                timeouts: Timeouts {
+                    connect: timeouts.connect,
+                    first_token: timeouts.first_token,
+                    idle: timeouts.idle,
+                    total: timeouts.total,
+                },
+                keep_text: false,
             },
             bodies: workload::bodies(spec, w),
-            concurrency: cell.concurrency,
+            load: cell.level,
+            arrival: w.load.arrival,
+            max_in_flight: w.load.max_in_flight,
             stop: w.load.stop,
             warmup: w.load.warmup,
+            max_errors: w.load.max_errors,
+            max_error_rate: w.load.max_error_rate,
         });
         let done = Arc::new(AtomicU64::new(0));
         let ticker = self.progress.cell_ticker(cell, w.load.stop, done.clone());
         let started_at = Utc::now();
         self.sampler.begin_window(&cell.id);
+        let cpu0 = client_cpu_s();
+        let t0 = Instant::now();
         let outcome = run_level(level, self.cancel.clone(), done, tx).await;
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu_s = client_cpu_s() - cpu0;
         let resources = self.sampler.end_window();
         if let Some(t) = ticker {
             t.abort();
@@ -533,6 +558,17 @@ impl Run<'_> {
             }));
         }
         let metrics = acc.finish();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let usage = ClientUsage {
+            cpu_s,
+            cpu_pct: if wall > 0.0 {
+                100.0 * cpu_s / wall
+            } else {
+                0.0
+            },
+            cores,
+        };
+        let invalid_reason = client_check::verdict(&metrics, &usage, w.load.max_dispatch_lag);
         let (status, reason) = if outcome.interrupted {
             (
                 CellStatus::Interrupted,
@@ -550,11 +586,20 @@ impl Run<'_> {
                 Some(format!("every request failed ({why})")),
             )
         } else {
-            (CellStatus::Ok, None)
+            (CellStatus::Ok, outcome.stopped_early.clone())
         };
-        // Only a cell measured to the end can pass or fail an SLO.
-        let slo = if status == CellStatus::Ok {
+        // Only a valid cell measured to the end can pass or fail an SLO.
+        let slo = if status == CellStatus::Ok
+            && invalid_reason.is_none()
+            && outcome.stopped_early.is_none()
+        {
             slo::evaluate(&w.slo, &metrics)
+        } else if outcome.stopped_early.is_some() && !w.slo.is_empty() {
+            // Ended early on errors: the level failed its SLO by definition.
+            slo::evaluate(&w.slo, &metrics).map(|mut v| {
+                v.passed = false;
+                v
+            })
         } else {
             None
         };
@@ -562,9 +607,12 @@ impl Run<'_> {
             id: cell.id.clone(),
             engine: spec.name.clone(),
             workload: w.name.clone(),
-            concurrency: cell.concurrency,
+            level: cell.level,
             status,
             reason,
+            valid: invalid_reason.is_none(),
+            invalid_reason,
+            client: Some(usage),
             started_at: Some(started_at),
             finished_at: Some(Utc::now()),
             metrics: Some(metrics),
@@ -575,13 +623,22 @@ impl Run<'_> {
     }
 }
 
+/// User + system CPU seconds used by this process so far.
+fn client_cpu_s() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
+        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    })
+}
+
 /// Folds records into the cell's accumulator and appends each to the journal, flushed at
 /// least once a second so a killed runner loses at most a second of records.
 async fn collect(
     mut rx: mpsc::Receiver<RequestRecord>,
     file: std::fs::File,
+    mut acc: Accumulator,
 ) -> (Accumulator, Option<std::io::Error>) {
-    let mut acc = Accumulator::default();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, file);
     let mut err = None;
     let mut last_flush = Instant::now();
