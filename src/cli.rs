@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::engine::replay::ReplayArgs;
 use crate::engine::sim::SimArgs;
+use crate::plan::Api;
 
 /// Turns an LLM-serving experiment, declared in a TOML plan, into a versioned result bundle.
 ///
@@ -44,9 +46,54 @@ pub enum Command {
         /// A bundle directory, e.g. results/quickstart/20261123T120000Z-a1b2c3.
         bundle: PathBuf,
     },
+    /// Send one request to an OpenAI-compatible endpoint through exactly the client code
+    /// `exec` uses, and explain it: verdict, error class and server message, output text,
+    /// token counts and their source, chunks, TTFT, TPOT, end-to-end time. Exits 0 when the
+    /// request succeeded, 1 otherwise.
+    Probe {
+        /// The endpoint's base URL, e.g. http://127.0.0.1:8000.
+        url: String,
+        /// Which API to call.
+        #[arg(long, value_enum, default_value = "chat")]
+        api: ApiArg,
+        /// The model id to request; by default the first one the endpoint lists at /v1/models.
+        #[arg(long)]
+        model: Option<String>,
+        /// The prompt (sent as one user message for the chat API).
+        #[arg(long, default_value = "Say hello in one short sentence.")]
+        prompt: String,
+        /// Most tokens to generate.
+        #[arg(long, default_value_t = 32)]
+        max_tokens: u32,
+        /// Ask for one JSON body instead of an SSE stream.
+        #[arg(long)]
+        no_stream: bool,
+        /// Limit for the whole request, e.g. "30s".
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Engines built into the runner.
     #[command(subcommand)]
     Engine(EngineCommand),
+}
+
+/// `--api` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ApiArg {
+    Chat,
+    Completions,
+}
+
+impl From<ApiArg> for Api {
+    fn from(a: ApiArg) -> Api {
+        match a {
+            ApiArg::Chat => Api::Chat,
+            ApiArg::Completions => Api::Completions,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,4 +102,7 @@ pub enum EngineCommand {
     /// streamed or not) whose timing follows a simple model of batched LLM serving. Plans launch
     /// it as `{runner} engine sim --port {port} ...`; it needs no GPU and no model.
     Sim(SimArgs),
+    /// Serve a recorded response body byte for byte to every completion request (optionally in
+    /// small writes): to see how `runner` reads a stream some server produced.
+    Replay(ReplayArgs),
 }

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod load;
 pub mod metrics;
 pub mod plan;
+pub mod probe;
 pub mod report;
 pub mod run;
 
@@ -40,6 +41,34 @@ pub fn main() -> i32 {
                 exit::ERROR
             }
         },
+        Command::Engine(EngineCommand::Replay(args)) => match engine::replay::serve(args) {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                eprintln!("error: the replay engine failed: {e}");
+                exit::ERROR
+            }
+        },
+        Command::Probe {
+            url,
+            api,
+            model,
+            prompt,
+            max_tokens,
+            no_stream,
+            timeout,
+            json,
+        } => probe(
+            probe::ProbeSpec {
+                url,
+                api: api.into(),
+                model,
+                prompt,
+                max_tokens,
+                stream: !no_stream,
+                timeout,
+            },
+            json,
+        ),
         Command::Validate { plan } => validate(&plan),
         Command::Exec {
             plan,
@@ -57,6 +86,43 @@ pub fn main() -> i32 {
                 exit::ERROR
             }
         },
+    }
+}
+
+fn probe(spec: probe::ProbeSpec, json: bool) -> i32 {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::ERROR;
+        }
+    };
+    match rt.block_on(probe::run(&spec)) {
+        Ok(report) => {
+            if json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("error: cannot print the probe as JSON: {e}");
+                        return exit::ERROR;
+                    }
+                }
+            } else {
+                print!("{}", probe::render(&report));
+            }
+            if report.ok {
+                exit::OK
+            } else {
+                exit::ERROR
+            }
+        }
+        Err(e) => {
+            eprintln!("error: failed to probe {}: {e}", spec.url);
+            exit::ERROR
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod health;
 pub mod procfs;
+pub mod replay;
 pub mod sim;
 pub mod spawn;
 pub mod terminate;

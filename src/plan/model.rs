@@ -104,6 +104,8 @@ pub struct WorkloadSpec {
     pub source: String,
     pub prompts: Vec<Prompt>,
     pub max_tokens: u32,
+    /// Sent as `min_tokens` (vLLM, SGLang): with `ignore_eos`, fixes the output length.
+    pub min_tokens: Option<u32>,
     pub temperature: f64,
     pub ignore_eos: bool,
     pub stream: bool,

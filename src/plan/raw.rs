@@ -85,6 +85,8 @@ pub struct RawWorkload {
     #[serde(default)]
     pub max_tokens: Option<Spanned<i64>>,
     #[serde(default)]
+    pub min_tokens: Option<Spanned<i64>>,
+    #[serde(default)]
     pub temperature: Option<Spanned<f64>>,
     #[serde(default)]
     pub ignore_eos: Option<bool>,

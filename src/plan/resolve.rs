@@ -694,6 +694,20 @@ impl Resolver<'_> {
             .max_tokens
             .as_ref()
             .map_or(Some(128), |m| self.positive(m, "`max_tokens`", 1_000_000));
+        let min_tokens = match &w.min_tokens {
+            None => Some(None),
+            Some(m) => match (self.positive(m, "`min_tokens`", 1_000_000), max_tokens) {
+                (Some(v), Some(max)) if v > max => {
+                    self.error_at(
+                        m.span(),
+                        format!("`min_tokens` ({v}) is above `max_tokens` ({max})"),
+                        Some("set `min_tokens = max_tokens` for a fixed output length".into()),
+                    );
+                    None
+                }
+                (v, _) => v.map(|v| Some(v as u32)),
+            },
+        };
         let repeat = w
             .repeat
             .as_ref()
@@ -713,19 +727,22 @@ impl Resolver<'_> {
             prompts.len() as u64 * repeat.unwrap_or(1),
         );
         let slo = w.slo.as_ref().map(|s| self.slo(s)).unwrap_or_default();
-        match (load, name_ok, max_tokens, repeat) {
-            (Some(load), true, Some(max_tokens), Some(repeat)) => Some(WorkloadSpec {
-                name,
-                source,
-                prompts,
-                max_tokens: max_tokens as u32,
-                temperature,
-                ignore_eos: w.ignore_eos.unwrap_or(false),
-                stream: w.stream.unwrap_or(true),
-                repeat: repeat as u32,
-                load,
-                slo,
-            }),
+        match (load, name_ok, max_tokens, repeat, min_tokens) {
+            (Some(load), true, Some(max_tokens), Some(repeat), Some(min_tokens)) => {
+                Some(WorkloadSpec {
+                    name,
+                    source,
+                    prompts,
+                    max_tokens: max_tokens as u32,
+                    min_tokens,
+                    temperature,
+                    ignore_eos: w.ignore_eos.unwrap_or(false),
+                    stream: w.stream.unwrap_or(true),
+                    repeat: repeat as u32,
+                    load,
+                    slo,
+                })
+            }
             _ => None,
         }
     }

@@ -304,15 +304,11 @@ pub fn build(b: &LoadedBundle) -> ReportData {
                 engine_names
                     .iter()
                     .map(|e| {
-                        let best = levels
-                            .iter()
-                            .rev()
-                            .copied()
-                            .find(|&l| {
-                                find(e, &w.name, l).is_some_and(|s| {
-                                    s.valid && s.slo.as_ref().is_some_and(|v| v.passed)
-                                })
-                            });
+                        let best = levels.iter().rev().copied().find(|&l| {
+                            find(e, &w.name, l).is_some_and(|s| {
+                                s.valid && s.slo.as_ref().is_some_and(|v| v.passed)
+                            })
+                        });
                         Capacity {
                             engine: e.clone(),
                             max_level: best.map(|l| l.label()),
