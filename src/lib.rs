@@ -304,8 +304,11 @@ fn exec(path: &Path, results: &Path, quiet: bool) -> i32 {
             println!("\nbundle: {}", out.bundle_dir.display());
             match out.status {
                 bundle::format::RunStatus::Interrupted => exit::INTERRUPTED,
-                _ if out.cells_failed > 0 => {
-                    eprintln!("runner: {} cells failed; see the report", out.cells_failed);
+                _ if out.cells_failed > 0 || out.cells_invalid > 0 => {
+                    eprintln!(
+                        "runner: {} cells failed, {} invalid (client-bound); see the report",
+                        out.cells_failed, out.cells_invalid
+                    );
                     exit::CELLS_FAILED
                 }
                 _ => exit::OK,

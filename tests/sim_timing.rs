@@ -18,6 +18,8 @@ fn args(max_batch: usize, step_ms: f64, prefill_ms_per_token: f64) -> SimArgs {
         step_ms,
         step_ms_per_seq: 0.0,
         prefill_ms_per_token,
+        ttft_ms: None,
+        itl_ms: None,
         load_time: Duration::ZERO,
     }
 }

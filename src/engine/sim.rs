@@ -51,6 +51,13 @@ pub struct SimArgs {
     /// Prefill cost per prompt token, in milliseconds, paid in the step that admits it.
     #[arg(long, default_value_t = 0.02)]
     pub prefill_ms_per_token: f64,
+    /// Fixed-timing mode: every request gets its first token this many milliseconds after it
+    /// arrives, whatever the load (no batching model); with --itl-ms.
+    #[arg(long, requires = "itl_ms")]
+    pub ttft_ms: Option<f64>,
+    /// Fixed-timing mode: token i is due at arrival + ttft + (i - 1) x itl, with no drift.
+    #[arg(long, requires = "ttft_ms")]
+    pub itl_ms: Option<f64>,
     /// How long /health answers 503 ("loading") after start, e.g. "2s".
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub load_time: Duration,
@@ -77,14 +84,19 @@ pub fn serve(args: SimArgs) -> std::io::Result<()> {
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
         let app = router(args.clone());
+        let timing = match (args.ttft_ms, args.itl_ms) {
+            (Some(t), Some(i)) => {
+                format!("fixed timing: first token {t} ms, then one every {i} ms")
+            }
+            _ => format!(
+                "max_batch {}, step {} ms + {} ms/seq, prefill {} ms/token",
+                args.max_batch, args.step_ms, args.step_ms_per_seq, args.prefill_ms_per_token
+            ),
+        };
         println!(
-            "runner sim engine: model {} on http://{} (max_batch {}, step {} ms + {} ms/seq, prefill {} ms/token)",
+            "runner sim engine: model {} on http://{} ({timing})",
             args.model,
             listener.local_addr()?,
-            args.max_batch,
-            args.step_ms,
-            args.step_ms_per_seq,
-            args.prefill_ms_per_token
         );
         // Without TCP_NODELAY, Nagle's algorithm holds each small SSE chunk until the client's
         // delayed ACK (~40 ms): the sim's timings would be the kernel's, not the model's.
@@ -147,6 +159,19 @@ async fn scheduler(mut rx: mpsc::UnboundedReceiver<Sequence>, args: SimArgs) {
             *emitted += 1;
             s.tx.send(*emitted).is_ok() && *emitted < s.max_tokens
         });
+    }
+}
+
+/// Emits token i at arrival + ttft + (i - 1) x itl: deadlines from the arrival, so lateness
+/// of one token never shifts the next.
+async fn fixed_timing(tx: mpsc::UnboundedSender<u64>, max_tokens: u64, ttft_ms: f64, itl_ms: f64) {
+    let start = Instant::now();
+    for i in 1..=max_tokens {
+        let due = ttft_ms + (i - 1) as f64 * itl_ms;
+        tokio::time::sleep_until(start + Duration::from_secs_f64(due.max(0.0) / 1000.0)).await;
+        if tx.send(i).is_err() {
+            return;
+        }
     }
 }
 
@@ -256,7 +281,10 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
         .as_bool()
         .unwrap_or(false);
     let (tx, rx) = mpsc::unbounded_channel();
-    if s.queue
+    if let (Some(ttft), Some(itl)) = (s.args.ttft_ms, s.args.itl_ms) {
+        tokio::spawn(fixed_timing(tx, max_tokens, ttft, itl));
+    } else if s
+        .queue
         .send(Sequence {
             prompt_tokens,
             max_tokens,

@@ -47,6 +47,8 @@ pub struct ExecOutcome {
     pub bundle_dir: PathBuf,
     pub status: RunStatus,
     pub cells_failed: usize,
+    /// Cells the client could not drive (not results).
+    pub cells_invalid: usize,
     /// The console summary table (empty if the report could not be rendered).
     pub summary: String,
     /// Why the report could not be rendered, if it could not.
@@ -70,6 +72,7 @@ struct Run<'a> {
     client: reqwest::Client,
     cancel: Cancel,
     progress: Progress,
+    invalid: usize,
 }
 
 /// Runs a plan and writes its bundle. `plan_bytes` is the plan file as read.
@@ -129,6 +132,7 @@ pub async fn exec(
         client: http_client(std::time::Duration::from_secs(10))?,
         cancel,
         progress: Progress::new(opts.quiet),
+        invalid: 0,
     };
     run.save_manifest()?;
     run.progress.plan(plan, &run.bundle.dir, &run.manifest.gpu);
@@ -155,6 +159,7 @@ pub async fn exec(
         .iter()
         .filter(|c| c.status == CellStatus::Failed)
         .count();
+    let cells_invalid = run.invalid;
     let bundle_dir = run.bundle.dir.clone();
     let status = run.manifest.status;
     drop(run);
@@ -166,6 +171,7 @@ pub async fn exec(
         bundle_dir,
         status,
         cells_failed,
+        cells_invalid,
         summary,
         report_error,
     })
@@ -229,6 +235,9 @@ impl Run<'_> {
 
     /// Writes a cell summary, the CSV of every summary so far, and the manifest.
     fn save_cell(&mut self, s: &CellSummary) -> Result<(), WriteError> {
+        if !s.valid {
+            self.invalid += 1;
+        }
         self.bundle
             .write_json(&format!("cells/{}.summary.json", s.id), s)?;
         self.set_cell(&s.id, s.status);
