@@ -190,3 +190,62 @@ fn a_level_ends_early_when_errors_pile_up() {
         .expect("reason")
         .contains("The model `other` does not exist."));
 }
+
+#[test]
+fn capacity_search_finds_the_highest_concurrency_meeting_the_slo() {
+    // Four sequences per step: up to 4 concurrent requests start at once; a fifth waits a
+    // whole request (10 tokens x 5 ms), which breaks a 30 ms TTFT p95.
+    let s = Scratch::new();
+    s.write(
+        "plan.toml",
+        r#"
+schema = 1
+name = "search"
+[[engine]]
+name = "batch4"
+launch = "{runner} engine sim --port {port} --model m --max-batch 4 --step-ms 5 --step-ms-per-seq 0"
+model = "m"
+[engine.health]
+interval = "20ms"
+[[workload]]
+name = "w"
+prompts = ["hi"]
+max_tokens = 10
+[workload.load]
+requests = 20
+warmup = 0
+[workload.slo]
+ttft_p95_ms = 30
+[workload.search]
+over = "concurrency"
+min = 1
+max = 64
+max_steps = 8
+"#,
+    );
+    let (out, bundle) = s.exec("plan.toml");
+    assert!(out.status.success(), "{}", text(&out));
+    let m = read_json(&bundle.join("manifest.json"));
+    let search = &m["searches"][0];
+    assert_eq!(search["capacity"]["concurrency"], 4, "{search}");
+    let probed: Vec<u64> = search["probes"]
+        .as_array()
+        .expect("probes")
+        .iter()
+        .map(|p| p["level"]["concurrency"].as_u64().expect("level"))
+        .collect();
+    assert_eq!(&probed[..4], &[1, 2, 4, 8], "doubling first: {probed:?}");
+    for c in &probed {
+        assert!(
+            bundle
+                .join(format!("cells/batch4.w.c{c}.summary.json"))
+                .is_file(),
+            "probe {c} is a cell"
+        );
+    }
+    let report = std::fs::read_to_string(bundle.join("report.md")).expect("report");
+    assert!(
+        report.contains("**batch4**: 4 concurrent requests (capacity search over"),
+        "{report}"
+    );
+}

@@ -10,7 +10,7 @@ use crate::engine::terminate::StopReport;
 use crate::metrics::gpu::GpuInventory;
 use crate::metrics::sampler::Resources;
 use crate::metrics::summary::CellMetrics;
-use crate::plan::LoadLevel;
+use crate::plan::{LoadLevel, SearchOver};
 
 /// Bumped on any change a reader of older bundles would misread.
 pub const FORMAT_VERSION: u32 = 1;
@@ -43,7 +43,32 @@ pub struct Manifest {
     pub host: HostInfo,
     pub gpu: GpuInventory,
     pub engines: Vec<EngineRecord>,
+    /// Every cell, in the order run; capacity-search probes are added as they are chosen.
     pub cells: Vec<CellIndex>,
+    /// Capacity searches (`[workload.search]`), one per engine and workload.
+    #[serde(default)]
+    pub searches: Vec<SearchRecord>,
+}
+
+/// The outcome of one capacity search.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SearchRecord {
+    pub engine: String,
+    pub workload: String,
+    pub over: SearchOver,
+    /// The highest level that met the SLO; null when even the first level failed.
+    pub capacity: Option<LoadLevel>,
+    /// Every probed level, in order; each is also a cell of the bundle.
+    pub probes: Vec<SearchProbe>,
+    /// False when the search was cut short (interrupted, or the engine died).
+    pub complete: bool,
+}
+
+/// One probed level of a search.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SearchProbe {
+    pub level: LoadLevel,
+    pub passed: bool,
 }
 
 /// The plan behind the bundle.

@@ -29,7 +29,7 @@ pub struct LoadedBundle {
     pub dir: PathBuf,
     pub manifest: Manifest,
     pub plan: Plan,
-    /// In the plan's cell order; cells with no summary file are left out.
+    /// In the manifest's cell order; cells with no summary file are left out.
     pub cells: Vec<CellSummary>,
 }
 
@@ -55,7 +55,7 @@ pub fn load(dir: &Path) -> Result<LoadedBundle, ReadError> {
     let manifest: Manifest = read_json(&mpath)?;
     let plan: Plan = read_json(&dir.join("plan.resolved.json"))?;
     let mut cells = Vec::new();
-    for c in &plan.cells {
+    for c in &manifest.cells {
         let p = dir.join("cells").join(format!("{}.summary.json", c.id));
         if p.exists() {
             cells.push(read_json(&p)?);

@@ -112,6 +112,26 @@ pub struct WorkloadSpec {
     pub repeat: u32,
     pub load: LoadSpec,
     pub slo: Vec<SloRule>,
+    /// Find each engine's capacity under the SLO instead of (or besides) the fixed levels.
+    pub search: Option<SearchSpec>,
+}
+
+/// `[workload.search]`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SearchSpec {
+    pub over: SearchOver,
+    pub min: f64,
+    pub max: f64,
+    /// Most levels probed per engine.
+    pub max_steps: u32,
+}
+
+/// What a capacity search varies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchOver {
+    Concurrency,
+    Rate,
 }
 
 /// One prompt: plain text, or a chat conversation.

@@ -98,6 +98,20 @@ pub struct RawWorkload {
     pub load: Option<RawLoad>,
     #[serde(default)]
     pub slo: Option<Spanned<RawSlo>>,
+    #[serde(default)]
+    pub search: Option<Spanned<RawSearch>>,
+}
+
+/// `[workload.search]`: a capacity search under the workload's SLO.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSearch {
+    pub over: Spanned<String>,
+    #[serde(default)]
+    pub min: Option<Spanned<f64>>,
+    pub max: Spanned<f64>,
+    #[serde(default)]
+    pub max_steps: Option<Spanned<i64>>,
 }
 
 /// `[workload.documents]`: a text file split on a marker, each part put into a template.

@@ -720,13 +720,27 @@ impl Resolver<'_> {
                 0.0
             }
         };
+        let slo = w.slo.as_ref().map(|s| self.slo(s)).unwrap_or_default();
+        let search = match &w.search {
+            None => None,
+            Some(sp) => {
+                if slo.is_empty() {
+                    self.error_at(
+                        sp.span(),
+                        format!("workload `{name}` has a `[workload.search]` but no SLO to search under"),
+                        Some("add `[workload.slo]` with e.g. `ttft_p95_ms = 2000`".into()),
+                    );
+                }
+                self.search(sp.get_ref())
+            }
+        };
         let load = self.load(
             &name,
             w.load.as_ref(),
             default_load,
             prompts.len() as u64 * repeat.unwrap_or(1),
+            search.is_some(),
         );
-        let slo = w.slo.as_ref().map(|s| self.slo(s)).unwrap_or_default();
         match (load, name_ok, max_tokens, repeat, min_tokens) {
             (Some(load), true, Some(max_tokens), Some(repeat), Some(min_tokens)) => {
                 Some(WorkloadSpec {
@@ -741,6 +755,7 @@ impl Resolver<'_> {
                     repeat: repeat as u32,
                     load,
                     slo,
+                    search,
                 })
             }
             _ => None,
@@ -753,6 +768,7 @@ impl Resolver<'_> {
         own: Option<&RawLoad>,
         default: &RawLoad,
         default_requests: u64,
+        searched: bool,
     ) -> Option<LoadSpec> {
         let pick = |f: fn(&RawLoad) -> bool| own.filter(|o| f(o)).unwrap_or(default);
         // `concurrency` and `rate` are one choice: an override of either replaces both.
@@ -766,6 +782,7 @@ impl Resolver<'_> {
                 );
                 return None;
             }
+            (None, None) if searched => Vec::new(),
             (None, None) => {
                 self.error(
                     format!("workload `{workload}` has no load levels"),
@@ -928,6 +945,54 @@ impl Resolver<'_> {
             max_errors,
             max_error_rate,
             max_dispatch_lag,
+        })
+    }
+
+    fn search(&mut self, s: &RawSearch) -> Option<SearchSpec> {
+        let over = match s.over.get_ref().as_str() {
+            "concurrency" => SearchOver::Concurrency,
+            "rate" => SearchOver::Rate,
+            other => {
+                self.error_at(
+                    s.over.span(),
+                    format!("cannot search over `{other}`"),
+                    Some(
+                        "use \"concurrency\" (closed loop) or \"rate\" (open loop, requests/s)"
+                            .into(),
+                    ),
+                );
+                return None;
+            }
+        };
+        let min = s.min.as_ref().map_or(1.0, |m| *m.get_ref());
+        let max = *s.max.get_ref();
+        let whole = |v: f64| over == SearchOver::Rate || v.fract() == 0.0;
+        if !(min > 0.0 && whole(min)) {
+            let span = s.min.as_ref().map_or(s.over.span(), |m| m.span());
+            self.error_at(
+                span,
+                "search `min` must be above 0 (a whole number for concurrency)",
+                None,
+            );
+            return None;
+        }
+        if !(max >= min && whole(max) && max <= 10_000_000.0) {
+            self.error_at(
+                s.max.span(),
+                format!("search `max` ({max}) must be at least `min` ({min})"),
+                Some("the search probes levels between `min` and `max`".into()),
+            );
+            return None;
+        }
+        let max_steps = match &s.max_steps {
+            None => 10,
+            Some(m) => self.positive(m, "`max_steps`", 100)? as u32,
+        };
+        Some(SearchSpec {
+            over,
+            min,
+            max,
+            max_steps,
         })
     }
 

@@ -64,7 +64,7 @@ pub fn summary(d: &ReportData) -> String {
         out.push_str(&table(
             &[
                 "engine",
-                "conc",
+                "load",
                 "status",
                 "ok",
                 "failed",
@@ -80,9 +80,14 @@ pub fn summary(d: &ReportData) -> String {
         ));
         for c in &w.capacity {
             out.push_str(&format!(
-                "  highest concurrency meeting the SLO, {}: {}\n",
+                "  highest load meeting the SLO, {}: {}\n",
                 c.engine, c.text
             ));
+        }
+        for r in w.rows.iter().filter(|r| r.status == "INVALID") {
+            if let Some(why) = &r.reason {
+                out.push_str(&format!("  INVALID {} at {}: {why}\n", r.engine, r.level));
+            }
         }
     }
     out

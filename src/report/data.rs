@@ -298,7 +298,7 @@ pub fn build(b: &LoadedBundle) -> ReportData {
                     }
                 })
                 .collect();
-            let capacity = if w.slo.is_empty() {
+            let capacity = if w.slo.is_empty() && w.search.is_none() {
                 Vec::new()
             } else {
                 engine_names
@@ -309,13 +309,34 @@ pub fn build(b: &LoadedBundle) -> ReportData {
                                 s.valid && s.slo.as_ref().is_some_and(|v| v.passed)
                             })
                         });
+                        let search = m
+                            .searches
+                            .iter()
+                            .find(|s| &s.engine == e && s.workload == w.name);
+                        let mut text = best.map_or("no level met the SLO".into(), |l| match l {
+                            LoadLevel::Concurrency(c) => format!("{c} concurrent requests"),
+                            LoadLevel::Rate(_) => l.label(),
+                        });
+                        if let Some(s) = search {
+                            text.push_str(&format!(
+                                " (capacity search over {} probes: {}{})",
+                                s.probes.len(),
+                                s.probes
+                                    .iter()
+                                    .map(|p| format!(
+                                        "{} {}",
+                                        p.level.label(),
+                                        if p.passed { "pass" } else { "fail" }
+                                    ))
+                                    .collect::<Vec<_>>()
+                                    .join(", "),
+                                if s.complete { "" } else { "; cut short" }
+                            ));
+                        }
                         Capacity {
                             engine: e.clone(),
                             max_level: best.map(|l| l.label()),
-                            text: best.map_or("no level met the SLO".into(), |l| match l {
-                                LoadLevel::Concurrency(c) => format!("{c} concurrent requests"),
-                                LoadLevel::Rate(_) => l.label(),
-                            }),
+                            text,
                         }
                     })
                     .collect()

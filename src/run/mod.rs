@@ -3,4 +3,5 @@
 pub mod host;
 pub mod orchestrator;
 pub mod progress;
+pub mod search;
 pub mod signal;

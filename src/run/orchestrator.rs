@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::host;
 use super::progress::Progress;
+use super::search::Search;
 use super::signal::Cancel;
 use crate::bundle::format::*;
 use crate::bundle::write::{Bundle, WriteError};
@@ -114,6 +115,7 @@ pub async fn exec(
         host: host::host_info(),
         gpu: inventory,
         engines: plan.engines.iter().map(pending_engine).collect(),
+        searches: Vec::new(),
         cells: plan
             .cells
             .iter()
@@ -342,42 +344,48 @@ impl Run<'_> {
 
         let mut dead: Option<String> = None;
         for cell in &cells {
-            if self.cancel.is_stopping() {
-                self.unrun_cell(
-                    cell,
-                    CellStatus::Interrupted,
-                    "not run: the run was interrupted",
-                )?;
+            self.run_one(ei, spec, &mut up, cell, &mut dead).await?;
+        }
+        for (wi, w) in self.plan.workloads.iter().enumerate() {
+            let Some(search_spec) = w.search else {
                 continue;
-            }
-            if let Some(why) = &dead {
-                let reason = format!("not run: {why}");
-                self.unrun_cell(cell, CellStatus::Failed, &reason)?;
-                continue;
-            }
-            let mut summary = self.cell(cell, spec, &up.base_url).await?;
-            if let Some(sp) = &mut up.spawned {
-                if let Ok(Some(status)) = sp.child.try_wait() {
-                    let why = format!(
-                        "engine `{}` exited with {status} during cell {}",
-                        spec.name, cell.id
-                    );
-                    let rec = &mut self.manifest.engines[ei];
-                    rec.status = EngineStatus::Failed;
-                    rec.failure = Some(why.clone());
-                    rec.log_tail = Some(log_tail(&sp.log_path, LOG_TAIL_LINES));
-                    self.progress
-                        .engine_failed(&spec.name, &why, rec.log_tail.as_deref());
-                    summary.status = CellStatus::Failed;
-                    summary.reason = Some(format!("{why}; the requests measured before are kept"));
-                    dead = Some(why);
+            };
+            let mut search = Search::new(search_spec);
+            while let Some(level) = search.next() {
+                if self.cancel.is_stopping() || dead.is_some() {
+                    break;
                 }
+                let cell = Cell::new(&self.plan.engines, &self.plan.workloads, ei, wi, level);
+                if !self.manifest.cells.iter().any(|c| c.id == cell.id) {
+                    self.manifest.cells.push(CellIndex {
+                        id: cell.id.clone(),
+                        status: CellStatus::Pending,
+                    });
+                }
+                let passed = self
+                    .run_one(ei, spec, &mut up, &cell, &mut dead)
+                    .await?
+                    .is_some_and(|s| s.valid && s.slo.as_ref().is_some_and(|v| v.passed));
+                search.record(passed);
             }
-            self.save_cell(&summary)?;
-            self.bundle.write(
-                "summary.csv",
-                report::csv::render(&self.saved_summaries()).as_bytes(),
-            )?;
+            self.progress.search_done(&spec.name, &w.name, &search);
+            self.manifest.searches.push(SearchRecord {
+                engine: spec.name.clone(),
+                workload: w.name.clone(),
+                over: search_spec.over,
+                capacity: search.capacity(),
+                probes: search
+                    .probes
+                    .iter()
+                    .map(|(level, passed)| SearchProbe {
+                        level: *level,
+                        passed: *passed,
+                    })
+                    .collect(),
+                complete: search.next().is_none()
+                    || search.probes.len() as u32 >= search_spec.max_steps,
+            });
+            self.save_manifest()?;
         }
 
         if let Some(sp) = up.spawned.take() {
@@ -390,9 +398,59 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Every cell summary written so far, in plan order.
+    /// Runs one cell on a ready engine, unless the run is stopping or the engine died; writes
+    /// its summary either way. Returns the summary of a cell that was measured.
+    async fn run_one(
+        &mut self,
+        ei: usize,
+        spec: &EngineSpec,
+        up: &mut Up,
+        cell: &Cell,
+        dead: &mut Option<String>,
+    ) -> Result<Option<CellSummary>, RunError> {
+        if self.cancel.is_stopping() {
+            self.unrun_cell(
+                cell,
+                CellStatus::Interrupted,
+                "not run: the run was interrupted",
+            )?;
+            return Ok(None);
+        }
+        if let Some(why) = dead.as_ref() {
+            let reason = format!("not run: {why}");
+            self.unrun_cell(cell, CellStatus::Failed, &reason)?;
+            return Ok(None);
+        }
+        let mut summary = self.cell(cell, spec, &up.base_url).await?;
+        if let Some(sp) = &mut up.spawned {
+            if let Ok(Some(status)) = sp.child.try_wait() {
+                let why = format!(
+                    "engine `{}` exited with {status} during cell {}",
+                    spec.name, cell.id
+                );
+                let rec = &mut self.manifest.engines[ei];
+                rec.status = EngineStatus::Failed;
+                rec.failure = Some(why.clone());
+                rec.log_tail = Some(log_tail(&sp.log_path, LOG_TAIL_LINES));
+                self.progress
+                    .engine_failed(&spec.name, &why, rec.log_tail.as_deref());
+                summary.status = CellStatus::Failed;
+                summary.reason = Some(format!("{why}; the requests measured before are kept"));
+                summary.slo = None;
+                *dead = Some(why);
+            }
+        }
+        self.save_cell(&summary)?;
+        self.bundle.write(
+            "summary.csv",
+            report::csv::render(&self.saved_summaries()).as_bytes(),
+        )?;
+        Ok(Some(summary))
+    }
+
+    /// Every cell summary written so far, in manifest order.
     fn saved_summaries(&self) -> Vec<CellSummary> {
-        self.plan
+        self.manifest
             .cells
             .iter()
             .filter_map(|c| {

@@ -11,6 +11,7 @@ use crate::bundle::format::{CellStatus, CellSummary};
 use crate::engine::terminate::StopReport;
 use crate::metrics::gpu::GpuInventory;
 use crate::plan::{Cell, Plan, StopRule};
+use crate::run::search::Search;
 
 /// Progress output; silent with `--quiet`.
 #[derive(Debug, Clone)]
@@ -113,6 +114,21 @@ impl Progress {
                 );
             }
         }))
+    }
+
+    pub fn search_done(&self, engine: &str, workload: &str, s: &Search) {
+        let probes: Vec<String> = s
+            .probes
+            .iter()
+            .map(|(l, ok)| format!("{}{}", l.label(), if *ok { " ok" } else { " x" }))
+            .collect();
+        self.say(&format!(
+            "[{engine}] capacity for {workload}: {} (probed {})",
+            s.capacity()
+                .map_or("none (the first level failed its SLO)".into(), |l| l
+                    .label()),
+            probes.join(", ")
+        ));
     }
 
     pub fn cell_done(&self, s: &CellSummary) {

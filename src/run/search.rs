@@ -1,0 +1,139 @@
+//! Capacity search: the highest load level that meets a workload's SLO, found by doubling from
+//! `min` until a level fails (or `max` passes), then bisecting between the last pass and the
+//! first fail, within a bound on probes. Concurrency is searched in whole requests; rates
+//! until the bracket is within 5%.
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::{LoadLevel, SearchOver, SearchSpec};
+
+/// Rate searches stop once the pass/fail bracket is this tight, relative to the fail.
+const RATE_TOLERANCE: f64 = 0.05;
+
+/// The state of one search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Search {
+    pub spec: SearchSpec,
+    pub probes: Vec<(LoadLevel, bool)>,
+    highest_pass: Option<f64>,
+    lowest_fail: Option<f64>,
+    next: Option<f64>,
+}
+
+impl Search {
+    pub fn new(spec: SearchSpec) -> Search {
+        Search {
+            next: Some(spec.min),
+            spec,
+            probes: Vec::new(),
+            highest_pass: None,
+            lowest_fail: None,
+        }
+    }
+
+    fn level(&self, x: f64) -> LoadLevel {
+        match self.spec.over {
+            SearchOver::Concurrency => LoadLevel::Concurrency(x.round() as u32),
+            SearchOver::Rate => LoadLevel::Rate(x),
+        }
+    }
+
+    /// The next level to probe, or `None` when the search is over.
+    pub fn next(&self) -> Option<LoadLevel> {
+        if self.probes.len() as u32 >= self.spec.max_steps {
+            return None;
+        }
+        self.next.map(|x| self.level(x))
+    }
+
+    /// Records whether the last probed level met the SLO.
+    pub fn record(&mut self, passed: bool) {
+        let Some(x) = self.next else { return };
+        self.probes.push((self.level(x), passed));
+        if passed {
+            self.highest_pass = Some(self.highest_pass.map_or(x, |p| p.max(x)));
+        } else {
+            self.lowest_fail = Some(self.lowest_fail.map_or(x, |f| f.min(x)));
+        }
+        self.next = match (self.highest_pass, self.lowest_fail) {
+            // Still doubling.
+            (Some(p), None) if p < self.spec.max => Some((p * 2.0).min(self.spec.max)),
+            (Some(_), None) => None,
+            // Even the smallest level failed.
+            (None, Some(_)) => None,
+            (Some(p), Some(f)) => {
+                let mid = match self.spec.over {
+                    SearchOver::Concurrency => ((p + f) / 2.0).floor(),
+                    SearchOver::Rate => (p + f) / 2.0,
+                };
+                let done = match self.spec.over {
+                    SearchOver::Concurrency => f - p <= 1.0,
+                    SearchOver::Rate => (f - p) / f <= RATE_TOLERANCE,
+                };
+                (!done && mid > p && mid < f).then_some(mid)
+            }
+            (None, None) => None,
+        };
+    }
+
+    /// The highest level that met the SLO.
+    pub fn capacity(&self) -> Option<LoadLevel> {
+        self.highest_pass.map(|x| self.level(x))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(spec: SearchSpec, passes: impl Fn(f64) -> bool) -> Search {
+        let mut s = Search::new(spec);
+        while let Some(l) = s.next() {
+            s.record(passes(l.magnitude()));
+        }
+        s
+    }
+
+    fn conc(min: f64, max: f64, max_steps: u32) -> SearchSpec {
+        SearchSpec {
+            over: SearchOver::Concurrency,
+            min,
+            max,
+            max_steps,
+        }
+    }
+
+    #[test]
+    fn doubles_then_bisects_to_the_exact_concurrency() {
+        let s = run(conc(1.0, 256.0, 20), |x| x <= 37.0);
+        assert_eq!(s.capacity(), Some(LoadLevel::Concurrency(37)));
+        let probed: Vec<f64> = s.probes.iter().map(|(l, _)| l.magnitude()).collect();
+        assert_eq!(&probed[..7], &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]);
+        assert!(probed.len() <= 12, "{probed:?}");
+    }
+
+    #[test]
+    fn respects_the_step_bound_and_the_maximum() {
+        let s = run(conc(1.0, 256.0, 4), |x| x <= 37.0);
+        assert_eq!(s.probes.len(), 4);
+        assert_eq!(s.capacity(), Some(LoadLevel::Concurrency(8)));
+        let s = run(conc(1.0, 100.0, 20), |_| true);
+        assert_eq!(s.capacity(), Some(LoadLevel::Concurrency(100)));
+        let s = run(conc(2.0, 100.0, 20), |_| false);
+        assert_eq!(s.capacity(), None);
+        assert_eq!(s.probes.len(), 1);
+    }
+
+    #[test]
+    fn rate_search_stops_within_five_percent() {
+        let spec = SearchSpec {
+            over: SearchOver::Rate,
+            min: 1.0,
+            max: 1000.0,
+            max_steps: 30,
+        };
+        let s = run(spec, |x| x <= 123.0);
+        let cap = s.capacity().expect("a capacity").magnitude();
+        assert!(cap <= 123.0 && cap > 123.0 * 0.95 - 1e-9, "{cap}");
+    }
+}
