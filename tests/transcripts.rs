@@ -133,6 +133,11 @@ const CASES: &[Expect] = &[
         "the context size was exceeded",
     ),
     ok("ollama_chat.sse", 3, Chunks, 3, "stop", "Why not?", None),
+    fails(
+        "ollama_error.sse",
+        ErrorClass::ServerError,
+        "model runner has unexpectedly stopped",
+    ),
     ok("openai_chat.sse", 2, Usage, 2, "stop", "Hi 👋", Some(8)),
     ok(
         "openai_tool_calls.sse",
