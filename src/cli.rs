@@ -74,6 +74,9 @@ pub enum Command {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Send the API key held by this environment variable as a bearer token.
+        #[arg(long, value_name = "NAME")]
+        api_key_env: Option<String>,
     },
     /// Engines built into the runner.
     #[command(subcommand)]

@@ -57,6 +57,7 @@ pub fn main() -> i32 {
             no_stream,
             timeout,
             json,
+            api_key_env,
         } => probe(
             probe::ProbeSpec {
                 url,
@@ -66,6 +67,7 @@ pub fn main() -> i32 {
                 max_tokens,
                 stream: !no_stream,
                 timeout,
+                api_key_env,
             },
             json,
         ),

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::load::client::{self, RequestTarget, Timeouts};
+use crate::load::client::{self, RequestTarget, RetryPolicy, Timeouts};
 use crate::load::workload::BodySpec;
 use crate::metrics::record::{RequestRecord, TokenSource};
 use crate::plan::{Api, Prompt};
@@ -20,6 +20,8 @@ pub struct ProbeSpec {
     pub max_tokens: u32,
     pub stream: bool,
     pub timeout: Duration,
+    /// The environment variable holding an API key to send.
+    pub api_key_env: Option<String>,
 }
 
 /// The probe's result, as printed with `--json`.
@@ -93,6 +95,11 @@ pub async fn run(spec: &ProbeSpec) -> Result<ProbeReport, String> {
             ..Timeouts::default()
         },
         keep_text: true,
+        retry: RetryPolicy::default(),
+        api_key: spec
+            .api_key_env
+            .as_deref()
+            .and_then(|k| std::env::var(k).ok()),
     };
     let out = client::send(
         &client,

@@ -105,6 +105,9 @@ pub struct EngineRecord {
     pub pid: Option<i32>,
     pub version: Option<String>,
     pub version_error: Option<String>,
+    /// The environment variable an API key was read from; the key itself is never recorded.
+    pub api_key_env: Option<String>,
+    pub api_key_used: bool,
     pub ready_s: Option<f64>,
     /// Memory once ready, before any load.
     pub idle: Option<Resources>,

@@ -94,3 +94,62 @@ mod tests {
         assert!(rss_bytes(me).unwrap_or(0) > 0);
     }
 }
+
+/// Who listens on a local TCP port, when /proc can tell: `pid (comm)`.
+pub fn port_holder(port: u16) -> Option<String> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address is HEX_IP:HEX_PORT; state 0A is LISTEN; inode is field 9.
+            let listening = f.get(3) == Some(&"0A");
+            let local_port = f
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if listening && local_port == Some(port) {
+                if let Some(inode) = f.get(9) {
+                    inodes.push(format!("socket:[{inode}]"));
+                }
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    for e in fs::read_dir("/proc").ok()?.filter_map(Result::ok) {
+        let Ok(fds) = fs::read_dir(e.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.filter_map(Result::ok) {
+            let Ok(target) = fs::read_link(fd.path()) else {
+                continue;
+            };
+            if inodes.iter().any(|i| target.as_os_str() == i.as_str()) {
+                let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+                let p = parse_stat(&stat)?;
+                return Some(format!("pid {} ({})", p.pid, p.comm));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::*;
+
+    #[test]
+    fn names_the_process_holding_a_port() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let holder = port_holder(port).expect("found");
+        assert!(
+            holder.starts_with(&format!("pid {} ", std::process::id())),
+            "{holder}"
+        );
+    }
+}

@@ -10,7 +10,6 @@
 //! words; a sequence always generates `max_tokens` tokens (as with `ignore_eos`).
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +60,37 @@ pub struct SimArgs {
     /// How long /health answers 503 ("loading") after start, e.g. "2s".
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub load_time: Duration,
+    #[command(flatten)]
+    pub faults: Faults,
+}
+
+/// Misbehaviours on demand, for the fault tests (hidden from `--help`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Faults {
+    /// Exit with status 3 when request number N + 1 arrives.
+    #[arg(long, hide = true)]
+    pub crash_after: Option<u64>,
+    /// Never answer a completion request (no status line, no headers).
+    #[arg(long, hide = true)]
+    pub hang_before_headers: bool,
+    /// Stream this many tokens, then go silent without closing.
+    #[arg(long, hide = true)]
+    pub hang_after_tokens: Option<u64>,
+    /// Stream this many tokens, then break the connection.
+    #[arg(long, hide = true)]
+    pub reset_after_tokens: Option<u64>,
+    /// Ignore SIGTERM (only SIGKILL stops the engine).
+    #[arg(long, hide = true)]
+    pub ignore_sigterm: bool,
+    /// Start this many child processes (in the engine's process group) that ignore SIGTERM.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub fork_children: u32,
+    /// Answer every Nth completion request with HTTP 429.
+    #[arg(long, hide = true)]
+    pub reject_every: Option<u64>,
+    /// The Retry-After header sent with those 429s.
+    #[arg(long, hide = true)]
+    pub retry_after: Option<String>,
 }
 
 struct Sequence {
@@ -74,6 +104,8 @@ struct Shared {
     queue: mpsc::UnboundedSender<Sequence>,
     started: Instant,
     ids: AtomicU64,
+    /// Completion requests received.
+    received: AtomicU64,
 }
 
 /// Serves until the process is signalled. Prints one line when listening.
@@ -82,6 +114,18 @@ pub fn serve(args: SimArgs) -> std::io::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        if args.faults.ignore_sigterm {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::spawn(async move { while term.recv().await.is_some() {} });
+        }
+        for _ in 0..args.faults.fork_children {
+            // Children in the engine's process group that survive SIGTERM, like stray workers.
+            std::process::Command::new("sh")
+                .args(["-c", "trap '' TERM; while :; do sleep 1; done"])
+                .stdin(std::process::Stdio::null())
+                .spawn()?;
+        }
         let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
         let app = router(args.clone());
         let timing = match (args.ttft_ms, args.itl_ms) {
@@ -116,6 +160,7 @@ pub fn router(args: SimArgs) -> Router {
         queue: tx,
         started: Instant::now(),
         ids: AtomicU64::new(0),
+        received: AtomicU64::new(0),
     });
     Router::new()
         .route("/health", get(health))
@@ -253,6 +298,31 @@ const WORDS: &[&str] = &[
 ];
 
 async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
+    let n = s.received.fetch_add(1, Ordering::Relaxed) + 1;
+    let f = &s.args.faults;
+    if f.crash_after.is_some_and(|c| n > c) {
+        eprintln!("sim engine: crashing on request {n} (--crash-after)");
+        std::process::exit(3);
+    }
+    if s.started.elapsed() < s.args.load_time {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the model is still loading".into(),
+        );
+    }
+    if f.hang_before_headers {
+        std::future::pending::<()>().await;
+    }
+    if f.reject_every.is_some_and(|k| k > 0 && n % k == 0) {
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "The server is busy; retry later.".into(),
+        );
+        if let Some(v) = f.retry_after.as_deref().and_then(|v| v.parse().ok()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
     let req: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
@@ -310,9 +380,25 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
             prompt_tokens,
             include_usage,
             stage: Stage::Role,
+            tokens_sent: 0,
         };
-        let body = futures_util::stream::unfold(chunks, |mut c| async move {
-            c.next().await.map(|b| (Ok::<_, Infallible>(b), c))
+        let (hang, reset) = (
+            s.args.faults.hang_after_tokens,
+            s.args.faults.reset_after_tokens,
+        );
+        let body = futures_util::stream::unfold((chunks, 0u64), move |(mut c, sent)| async move {
+            if hang.is_some_and(|h| sent >= h) {
+                std::future::pending::<()>().await;
+            }
+            if reset.is_some_and(|r| sent >= r) {
+                let e = std::io::Error::other("connection reset (--reset-after-tokens)");
+                return Some((Err(e), (c, sent)));
+            }
+            let before = c.tokens_sent;
+            c.next().await.map(|b| {
+                let sent = sent + (c.tokens_sent - before);
+                (Ok::<_, std::io::Error>(b), (c, sent))
+            })
         });
         Response::builder()
             .header(header::CONTENT_TYPE, "text/event-stream")
@@ -367,6 +453,7 @@ struct Chunks {
     prompt_tokens: u64,
     include_usage: bool,
     stage: Stage,
+    tokens_sent: u64,
 }
 
 impl Chunks {
@@ -381,6 +468,7 @@ impl Chunks {
                 }
                 Stage::Tokens => match self.rx.recv().await {
                     Some(i) => {
+                        self.tokens_sent += 1;
                         let word = WORDS[(i as usize - 1) % WORDS.len()];
                         let finish = if i >= self.max_tokens {
                             self.stage = Stage::Usage;

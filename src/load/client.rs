@@ -35,6 +35,38 @@ impl Default for Timeouts {
     }
 }
 
+/// Whether and how 429 and 503 answers are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RetryPolicy {
+    /// Most retries of one request; 0 records the 429/503 as a failure.
+    pub max: u32,
+    /// The longest wait before a retry, whatever Retry-After asks.
+    pub max_wait: Duration,
+}
+
+/// The wait a 429/503 answer asks for: `retry-after-ms` (milliseconds), or `Retry-After` as
+/// seconds or an HTTP date.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    if let Some(ms) = headers
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+    {
+        return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+    }
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return Some(Duration::from_secs_f64(secs.max(0.0)));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let wait = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
 /// What a request needs besides its body.
 #[derive(Debug, Clone)]
 pub struct RequestTarget {
@@ -44,6 +76,9 @@ pub struct RequestTarget {
     pub timeouts: Timeouts,
     /// Keep the generated text (for `runner probe`); a load run does not.
     pub keep_text: bool,
+    pub retry: RetryPolicy,
+    /// Sent as `Authorization: Bearer ...` when set.
+    pub api_key: Option<String>,
 }
 
 /// Builds the HTTP client every request of a run shares: connections are reused, no proxy
@@ -52,6 +87,8 @@ pub struct RequestTarget {
 pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .no_proxy()
+        // Requests go only to the plan's endpoints: a redirect is an answer, not a new target.
+        .redirect(reqwest::redirect::Policy::none())
         .tcp_nodelay(true)
         .connect_timeout(connect_timeout)
         .pool_idle_timeout(Duration::from_secs(90))
@@ -79,6 +116,8 @@ pub fn blank_record(scheduled_us: u64) -> RequestRecord {
         scheduled_us,
         sent_us: scheduled_us,
         queued_us: 0,
+        retries: 0,
+        retry_wait_us: 0,
         head_us: None,
         first_byte_us: None,
         first_event_us: None,
@@ -111,8 +150,43 @@ pub async fn send(
     rec.sent_us = since(origin);
     let mut text = target.keep_text.then(String::new);
     let total = target.timeouts.total;
+    let attempts = async {
+        loop {
+            let mut wait = None;
+            let r = exchange(
+                client,
+                target,
+                body.clone(),
+                origin,
+                &mut rec,
+                text.as_mut(),
+                &mut wait,
+            )
+            .await;
+            let retryable = matches!(&r, Err((ErrorClass::HttpStatus, _)))
+                && matches!(rec.status, Some(429 | 503));
+            if !retryable || rec.retries >= target.retry.max {
+                return r;
+            }
+            // Back off as asked (or exponentially from 100 ms), never past the cap.
+            let backoff = Duration::from_millis(100u64 << rec.retries.min(10));
+            let wait = wait.unwrap_or(backoff).min(target.retry.max_wait);
+            rec.retries += 1;
+            rec.retry_wait_us += wait.as_micros() as u64;
+            tokio::time::sleep(wait).await;
+            // Instants of the failed attempt are dropped; latency still counts from the schedule.
+            rec.head_us = None;
+            rec.first_byte_us = None;
+            rec.first_event_us = None;
+            rec.content_us.clear();
+            rec.status = None;
+            if let Some(t) = text.as_mut() {
+                t.clear();
+            }
+        }
+    };
     let result = tokio::select! {
-        r = tokio::time::timeout(total, exchange(client, target, body, origin, &mut rec, text.as_mut())) => match r {
+        r = tokio::time::timeout(total, attempts) => match r {
             Ok(r) => r,
             Err(_) => Err((
                 ErrorClass::TimeoutTotal,
@@ -143,14 +217,17 @@ async fn exchange(
     origin: Instant,
     rec: &mut RequestRecord,
     text: Option<&mut String>,
+    retry_wait: &mut Option<Duration>,
 ) -> Result<(), Failure> {
     let t = target.timeouts;
     let first_token_deadline = tokio::time::Instant::now() + t.first_token;
-    let request = client
+    let mut request = client
         .post(&target.url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send();
+        .header(reqwest::header::CONTENT_TYPE, "application/json");
+    if let Some(key) = &target.api_key {
+        request = request.bearer_auth(key);
+    }
+    let request = request.body(body).send();
     let resp = match tokio::time::timeout_at(first_token_deadline, request).await {
         Err(_) => return Err(first_token_timeout(t.first_token)),
         Ok(r) => r.map_err(|e| {
@@ -168,9 +245,16 @@ async fn exchange(
     let status = resp.status();
     rec.status = Some(status.as_u16());
     if !status.is_success() {
+        *retry_wait = retry_after(resp.headers());
+        let asked = retry_wait.map_or(String::new(), |w| {
+            format!(" (Retry-After {})", humantime::format_duration(w))
+        });
         let text = resp.text().await.unwrap_or_default();
         let message = server_message(&text).unwrap_or_else(|| truncate(&text, 500));
-        return Err((ErrorClass::HttpStatus, format!("HTTP {status}: {message}")));
+        return Err((
+            ErrorClass::HttpStatus,
+            format!("HTTP {status}: {message}{asked}"),
+        ));
     }
     let mut body = resp.bytes_stream();
     let mut reader = StreamReader::new(target.stream, text);

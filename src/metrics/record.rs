@@ -81,6 +81,13 @@ pub struct RequestRecord {
     /// not client lag).
     #[serde(default)]
     pub queued_us: u64,
+    /// Retries after 429/503 answers (`retries` in the plan); the instants are the last
+    /// attempt's, and latency still counts from `scheduled_us`.
+    #[serde(default)]
+    pub retries: u32,
+    /// Time spent waiting before retries.
+    #[serde(default)]
+    pub retry_wait_us: u64,
     /// When the response status and headers arrived.
     pub head_us: Option<u64>,
     /// When the first byte of the response body arrived.
@@ -160,6 +167,8 @@ pub(crate) mod tests {
             scheduled_us: scheduled,
             sent_us: scheduled,
             queued_us: 0,
+            retries: 0,
+            retry_wait_us: 0,
             head_us: Some(scheduled + 10),
             first_byte_us: Some(scheduled + 10),
             first_event_us: Some(scheduled + 10),

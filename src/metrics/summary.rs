@@ -89,6 +89,9 @@ pub struct CellMetrics {
     pub output_tokens_source: String,
     /// Successful requests whose usage count differs from their content-chunk count.
     pub token_count_mismatches: u64,
+    /// Retries after 429/503 answers, and the requests that needed any.
+    pub retries: u64,
+    pub requests_retried: u64,
     /// Successful requests that returned fewer output tokens than `max_tokens` asked for.
     pub short_outputs: u64,
     /// Requests per second that met every per-request SLO bound (docs/metrics.md); absent
@@ -151,6 +154,8 @@ impl GoodputBounds {
 #[derive(Debug, Default)]
 pub struct Accumulator {
     open_loop: bool,
+    retries: u64,
+    retried: u64,
     max_tokens: Option<u64>,
     goodput: Option<GoodputBounds>,
     good: u64,
@@ -202,6 +207,8 @@ impl Accumulator {
 
     pub fn add(&mut self, r: &RequestRecord) {
         self.total += 1;
+        self.retries += u64::from(r.retries);
+        self.retried += u64::from(r.retries > 0);
         self.lag.record(r.dispatch_lag_us());
         self.last_scheduled_us = self.last_scheduled_us.max(r.scheduled_us);
         self.last_sent_us = self.last_sent_us.max(r.sent_us.saturating_sub(r.queued_us));
@@ -291,6 +298,8 @@ impl Accumulator {
             .to_string(),
             token_count_mismatches: self.mismatches,
             short_outputs: self.short,
+            retries: self.retries,
+            requests_retried: self.retried,
             goodput_req_per_s: self.goodput.map(|_| rate(self.good)),
             ttft_ms: self.ttft.stats(),
             tpot_ms: self.tpot.stats(),

@@ -66,10 +66,14 @@ pub fn program_exists(program: &str, cwd: &Path) -> bool {
     }
 }
 
-/// `Some(reason)` when a listener cannot bind 127.0.0.1:`port`.
+/// `Some(reason)` when a listener cannot bind 127.0.0.1:`port`; the reason names the process
+/// that holds it when /proc can tell (a server left over from an earlier run, say).
 pub fn port_taken(port: u16) -> Option<String> {
     match TcpListener::bind(("127.0.0.1", port)) {
         Ok(_) => None,
-        Err(e) => Some(e.to_string()),
+        Err(e) => Some(match crate::engine::procfs::port_holder(port) {
+            Some(holder) => format!("{e}; held by {holder}"),
+            None => e.to_string(),
+        }),
     }
 }

@@ -35,6 +35,9 @@ pub struct EngineSpec {
     /// A command whose output records the engine's version (argv, placeholders expanded
     /// except `{port}`).
     pub version_command: Option<Vec<String>>,
+    /// The name of the environment variable holding the API key sent as a bearer token (the
+    /// key itself never appears in the plan or the bundle).
+    pub api_key_env: Option<String>,
 }
 
 /// How the runner reaches an engine.
@@ -94,6 +97,10 @@ pub struct HealthSpec {
     pub interval: Duration,
     #[serde(with = "humantime_serde_compat")]
     pub timeout: Duration,
+    /// Also require one real completion (1 token) to succeed: some servers answer /health
+    /// or /v1/models before they can serve.
+    #[serde(default)]
+    pub completion: bool,
 }
 
 /// One workload: what is sent, and the load grid it is sent at.
@@ -171,6 +178,11 @@ pub struct LoadSpec {
     /// set its pace.
     #[serde(with = "humantime_serde_compat")]
     pub max_dispatch_lag: Duration,
+    /// Retries of a request answered 429 or 503 (0: recorded as failures).
+    pub retries: u32,
+    /// The longest wait before a retry, whatever Retry-After asks.
+    #[serde(with = "humantime_serde_compat")]
+    pub retry_max_wait: Duration,
 }
 
 /// One load level.

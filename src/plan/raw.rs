@@ -53,6 +53,10 @@ pub struct RawEngine {
     pub stop_grace: Option<Spanned<String>>,
     #[serde(default)]
     pub version_command: Option<Spanned<RawCommand>>,
+    #[serde(default)]
+    pub shell: Option<bool>,
+    #[serde(default)]
+    pub api_key_env: Option<Spanned<String>>,
 }
 
 /// `[engine.health]`.
@@ -67,6 +71,8 @@ pub struct RawHealth {
     pub interval: Option<Spanned<String>>,
     #[serde(default)]
     pub timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub completion: Option<bool>,
 }
 
 /// One `[[workload]]` table.
@@ -164,6 +170,10 @@ pub struct RawLoad {
     pub max_error_rate: Option<Spanned<f64>>,
     #[serde(default)]
     pub max_dispatch_lag: Option<Spanned<String>>,
+    #[serde(default)]
+    pub retries: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub retry_max_wait: Option<Spanned<String>>,
     #[serde(default)]
     pub requests: Option<Spanned<i64>>,
     #[serde(default)]

@@ -443,7 +443,11 @@ impl Resolver<'_> {
                 }
             }
             (Some(l), None) => {
-                let argv = self.command(l, &vars, "launch");
+                let argv = if e.shell == Some(true) {
+                    self.shell_command(l, &vars)
+                } else {
+                    self.command(l, &vars, "launch")
+                };
                 let port = match e.port.as_ref() {
                     None => PortSpec::Auto,
                     Some(p) => match p.get_ref() {
@@ -499,6 +503,21 @@ impl Resolver<'_> {
                 })
             }
         };
+        let api_key_env = e.api_key_env.as_ref().and_then(|k| {
+            let n = k.get_ref();
+            let ok = !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                self.error_at(
+                    k.span(),
+                    format!("`api_key_env` must name an environment variable, not `{n}`"),
+                    Some(
+                        "write the variable's name, e.g. \"OPENAI_API_KEY\"; never the key itself"
+                            .into(),
+                    ),
+                );
+            }
+            ok.then(|| n.clone())
+        });
         match (target, name_ok) {
             (Some(target), true) => Some(EngineSpec {
                 name,
@@ -507,6 +526,7 @@ impl Resolver<'_> {
                 target,
                 health,
                 version_command,
+                api_key_env,
             }),
             _ => None,
         }
@@ -559,12 +579,52 @@ impl Resolver<'_> {
         Some(out)
     }
 
+    /// `shell = true`: the launch line runs under `sh -c`, with every placeholder value quoted
+    /// for the shell so that a value can never become a command.
+    fn shell_command(
+        &mut self,
+        c: &Spanned<RawCommand>,
+        vars: &BTreeMap<&str, String>,
+    ) -> Option<Vec<String>> {
+        let RawCommand::Line(line) = c.get_ref() else {
+            self.error_at(
+                c.span(),
+                "with `shell = true`, `launch` must be one string",
+                Some("write the shell command line as a string".into()),
+            );
+            return None;
+        };
+        let quoted: BTreeMap<&str, String> = vars
+            .iter()
+            .map(|(k, v)| {
+                let q = if *k == "port" {
+                    v.clone()
+                } else {
+                    shlex::try_quote(v).map_or_else(|_| v.clone(), |q| q.into_owned())
+                };
+                (*k, q)
+            })
+            .collect();
+        match placeholder::expand(line, &quoted) {
+            Ok(l) => Some(vec!["sh".into(), "-c".into(), l]),
+            Err(unknown) => {
+                self.error_at(
+                    c.span(),
+                    format!("`launch` uses unknown placeholder `{{{unknown}}}`"),
+                    Some(placeholder::HINT.into()),
+                );
+                None
+            }
+        }
+    }
+
     fn health(&mut self, h: Option<&RawHealth>) -> HealthSpec {
         let default = HealthSpec {
             path: "/health".into(),
             status: 200,
             interval: Duration::from_millis(500),
             timeout: Duration::from_secs(600),
+            completion: false,
         };
         let Some(h) = h else { return default };
         let path = match &h.path {
@@ -598,6 +658,7 @@ impl Resolver<'_> {
             status,
             interval: self.duration(&h.interval, default.interval),
             timeout: self.duration(&h.timeout, default.timeout),
+            completion: h.completion.unwrap_or(false),
         }
     }
 
@@ -935,6 +996,22 @@ impl Resolver<'_> {
             &pick(|l| l.max_dispatch_lag.is_some()).max_dispatch_lag,
             Duration::from_millis(10),
         );
+        let retries = match &pick(|l| l.retries.is_some()).retries {
+            None => 0,
+            Some(r) if (0..=100).contains(r.get_ref()) => *r.get_ref() as u32,
+            Some(r) => {
+                self.error_at(
+                    r.span(),
+                    "`retries` must be between 0 and 100",
+                    Some("retries apply to 429 and 503 answers only".into()),
+                );
+                return None;
+            }
+        };
+        let retry_max_wait = self.duration(
+            &pick(|l| l.retry_max_wait.is_some()).retry_max_wait,
+            Duration::from_secs(10),
+        );
         Some(LoadSpec {
             levels,
             arrival,
@@ -945,6 +1022,8 @@ impl Resolver<'_> {
             max_errors,
             max_error_rate,
             max_dispatch_lag,
+            retries,
+            retry_max_wait,
         })
     }
 

@@ -20,7 +20,7 @@ use crate::bundle::write::{Bundle, WriteError};
 use crate::engine::health::{wait_ready, NotReady};
 use crate::engine::spawn::{self, log_tail, Spawned};
 use crate::engine::{terminate, version};
-use crate::load::client::{http_client, RequestTarget, Timeouts};
+use crate::load::client::{http_client, RequestTarget, RetryPolicy, Timeouts};
 use crate::load::driver::{run_level, Level};
 use crate::load::workload;
 use crate::metrics::gpu::{Gpu, GpuInventory};
@@ -189,6 +189,8 @@ fn pending_engine(e: &EngineSpec) -> EngineRecord {
         pid: None,
         version: None,
         version_error: None,
+        api_key_env: e.api_key_env.clone(),
+        api_key_used: false,
         ready_s: None,
         idle: None,
         failure: None,
@@ -421,7 +423,8 @@ impl Run<'_> {
             self.unrun_cell(cell, CellStatus::Failed, &reason)?;
             return Ok(None);
         }
-        let mut summary = self.cell(cell, spec, &up.base_url).await?;
+        let child = up.spawned.as_mut().map(|s| &mut s.child);
+        let mut summary = self.cell(cell, spec, &up.base_url, child).await?;
         if let Some(sp) = &mut up.spawned {
             if let Ok(Some(status)) = sp.child.try_wait() {
                 let why = format!(
@@ -463,6 +466,99 @@ impl Run<'_> {
     }
 
     async fn bring_up(&mut self, ei: usize, spec: &EngineSpec) -> Result<Up, Failure> {
+        if let Some(var) = &spec.api_key_env {
+            if std::env::var_os(var).is_none() {
+                return Err(Failure::plain(format!(
+                    "could not start: `api_key_env` names `{var}`, which is not set in the environment"
+                )));
+            }
+            self.manifest.engines[ei].api_key_used = true;
+        }
+        let up = self.launch_and_wait(ei, spec).await?;
+        let api_key = spec
+            .api_key_env
+            .as_deref()
+            .and_then(|k| std::env::var(k).ok());
+        if let EngineTarget::Attach { url } = &spec.target {
+            if let Err(why) = check_model(&self.client, url, &spec.model, api_key.as_deref()).await
+            {
+                return Err(Failure::plain(why));
+            }
+        }
+        if spec.health.completion {
+            let deadline = tokio::time::Instant::now() + spec.health.timeout;
+            if let Err(why) = self
+                .first_completion(spec, &up.base_url, api_key, deadline)
+                .await
+            {
+                return Err(Failure {
+                    message: why,
+                    log_tail: up
+                        .spawned
+                        .as_ref()
+                        .map(|s| log_tail(&s.log_path, LOG_TAIL_LINES)),
+                    spawned: up.spawned,
+                    stopped: false,
+                });
+            }
+        }
+        Ok(up)
+    }
+
+    /// `[engine.health] completion = true`: one real 1-token completion must succeed, retried
+    /// at the health interval until the startup deadline.
+    async fn first_completion(
+        &self,
+        spec: &EngineSpec,
+        base_url: &str,
+        api_key: Option<String>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), String> {
+        let body = crate::load::workload::BodySpec {
+            api: spec.api,
+            model: &spec.model,
+            max_tokens: 1,
+            min_tokens: None,
+            temperature: 0.0,
+            stream: false,
+            ignore_eos: false,
+        }
+        .render(&crate::plan::Prompt::Text("Hello".into()));
+        let target = RequestTarget {
+            url: format!("{base_url}{}", spec.api.path()),
+            stream: false,
+            timeouts: Timeouts::default(),
+            keep_text: false,
+            retry: RetryPolicy::default(),
+            api_key,
+        };
+        let mut last = String::new();
+        loop {
+            let out = crate::load::client::send(
+                &self.client,
+                &target,
+                body.to_string().into(),
+                Instant::now(),
+                0,
+                self.cancel.stopping(),
+            )
+            .await;
+            if out.record.ok {
+                return Ok(());
+            }
+            last = out.record.error_message.unwrap_or(last);
+            if self.cancel.is_stopping()
+                || tokio::time::Instant::now() + spec.health.interval > deadline
+            {
+                return Err(format!(
+                    "answered its health check but no completion succeeded before the deadline (last: {last})"
+                ));
+            }
+            tokio::time::sleep(spec.health.interval).await;
+        }
+    }
+
+    async fn launch_and_wait(&mut self, ei: usize, spec: &EngineSpec) -> Result<Up, Failure> {
         let started = Instant::now();
         match &spec.target {
             EngineTarget::Attach { url } => {
@@ -558,6 +654,7 @@ impl Run<'_> {
         cell: &Cell,
         spec: &EngineSpec,
         base_url: &str,
+        child: Option<&mut tokio::process::Child>,
     ) -> Result<CellSummary, RunError> {
         let w = &self.plan.workloads[cell.workload];
         let records_rel = format!("cells/{}.records.jsonl", cell.id);
@@ -589,6 +686,14 @@ impl Run<'_> {
                     total: timeouts.total,
                 },
                 keep_text: false,
+                retry: RetryPolicy {
+                    max: w.load.retries,
+                    max_wait: w.load.retry_max_wait,
+                },
+                api_key: spec
+                    .api_key_env
+                    .as_deref()
+                    .and_then(|k| std::env::var(k).ok()),
             },
             bodies: workload::bodies(spec, w),
             load: cell.level,
@@ -605,7 +710,24 @@ impl Run<'_> {
         self.sampler.begin_window(&cell.id);
         let cpu0 = client_cpu_s();
         let t0 = Instant::now();
-        let outcome = run_level(level, self.cancel.clone(), done, tx).await;
+        // The level stops at once if the engine process exits under it.
+        let (level_stop, level_cancel, forward) = self.cancel.child();
+        let run = run_level(level, level_cancel, done, tx);
+        let outcome = match child {
+            None => run.await,
+            Some(child) => {
+                tokio::pin!(run);
+                tokio::select! {
+                    o = &mut run => o,
+                    _ = child.wait() => {
+                        level_stop.escalate();
+                        level_stop.escalate();
+                        run.await
+                    }
+                }
+            }
+        };
+        forward.abort();
         let wall = t0.elapsed().as_secs_f64();
         let cpu_s = client_cpu_s() - cpu0;
         let resources = self.sampler.end_window();
@@ -636,7 +758,7 @@ impl Run<'_> {
             cores,
         };
         let invalid_reason = client_check::verdict(&metrics, &usage, w.load.max_dispatch_lag);
-        let (status, reason) = if outcome.interrupted {
+        let (status, reason) = if self.cancel.is_stopping() {
             (
                 CellStatus::Interrupted,
                 Some("interrupted by a signal; the requests measured before are kept".to_string()),
@@ -735,6 +857,40 @@ async fn collect(
         }
     }
     (acc, err)
+}
+
+/// An attached engine must serve the plan's model, so the run never benchmarks the wrong
+/// server: its `/v1/models` must list it.
+async fn check_model(
+    client: &reqwest::Client,
+    url: &str,
+    model: &str,
+    api_key: Option<&str>,
+) -> Result<(), String> {
+    let mut req = client
+        .get(format!("{url}/v1/models"))
+        .timeout(std::time::Duration::from_secs(10));
+    if let Some(k) = api_key {
+        req = req.bearer_auth(k);
+    }
+    let listed: serde_json::Value = req
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}/v1/models failed: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("GET {url}/v1/models did not answer a model list: {e}"))?;
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|m| m["id"].as_str()).collect())
+        .unwrap_or_default();
+    if ids.contains(&model) {
+        Ok(())
+    } else {
+        Err(format!(
+            "serves {ids:?}, not the plan's model `{model}`: refusing to benchmark what may be the wrong server"
+        ))
+    }
 }
 
 /// Why an engine did not come up.

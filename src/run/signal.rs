@@ -101,6 +101,20 @@ impl Cancel {
         }
     }
 
+    /// A handle that follows this one and can also be stopped on its own (for one cell); the
+    /// returned task forwards this handle's stops and should be aborted when the cell ends.
+    pub fn child(&self) -> (Stopper, Cancel, tokio::task::JoinHandle<()>) {
+        let (stopper, cancel) = channel();
+        let (parent, s) = (self.clone(), stopper.clone());
+        let forward = tokio::spawn(async move {
+            parent.stopping().await;
+            s.escalate();
+            parent.killed().await;
+            s.escalate();
+        });
+        (stopper, cancel, forward)
+    }
+
     /// Completes when a kill is requested.
     pub async fn killed(&self) {
         let mut rx = self.rx.clone();
