@@ -51,6 +51,8 @@ async fn one(base: &str, prompt: &str, max_tokens: u32, stream: bool) -> Request
         stream,
         timeouts: Timeouts::default(),
         keep_text: false,
+        retry: Default::default(),
+        api_key: None,
     };
     let client = http_client(Duration::from_secs(5)).expect("client");
     send(
@@ -135,6 +137,8 @@ async fn non_streamed_requests_and_wrong_models_are_answered() {
         stream: true,
         timeouts: Timeouts::default(),
         keep_text: false,
+        retry: Default::default(),
+        api_key: None,
     };
     let wrong = Bytes::from(
         r#"{"model":"other","messages":[{"role":"user","content":"x"}],"stream":true}"#,
