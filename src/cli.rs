@@ -33,6 +33,17 @@ pub enum Command {
         /// Print only the final summary, not progress.
         #[arg(long, short)]
         quiet: bool,
+        /// Finish an interrupted or failed bundle of this same plan: cells already measured
+        /// are kept, the others are run. Refused if the plan file changed.
+        #[arg(long, value_name = "BUNDLE")]
+        resume: Option<PathBuf>,
+    },
+    /// Rebuild a bundle that a killed runner left marked `running`: summaries of cells cut
+    /// short are recomputed from their journals, the bundle is marked `interrupted`, engine
+    /// process groups it left behind are killed, and the report is rendered.
+    Recover {
+        /// The bundle directory.
+        bundle: PathBuf,
     },
     /// Check a plan without launching anything: schema, values, files, programs on PATH, free
     /// ports. Prints the grid and the number of requests it would send.

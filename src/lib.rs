@@ -76,10 +76,37 @@ pub fn main() -> i32 {
             plan,
             results,
             quiet,
-        } => exec(&plan, &results, quiet),
+            resume,
+        } => exec(&plan, &results, quiet, resume),
+        Command::Recover { bundle } => match run::recover::recover(&bundle) {
+            Ok(r) => {
+                print!("{}", r.summary);
+                for k in &r.killed {
+                    println!("killed a leftover engine process group: {k}");
+                }
+                println!(
+                    "\nrecovered {} cells from their journals; bundle {} is marked interrupted",
+                    r.recovered,
+                    bundle.display()
+                );
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("error: failed to recover {}: {e}", bundle.display());
+                exit::ERROR
+            }
+        },
         Command::Report { bundle } => match report::rerender(&bundle) {
             Ok(summary) => {
                 print!("{summary}");
+                if bundle::read::load(&bundle)
+                    .is_ok_and(|b| b.manifest.status == bundle::format::RunStatus::Running)
+                {
+                    eprintln!(
+                        "warning: this bundle is still marked `running`; if its runner is gone (killed), run `runner recover {}`",
+                        bundle.display()
+                    );
+                }
                 println!("\nreport: {}", bundle.join("report.md").display());
                 exit::OK
             }
@@ -259,7 +286,7 @@ fn validate(path: &Path) -> i32 {
     }
 }
 
-fn exec(path: &Path, results: &Path, quiet: bool) -> i32 {
+fn exec(path: &Path, results: &Path, quiet: bool, resume: Option<std::path::PathBuf>) -> i32 {
     let (plan, warnings) = match load_plan(path) {
         Ok(p) => p,
         Err(code) => return code,
@@ -287,6 +314,7 @@ fn exec(path: &Path, results: &Path, quiet: bool) -> i32 {
     let opts = run::orchestrator::ExecOptions {
         results_root: results.to_path_buf(),
         quiet,
+        resume,
     };
     let result = rt.block_on(async {
         let (stopper, cancel) = run::signal::channel();
@@ -315,6 +343,10 @@ fn exec(path: &Path, results: &Path, quiet: bool) -> i32 {
                 }
                 _ => exit::OK,
             }
+        }
+        Err(e @ run::orchestrator::RunError::Resume { .. }) => {
+            eprintln!("error: {e}");
+            exit::INVALID
         }
         Err(e) => {
             eprintln!("error: the run failed: {e}");

@@ -131,7 +131,13 @@ impl Sampler {
             pgid: None,
             label: String::new(),
             window: Window::default(),
-            out: File::create(out).ok().map(BufWriter::new),
+            // Appended to, so a resumed run keeps the samples of the first.
+            out: std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(out)
+                .ok()
+                .map(BufWriter::new),
             started: std::time::Instant::now(),
         }));
         let stop = Arc::new(AtomicBool::new(false));

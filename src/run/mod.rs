@@ -3,5 +3,6 @@
 pub mod host;
 pub mod orchestrator;
 pub mod progress;
+pub mod recover;
 pub mod search;
 pub mod signal;

@@ -2,6 +2,7 @@
 //! spawn -> ready -> [warmup -> measure -> cell summary written] per cell -> shutdown, then
 //! finish the manifest and render the report from the bundle alone.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -40,6 +41,8 @@ pub struct ExecOptions {
     /// Bundles go under `<results_root>/<plan name>/`.
     pub results_root: PathBuf,
     pub quiet: bool,
+    /// Finish this bundle instead of starting a new one.
+    pub resume: Option<PathBuf>,
 }
 
 /// How a run ended.
@@ -63,6 +66,50 @@ pub enum RunError {
     Write(#[from] WriteError),
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("cannot resume {dir}: {why}")]
+    Resume { dir: PathBuf, why: String },
+}
+
+/// Opens a bundle to finish: same plan (by hash), format and runner; keeps its `ok` cells.
+fn resume_bundle(
+    dir: &std::path::Path,
+    plan: &Plan,
+    inventory: GpuInventory,
+) -> Result<(Bundle, Manifest, HashSet<String>), RunError> {
+    let err = |why: String| RunError::Resume {
+        dir: dir.to_path_buf(),
+        why,
+    };
+    let loaded = crate::bundle::read::load(dir).map_err(|e| err(e.to_string()))?;
+    let mut manifest = loaded.manifest;
+    if manifest.plan.sha256 != plan.sha256 {
+        return Err(err(format!(
+            "the plan changed since this bundle was written (sha256 {} then, {} now); run it as a new bundle",
+            &manifest.plan.sha256[..12.min(manifest.plan.sha256.len())],
+            &plan.sha256[..12.min(plan.sha256.len())]
+        )));
+    }
+    if manifest.status == RunStatus::Complete
+        && manifest.cells.iter().all(|c| c.status == CellStatus::Ok)
+    {
+        return Err(err("every cell of this bundle is already complete".into()));
+    }
+    let done: HashSet<String> = loaded
+        .cells
+        .iter()
+        .filter(|c| c.status == CellStatus::Ok)
+        .map(|c| c.id.clone())
+        .collect();
+    // Search probes are found again; only the plan's fixed cells are kept in the index.
+    manifest
+        .cells
+        .retain(|c| plan.cells.iter().any(|p| p.id == c.id) || done.contains(&c.id));
+    manifest.searches.retain(|s| s.complete);
+    manifest.status = RunStatus::Running;
+    manifest.finished_at = None;
+    manifest.message = Some(format!("resumed at {}", Utc::now().to_rfc3339()));
+    manifest.gpu = inventory;
+    Ok((Bundle::open(dir), manifest, done))
 }
 
 struct Run<'a> {
@@ -74,6 +121,8 @@ struct Run<'a> {
     cancel: Cancel,
     progress: Progress,
     invalid: usize,
+    /// Cells already measured in the bundle being resumed: not run again.
+    done: HashSet<String>,
 }
 
 /// Runs a plan and writes its bundle. `plan_bytes` is the plan file as read.
@@ -83,16 +132,6 @@ pub async fn exec(
     opts: &ExecOptions,
     cancel: Cancel,
 ) -> Result<ExecOutcome, RunError> {
-    let bundle = Bundle::create(&opts.results_root, &plan.name)?;
-    bundle.write("plan.toml", plan_bytes)?;
-    bundle.write_json("plan.resolved.json", &redacted(plan))?;
-    if let Some(t) = &plan.report.template {
-        let text = std::fs::read(t).map_err(|e| WriteError {
-            path: t.clone(),
-            source: e,
-        })?;
-        bundle.write(report::render::BUNDLED_TEMPLATE, &text)?;
-    }
     let (gpu, inventory) = if plan.gpu.enabled {
         Gpu::open()
     } else {
@@ -104,26 +143,42 @@ pub async fn exec(
             },
         )
     };
-    let manifest = Manifest {
-        format_version: FORMAT_VERSION,
-        runner_version: env!("CARGO_PKG_VERSION").to_string(),
-        status: RunStatus::Running,
-        started_at: Utc::now(),
-        finished_at: None,
-        message: None,
-        plan: host::plan_info(plan),
-        host: host::host_info(),
-        gpu: inventory,
-        engines: plan.engines.iter().map(pending_engine).collect(),
-        searches: Vec::new(),
-        cells: plan
-            .cells
-            .iter()
-            .map(|c| CellIndex {
-                id: c.id.clone(),
-                status: CellStatus::Pending,
-            })
-            .collect(),
+    let (bundle, manifest, done) = match &opts.resume {
+        Some(dir) => resume_bundle(dir, plan, inventory)?,
+        None => {
+            let bundle = Bundle::create(&opts.results_root, &plan.name)?;
+            bundle.write("plan.toml", plan_bytes)?;
+            bundle.write_json("plan.resolved.json", &redacted(plan))?;
+            if let Some(t) = &plan.report.template {
+                let text = std::fs::read(t).map_err(|e| WriteError {
+                    path: t.clone(),
+                    source: e,
+                })?;
+                bundle.write(report::render::BUNDLED_TEMPLATE, &text)?;
+            }
+            let manifest = Manifest {
+                format_version: FORMAT_VERSION,
+                runner_version: env!("CARGO_PKG_VERSION").to_string(),
+                status: RunStatus::Running,
+                started_at: Utc::now(),
+                finished_at: None,
+                message: None,
+                plan: host::plan_info(plan),
+                host: host::host_info(),
+                gpu: inventory,
+                engines: plan.engines.iter().map(pending_engine).collect(),
+                searches: Vec::new(),
+                cells: plan
+                    .cells
+                    .iter()
+                    .map(|c| CellIndex {
+                        id: c.id.clone(),
+                        status: CellStatus::Pending,
+                    })
+                    .collect(),
+            };
+            (bundle, manifest, HashSet::new())
+        }
     };
     let sampler = Sampler::start(gpu, plan.gpu.interval, &bundle.path("samples.jsonl"));
     let mut run = Run {
@@ -135,6 +190,7 @@ pub async fn exec(
         cancel,
         progress: Progress::new(opts.quiet),
         invalid: 0,
+        done,
     };
     run.save_manifest()?;
     run.progress.plan(plan, &run.bundle.dir, &run.manifest.gpu);
@@ -283,9 +339,21 @@ impl Run<'_> {
             .plan
             .cells
             .iter()
-            .filter(|c| c.engine == ei)
+            .filter(|c| c.engine == ei && !self.done.contains(&c.id))
             .cloned()
             .collect();
+        let searches_left = self.plan.workloads.iter().any(|w| {
+            w.search.is_some()
+                && !self
+                    .manifest
+                    .searches
+                    .iter()
+                    .any(|s| s.engine == spec.name && s.workload == w.name)
+        });
+        if cells.is_empty() && !searches_left {
+            // Resuming, and this engine's cells are all measured already.
+            return Ok(());
+        }
         if self.cancel.is_stopping() {
             self.manifest.engines[ei].status = EngineStatus::Skipped;
             for c in &cells {
