@@ -723,6 +723,14 @@ impl Resolver<'_> {
                     .as_ref()
                     .map_or(Some(16), |c| self.positive(c, "`count`", 1_000_000)),
             ) {
+                (Some(len), Some(count)) if len * count > 50_000_000 => {
+                    self.error_at(
+                        s.input_tokens.span(),
+                        format!("{count} synthetic prompts of {len} words is more text than a benchmark needs"),
+                        Some("keep `input_tokens x count` under 50 million words; requests reuse prompts in turn".into()),
+                    );
+                    return None;
+                }
                 (Some(len), Some(count)) => {
                     let seed = s.seed.unwrap_or(0);
                     Ok((
@@ -1190,7 +1198,7 @@ mod tests {
         resolve_source(Path::new("plans/t.toml"), src, "0".into(), &ctx())
     }
 
-    const MINIMAL: &str = r#"
+    pub(super) const MINIMAL: &str = r#"
 schema = 1
 name = "t"
 [load]
@@ -1353,5 +1361,128 @@ max_tokens = 8
             .expect_err("both")
             .to_string()
             .contains("has both `launch` and `url`"));
+    }
+}
+
+/// Mutation fuzzing: no input makes resolution panic. Every plan in plans/ and the tests'
+/// minimal plan are mutated thousands of times (bytes deleted, inserted, lines duplicated or
+/// swapped) from a fixed seed, and each mutant is resolved.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n.max(1) as u64) as usize
+        }
+    }
+
+    const PIECES: &[&str] = &[
+        "[",
+        "]",
+        "{",
+        "}",
+        "\"",
+        "'",
+        "=",
+        ",",
+        "\n",
+        "#",
+        "[[engine]]",
+        "[[workload]]",
+        "[load]",
+        "concurrency = []",
+        "rate = [0.0]",
+        "-1",
+        "1e309",
+        "nan",
+        "\"\"",
+        "{port}",
+        "{",
+        "}}",
+        "[workload.search]",
+        "over = \"rate\"",
+        "max = 0",
+        "\u{feff}",
+        "é",
+        "\t",
+        "requests = 0",
+        "duration = \"0s\"",
+        "schema = 1",
+        "name = \"../x\"",
+        "true",
+    ];
+
+    fn mutate(src: &str, rng: &mut Rng) -> String {
+        let mut s = src.to_string();
+        for _ in 0..1 + rng.next(4) {
+            let at = {
+                let mut i = rng.next(s.len() + 1);
+                while !s.is_char_boundary(i) {
+                    i -= 1;
+                }
+                i
+            };
+            match rng.next(4) {
+                0 => {
+                    let mut end = (at + 1 + rng.next(20)).min(s.len());
+                    while !s.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    s.replace_range(at..end, "");
+                }
+                1 => s.insert_str(at, PIECES[rng.next(PIECES.len())]),
+                2 => {
+                    let lines: Vec<&str> = s.lines().collect();
+                    if !lines.is_empty() {
+                        let l = lines[rng.next(lines.len())].to_string();
+                        s.insert_str(at, &format!("\n{l}\n"));
+                    }
+                }
+                _ => {
+                    let mut lines: Vec<String> = s.lines().map(String::from).collect();
+                    if lines.len() > 1 {
+                        let (a, b) = (rng.next(lines.len()), rng.next(lines.len()));
+                        lines.swap(a, b);
+                        s = lines.join("\n");
+                    }
+                }
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn no_mutated_plan_makes_resolution_panic() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut seeds = vec![tests::MINIMAL.to_string()];
+        for e in std::fs::read_dir(root.join("plans"))
+            .expect("plans/")
+            .flatten()
+        {
+            if e.path().extension().is_some_and(|x| x == "toml") {
+                seeds.push(std::fs::read_to_string(e.path()).expect("plan"));
+            }
+        }
+        let ctx = ResolveContext {
+            runner_exe: PathBuf::from("/bin/runner"),
+        };
+        let mut rng = Rng(0x5eed_1234_abcd_ef01);
+        let mut rejected = 0;
+        for seed in &seeds {
+            for _ in 0..2500 {
+                let m = mutate(seed, &mut rng);
+                if resolve_source(&root.join("plans/fuzz.toml"), &m, "0".into(), &ctx).is_err() {
+                    rejected += 1;
+                }
+            }
+        }
+        // The mutations are not all harmless: most mutants are rejected with diagnostics.
+        assert!(rejected > seeds.len() * 1000, "{rejected}");
     }
 }
