@@ -116,6 +116,20 @@ pub struct EngineRecord {
     /// The engine's stdout and stderr, relative to the bundle.
     pub log: Option<String>,
     pub stop: Option<StopReport>,
+    /// With NVML: GPU memory before launch and after teardown.
+    #[serde(default)]
+    pub gpu_release: Option<GpuRelease>,
+}
+
+/// Whether an engine gave its GPU memory back after teardown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuRelease {
+    pub before_launch_bytes: u64,
+    pub after_stop_bytes: u64,
+    /// Back to within 256 MiB of the level before launch, within 30 s.
+    pub released: bool,
+    /// When not released: the processes holding GPU memory, as NVML lists them.
+    pub holders: Vec<crate::metrics::gpu::GpuProcess>,
 }
 
 /// An engine's lifecycle state.

@@ -32,6 +32,14 @@ pub struct GpuReading {
     pub utilization_pct: u32,
 }
 
+/// A process holding GPU memory.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GpuProcess {
+    pub gpu: u32,
+    pub pid: u32,
+    pub used_bytes: Option<u64>,
+}
+
 /// An open NVML handle.
 pub struct Gpu {
     nvml: Nvml,
@@ -85,6 +93,27 @@ impl Gpu {
             devices,
         };
         (Some(Gpu { nvml, count }), inventory)
+    }
+
+    /// Every process NVML sees on any GPU, with the memory it holds.
+    pub fn processes(&self) -> Vec<GpuProcess> {
+        let mut out = Vec::new();
+        for index in 0..self.count {
+            let Ok(d) = self.nvml.device_by_index(index) else {
+                continue;
+            };
+            for p in d.running_compute_processes().unwrap_or_default() {
+                out.push(GpuProcess {
+                    gpu: index,
+                    pid: p.pid,
+                    used_bytes: match p.used_gpu_memory {
+                        nvml_wrapper::enums::device::UsedGpuMemory::Used(b) => Some(b),
+                        nvml_wrapper::enums::device::UsedGpuMemory::Unavailable => None,
+                    },
+                });
+            }
+        }
+        out
     }
 
     /// Reads memory and utilization of every device; devices that fail to answer are left out.

@@ -192,6 +192,22 @@ impl Sampler {
         r
     }
 
+    /// GPU memory used now, summed over GPUs; `None` without NVML.
+    pub fn gpu_used_now(&self) -> Option<u64> {
+        let s = self.lock();
+        let r = s.gpu.as_ref()?.read();
+        (!r.is_empty()).then(|| r.iter().map(|g| g.memory_used_bytes).sum())
+    }
+
+    /// The processes holding GPU memory now (empty without NVML).
+    pub fn gpu_processes(&self) -> Vec<super::gpu::GpuProcess> {
+        self.lock()
+            .gpu
+            .as_ref()
+            .map(Gpu::processes)
+            .unwrap_or_default()
+    }
+
     /// One reading now, outside any window.
     pub fn snapshot(&self, label: &str) -> Resources {
         let mut s = self.lock();

@@ -253,6 +253,7 @@ fn pending_engine(e: &EngineSpec) -> EngineRecord {
         log_tail: None,
         log: None,
         stop: None,
+        gpu_release: None,
     }
 }
 
@@ -377,6 +378,7 @@ impl Run<'_> {
             }
         }
 
+        let gpu_before = self.sampler.gpu_used_now();
         let mut up = match self.bring_up(ei, spec).await {
             Ok(up) => up,
             Err(failure) => {
@@ -406,6 +408,7 @@ impl Run<'_> {
                 }
                 if let Some(sp) = failure.spawned {
                     self.teardown(ei, spec, sp).await?;
+                    self.check_gpu_release(ei, spec, gpu_before).await?;
                 }
                 self.sampler.set_target(None, "");
                 return Ok(());
@@ -460,6 +463,7 @@ impl Run<'_> {
 
         if let Some(sp) = up.spawned.take() {
             self.teardown(ei, spec, sp).await?;
+            self.check_gpu_release(ei, spec, gpu_before).await?;
         } else if self.manifest.engines[ei].status == EngineStatus::Ready {
             self.manifest.engines[ei].status = EngineStatus::Stopped;
         }
@@ -694,6 +698,48 @@ impl Run<'_> {
         rec.idle = Some(idle);
         let _ = self.save_manifest();
         self.progress.engine_ready(&spec.name, secs);
+    }
+
+    /// With NVML: waits (bounded) for GPU memory to return to its level before launch, and
+    /// records who holds it when it does not.
+    async fn check_gpu_release(
+        &mut self,
+        ei: usize,
+        spec: &EngineSpec,
+        before: Option<u64>,
+    ) -> Result<(), RunError> {
+        const SLACK: u64 = 256 << 20;
+        let Some(before) = before else { return Ok(()) };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+        let after = loop {
+            tick.tick().await;
+            let now = self.sampler.gpu_used_now().unwrap_or(0);
+            if now <= before + SLACK
+                || tokio::time::Instant::now() >= deadline
+                || self.cancel.state() == super::signal::StopState::Kill
+            {
+                break now;
+            }
+        };
+        let released = after <= before + SLACK;
+        let holders = if released {
+            Vec::new()
+        } else {
+            self.sampler.gpu_processes()
+        };
+        if !released {
+            self.progress
+                .gpu_not_released(&spec.name, before, after, &holders);
+        }
+        self.manifest.engines[ei].gpu_release = Some(GpuRelease {
+            before_launch_bytes: before,
+            after_stop_bytes: after,
+            released,
+            holders,
+        });
+        self.save_manifest()?;
+        Ok(())
     }
 
     async fn teardown(

@@ -116,6 +116,25 @@ impl Progress {
         }))
     }
 
+    pub fn gpu_not_released(
+        &self,
+        name: &str,
+        before: u64,
+        after: u64,
+        holders: &[crate::metrics::gpu::GpuProcess],
+    ) {
+        self.say(&format!(
+            "[{name}] WARNING: GPU memory not back to its level before launch after 30 s ({} MiB then, {} MiB now); held by: {}",
+            before >> 20,
+            after >> 20,
+            holders
+                .iter()
+                .map(|h| format!("pid {} on GPU {} ({} MiB)", h.pid, h.gpu, h.used_bytes.unwrap_or(0) >> 20))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+
     pub fn search_done(&self, engine: &str, workload: &str, s: &Search) {
         let probes: Vec<String> = s
             .probes
