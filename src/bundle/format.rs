@@ -106,7 +106,9 @@ pub struct EngineRecord {
     pub version: Option<String>,
     pub version_error: Option<String>,
     /// The environment variable an API key was read from; the key itself is never recorded.
+    #[serde(default)]
     pub api_key_env: Option<String>,
+    #[serde(default)]
     pub api_key_used: bool,
     pub ready_s: Option<f64>,
     /// Memory once ready, before any load.
@@ -178,8 +180,11 @@ pub struct CellSummary {
     pub reason: Option<String>,
     /// False when the client, not the server, set the pace (see `invalid_reason`): such a
     /// cell's numbers are kept for diagnosis but never reported as a result.
+    #[serde(default = "valid_by_default")]
     pub valid: bool,
+    #[serde(default)]
     pub invalid_reason: Option<String>,
+    #[serde(default)]
     pub client: Option<ClientUsage>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -188,6 +193,10 @@ pub struct CellSummary {
     pub slo: Option<SloVerdict>,
     /// Raw per-request records, relative to the bundle.
     pub records: Option<String>,
+}
+
+fn valid_by_default() -> bool {
+    true
 }
 
 /// What the runner itself used while measuring a cell.

@@ -21,6 +21,9 @@ pub struct Plan {
     pub workloads: Vec<WorkloadSpec>,
     pub gpu: GpuSpec,
     pub report: ReportSpec,
+    /// `[cost] usd_per_hour`: what the machine costs, for dollars per million tokens.
+    #[serde(default)]
+    pub usd_per_hour: Option<f64>,
     pub cells: Vec<Cell>,
 }
 

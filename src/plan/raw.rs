@@ -23,6 +23,8 @@ pub struct RawPlan {
     pub gpu: Option<RawGpu>,
     #[serde(default)]
     pub report: Option<RawReport>,
+    #[serde(default)]
+    pub cost: Option<RawCost>,
     #[serde(default, rename = "engine")]
     pub engines: Vec<Spanned<RawEngine>>,
     #[serde(default, rename = "workload")]
@@ -214,6 +216,13 @@ pub struct RawGpu {
     pub interval: Option<Spanned<String>>,
     #[serde(default)]
     pub enabled: Option<bool>,
+}
+
+/// `[cost]`: the price of the machine, for cost per token.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCost {
+    pub usd_per_hour: Spanned<f64>,
 }
 
 /// `[report]`.

@@ -319,6 +319,20 @@ impl Resolver<'_> {
             },
         };
 
+        let usd_per_hour = match &raw.cost {
+            None => None,
+            Some(c) if *c.usd_per_hour.get_ref() > 0.0 && c.usd_per_hour.get_ref().is_finite() => {
+                Some(*c.usd_per_hour.get_ref())
+            }
+            Some(c) => {
+                self.error_at(
+                    c.usd_per_hour.span(),
+                    "`usd_per_hour` must be a positive number",
+                    Some("the machine's price per hour in US dollars, e.g. 2.49".into()),
+                );
+                None
+            }
+        };
         if self.diags.iter().any(Diagnostic::is_error) {
             return None;
         }
@@ -340,6 +354,7 @@ impl Resolver<'_> {
             workloads,
             gpu,
             report,
+            usd_per_hour,
             cells,
         })
     }

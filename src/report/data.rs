@@ -35,6 +35,12 @@ pub struct ReportData {
     pub cells_total: usize,
     pub cells_ok: usize,
     pub cells_failed: usize,
+    /// The case-study tables, findings and cost.
+    pub study: super::study::Study,
+    /// Filled in by the renderer once the charts are drawn.
+    pub charts: Vec<super::charts::Chart>,
+    /// Charts that could not be drawn, with why.
+    pub chart_errors: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -59,6 +65,8 @@ pub struct WorkloadView {
     pub max_tokens: u32,
     pub stream: bool,
     pub per_level: String,
+    /// The grid, e.g. "concurrency 1, 4, 16" or "Poisson arrivals at 5, 10 req/s".
+    pub load: String,
     pub slo: Vec<String>,
     pub rows: Vec<Row>,
     /// One row per concurrency level, one column per engine.
@@ -159,6 +167,45 @@ fn levels_of(cells: &[&CellSummary]) -> Vec<LoadLevel> {
     }
     levels.sort_by(|a, b| a.magnitude().total_cmp(&b.magnitude()));
     levels
+}
+
+fn load_text(w: &crate::plan::WorkloadSpec) -> String {
+    let levels: Vec<String> = w
+        .load
+        .levels
+        .iter()
+        .map(|l| l.label().replace(" req/s", ""))
+        .collect();
+    let mut t = match w.load.levels.first() {
+        Some(LoadLevel::Rate(_)) => {
+            let how = match w.load.arrival {
+                crate::plan::Arrival::Constant => "constant-rate".to_string(),
+                crate::plan::Arrival::Poisson { seed } => format!("Poisson (seed {seed})"),
+                crate::plan::Arrival::Gamma { seed, burstiness } => {
+                    format!("gamma, burstiness {burstiness} (seed {seed})")
+                }
+            };
+            format!("{how} arrivals at {} req/s", levels.join(", "))
+        }
+        Some(_) => format!("closed loop at concurrency {}", levels.join(", ")),
+        None => String::new(),
+    };
+    if let Some(s) = &w.search {
+        if !t.is_empty() {
+            t.push_str("; ");
+        }
+        t.push_str(&format!(
+            "capacity search over {} from {} to {} ({} probes at most)",
+            match s.over {
+                crate::plan::SearchOver::Concurrency => "concurrency",
+                crate::plan::SearchOver::Rate => "rate",
+            },
+            s.min,
+            s.max,
+            s.max_steps
+        ));
+    }
+    t
 }
 
 /// Builds the report view of a bundle.
@@ -350,6 +397,7 @@ pub fn build(b: &LoadedBundle) -> ReportData {
                     StopRule::Requests(n) => format!("{n} requests"),
                     StopRule::Duration(d) => humantime::format_duration(d).to_string(),
                 },
+                load: load_text(w),
                 slo: w
                     .slo
                     .iter()
@@ -404,8 +452,11 @@ pub fn build(b: &LoadedBundle) -> ReportData {
         engine_names,
         engines,
         workloads,
-        cells_total: b.plan.cells.len(),
+        cells_total: b.manifest.cells.len(),
         cells_ok: ok,
         cells_failed: failed,
+        study: super::study::build(b),
+        charts: Vec::new(),
+        chart_errors: Vec::new(),
     }
 }

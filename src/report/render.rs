@@ -7,6 +7,8 @@ use super::data::ReportData;
 
 /// The built-in Markdown report template.
 pub const BUILTIN_MD: &str = include_str!("../../templates/report.md.tera");
+/// The built-in self-contained HTML report template.
+pub const BUILTIN_HTML: &str = include_str!("../../templates/report.html.tera");
 
 /// File name a plan's custom template is kept under in the bundle.
 pub const BUNDLED_TEMPLATE: &str = "report.md.tera";
