@@ -56,6 +56,31 @@ pub enum Command {
     Report {
         /// A bundle directory, e.g. results/quickstart/20261123T120000Z-a1b2c3.
         bundle: PathBuf,
+        /// Render this tera template instead (docs/reports.md lists its variables); the result
+        /// is written into the bundle under the template's name without `.tera`.
+        #[arg(long, value_name = "FILE")]
+        template: Option<PathBuf>,
+    },
+    /// Compare bundles: cells matched by engine, workload and load level, each metric's ratio
+    /// to the first bundle, and a verdict that takes noise into account (repeated runs'
+    /// spread, or a relative threshold without repeats). Differences in plan, hardware,
+    /// driver and engine versions are listed first.
+    Compare {
+        /// Two or more bundle directories; the first is the base.
+        #[arg(num_args = 2.., required = true)]
+        bundles: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: CompareFormat,
+        /// Without repeats, relative differences up to this are "no significant difference".
+        #[arg(long, default_value_t = 0.05)]
+        threshold: f64,
+    },
+    /// List the bundles under a results directory: plan, status, date, hardware.
+    List {
+        /// The results directory.
+        #[arg(default_value = "results")]
+        dir: PathBuf,
     },
     /// Send one request to an OpenAI-compatible endpoint through exactly the client code
     /// `exec` uses, and explain it: verdict, error class and server message, output text,
@@ -92,6 +117,14 @@ pub enum Command {
     /// Engines built into the runner.
     #[command(subcommand)]
     Engine(EngineCommand),
+}
+
+/// `compare --format` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CompareFormat {
+    Table,
+    Markdown,
+    Html,
 }
 
 /// `--api` values.

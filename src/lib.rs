@@ -96,7 +96,29 @@ pub fn main() -> i32 {
                 exit::ERROR
             }
         },
-        Command::Report { bundle } => match report::rerender(&bundle) {
+        Command::Report {
+            bundle,
+            template: Some(t),
+        } => report_template(&bundle, &t),
+        Command::Compare {
+            bundles,
+            format,
+            threshold,
+        } => compare(&bundles, format, threshold),
+        Command::List { dir } => match report::list::find(&dir) {
+            Ok(items) => {
+                print!("{}", report::list::render(&items));
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("error: cannot list {}: {e}", dir.display());
+                exit::ERROR
+            }
+        },
+        Command::Report {
+            bundle,
+            template: None,
+        } => match report::rerender(&bundle) {
             Ok(summary) => {
                 print!("{summary}");
                 if bundle::read::load(&bundle)
@@ -153,6 +175,57 @@ fn probe(spec: probe::ProbeSpec, json: bool) -> i32 {
             exit::ERROR
         }
     }
+}
+
+fn report_template(bundle: &Path, template: &Path) -> i32 {
+    let run = || -> Result<std::path::PathBuf, String> {
+        let loaded = bundle::read::load(bundle).map_err(|e| e.to_string())?;
+        let text = std::fs::read_to_string(template)
+            .map_err(|e| format!("cannot read template {}: {e}", template.display()))?;
+        let data = report::data_with_charts(&loaded);
+        let out = report::render::render_with(&template.display().to_string(), &text, &data)
+            .map_err(|e| e.to_string())?;
+        let name = template
+            .file_name()
+            .map(|n| n.to_string_lossy().trim_end_matches(".tera").to_string())
+            .unwrap_or_else(|| "report.custom".into());
+        let path = bundle.join(name);
+        bundle::write::atomic_write(&path, out.as_bytes()).map_err(|e| e.to_string())?;
+        Ok(path)
+    };
+    match run() {
+        Ok(p) => {
+            println!("rendered {}", p.display());
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: failed to render the template: {e}");
+            exit::ERROR
+        }
+    }
+}
+
+fn compare(dirs: &[std::path::PathBuf], format: cli::CompareFormat, threshold: f64) -> i32 {
+    let mut loaded = Vec::new();
+    for d in dirs {
+        match bundle::read::load(d) {
+            Ok(b) => loaded.push(b),
+            Err(e) => {
+                eprintln!("error: failed to read bundle: {e}");
+                return exit::ERROR;
+            }
+        }
+    }
+    for other in &loaded[1..] {
+        let c = report::compare::compare(&loaded[0], other, threshold);
+        let text = match format {
+            cli::CompareFormat::Table => report::compare::render_table(&c),
+            cli::CompareFormat::Markdown => report::compare::render_markdown(&c),
+            cli::CompareFormat::Html => report::compare::render_html(&c),
+        };
+        print!("{text}");
+    }
+    exit::OK
 }
 
 fn context() -> ResolveContext {

@@ -188,7 +188,12 @@ pub struct CellSummary {
     pub client: Option<ClientUsage>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// All runs together: latency distributions pool every request; rates are the mean over
+    /// runs when the plan repeats cells.
     pub metrics: Option<CellMetrics>,
+    /// With `repeat = N`: each run's own metrics, for the spread.
+    #[serde(default)]
+    pub repeats: Vec<CellMetrics>,
     pub resources: Option<Resources>,
     pub slo: Option<SloVerdict>,
     /// Raw per-request records, relative to the bundle.

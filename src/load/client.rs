@@ -113,6 +113,7 @@ pub fn blank_record(scheduled_us: u64) -> RequestRecord {
     RequestRecord {
         index: 0,
         worker: 0,
+        run: 0,
         scheduled_us,
         sent_us: scheduled_us,
         queued_us: 0,

@@ -30,6 +30,8 @@ pub struct Level {
     pub warmup: u32,
     pub max_errors: Option<u64>,
     pub max_error_rate: Option<f64>,
+    /// Which run of the cell this is (plan `repeat`), recorded in each record.
+    pub run: u32,
 }
 
 /// How a level ended.
@@ -179,6 +181,7 @@ async fn closed(
                 due = rec.end_us;
                 rec.index = i;
                 rec.worker = worker;
+                rec.run = level.run;
                 tally.finished(rec.ok, &level);
                 progress.fetch_add(1, Ordering::Relaxed);
                 if sink.send(rec).await.is_err() {
@@ -256,6 +259,7 @@ async fn open(
             drop(permit);
             let mut rec = out.record;
             rec.index = index;
+            rec.run = level2.run;
             rec.queued_us = queued_us;
             tally2.finished(rec.ok, &level2);
             progress2.fetch_add(1, Ordering::Relaxed);

@@ -73,6 +73,9 @@ pub struct RequestRecord {
     pub index: u64,
     /// The worker (closed loop) that sent it.
     pub worker: u32,
+    /// Which run of the cell (plan `repeat`), from 0.
+    #[serde(default)]
+    pub run: u32,
     /// When the request was due to be sent.
     pub scheduled_us: u64,
     /// When the client started sending it.
@@ -164,6 +167,7 @@ pub(crate) mod tests {
         RequestRecord {
             index: 0,
             worker: 0,
+            run: 0,
             scheduled_us: scheduled,
             sent_us: scheduled,
             queued_us: 0,

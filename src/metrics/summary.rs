@@ -151,7 +151,7 @@ impl GoodputBounds {
 }
 
 /// Folds records into a cell's metrics.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Accumulator {
     open_loop: bool,
     retries: u64,

@@ -24,7 +24,15 @@ pub struct Plan {
     /// `[cost] usd_per_hour`: what the machine costs, for dollars per million tokens.
     #[serde(default)]
     pub usd_per_hour: Option<f64>,
+    /// Each cell is measured this many times (each run with its own warmup): summaries give the
+    /// runs' mean and spread, and comparisons use it.
+    #[serde(default = "one")]
+    pub repeat: u32,
     pub cells: Vec<Cell>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// One engine to compare.

@@ -25,6 +25,8 @@ pub struct RawPlan {
     pub report: Option<RawReport>,
     #[serde(default)]
     pub cost: Option<RawCost>,
+    #[serde(default)]
+    pub repeat: Option<Spanned<i64>>,
     #[serde(default, rename = "engine")]
     pub engines: Vec<Spanned<RawEngine>>,
     #[serde(default, rename = "workload")]

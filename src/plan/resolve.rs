@@ -333,6 +333,11 @@ impl Resolver<'_> {
                 None
             }
         };
+        let repeat = raw
+            .repeat
+            .as_ref()
+            .map_or(Some(1), |r| self.positive(r, "`repeat`", 100))
+            .unwrap_or(1) as u32;
         if self.diags.iter().any(Diagnostic::is_error) {
             return None;
         }
@@ -355,6 +360,7 @@ impl Resolver<'_> {
             gpu,
             report,
             usd_per_hour,
+            repeat,
             cells,
         })
     }

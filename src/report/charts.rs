@@ -174,6 +174,29 @@ fn throughput(g: &Grid, title: &str) -> DrawResult<String> {
                 .draw_series(bars)?
                 .label(e.as_str())
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
+            // Repeated runs: a whisker from the slowest run to the fastest.
+            let whiskers: Vec<_> = g
+                .levels
+                .iter()
+                .enumerate()
+                .filter_map(|(i, &l)| {
+                    let cell = g.cells.iter().find(|c| &c.engine == e && c.level == l)?;
+                    let v: Vec<f64> = cell.repeats.iter().map(|m| m.output_tok_per_s).collect();
+                    if v.len() < 2 {
+                        return None;
+                    }
+                    let (lo, hi) = (
+                        v.iter().cloned().fold(f64::MAX, f64::min),
+                        v.iter().cloned().fold(0.0, f64::max),
+                    );
+                    let x = i as f64 + 0.1 + (j as f64 + 0.5) * width;
+                    Some(PathElement::new(
+                        vec![(x, lo), (x, hi)],
+                        BLACK.stroke_width(2),
+                    ))
+                })
+                .collect();
+            chart.draw_series(whiskers)?;
             if j > 0 {
                 let base = &g.engines[0];
                 let labels: Vec<_> = g

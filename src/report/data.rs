@@ -149,6 +149,20 @@ fn status_text(s: CellStatus) -> &'static str {
     }
 }
 
+/// `mean ± half-width of the 95% confidence interval` over a cell's repeated runs.
+pub fn spread(
+    c: &CellSummary,
+    pick: fn(&crate::metrics::summary::CellMetrics) -> f64,
+) -> Option<String> {
+    if c.repeats.len() < 2 {
+        return None;
+    }
+    let v: Vec<f64> = c.repeats.iter().map(pick).collect();
+    let (mean, se) = super::compare::mean_se(&v);
+    let half = super::compare::t95(v.len() as f64 - 1.0) * se;
+    Some(format!("{mean:.1} ± {half:.1}"))
+}
+
 /// A cell's throughput, when it is a result: measured, and not limited by the client.
 fn tok_per_s(c: &CellSummary) -> Option<f64> {
     c.metrics
@@ -304,7 +318,10 @@ pub fn build(b: &LoadedBundle) -> ReportData {
                         requests_ok: met.map_or(DASH.into(), |m| m.requests_ok.to_string()),
                         failures: met.map_or(DASH.into(), |m| m.requests_failed.to_string()),
                         request_per_s: met.map_or(DASH.into(), |m| f(m.request_per_s, 2)),
-                        output_tok_per_s: met.map_or(DASH.into(), |m| f(m.output_tok_per_s, 1)),
+                        output_tok_per_s: met.map_or(DASH.into(), |m| {
+                            spread(cell, |r| r.output_tok_per_s)
+                                .unwrap_or_else(|| f(m.output_tok_per_s, 1))
+                        }),
                         ttft_p50_ms: stat(|m| m.ttft_ms.as_ref().map(|s| s.p50)),
                         ttft_p95_ms: stat(|m| m.ttft_ms.as_ref().map(|s| s.p95)),
                         tpot_mean_ms: stat(|m| m.tpot_ms.as_ref().map(|s| s.mean)),

@@ -1,9 +1,11 @@
 //! Reports: views derived from a bundle alone, rendered as Markdown, CSV and console tables.
 
 pub mod charts;
+pub mod compare;
 pub mod console;
 pub mod csv;
 pub mod data;
+pub mod list;
 pub mod render;
 pub mod study;
 

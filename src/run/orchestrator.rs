@@ -328,6 +328,7 @@ impl Run<'_> {
             started_at: None,
             finished_at: None,
             metrics: None,
+            repeats: Vec::new(),
             resources: None,
             slo: None,
             records: None,
@@ -788,36 +789,8 @@ impl Run<'_> {
         let collector = tokio::spawn(collect(rx, file, acc));
 
         let timeouts = w.load.timeouts;
-        let level = Arc::new(Level {
-            client: http_client(timeouts.connect)?,
-            target: RequestTarget {
-                url: format!("{base_url}{}", spec.api.path()),
-                stream: w.stream,
-                timeouts: Timeouts {
-                    connect: timeouts.connect,
-                    first_token: timeouts.first_token,
-                    idle: timeouts.idle,
-                    total: timeouts.total,
-                },
-                keep_text: false,
-                retry: RetryPolicy {
-                    max: w.load.retries,
-                    max_wait: w.load.retry_max_wait,
-                },
-                api_key: spec
-                    .api_key_env
-                    .as_deref()
-                    .and_then(|k| std::env::var(k).ok()),
-            },
-            bodies: workload::bodies(spec, w),
-            load: cell.level,
-            arrival: w.load.arrival,
-            max_in_flight: w.load.max_in_flight,
-            stop: w.load.stop,
-            warmup: w.load.warmup,
-            max_errors: w.load.max_errors,
-            max_error_rate: w.load.max_error_rate,
-        });
+        let client = http_client(timeouts.connect)?;
+        let bodies = workload::bodies(spec, w);
         let done = Arc::new(AtomicU64::new(0));
         let ticker = self.progress.cell_ticker(cell, w.load.stop, done.clone());
         let started_at = Utc::now();
@@ -826,21 +799,68 @@ impl Run<'_> {
         let t0 = Instant::now();
         // The level stops at once if the engine process exits under it.
         let (level_stop, level_cancel, forward) = self.cancel.child();
-        let run = run_level(level, level_cancel, done, tx);
-        let outcome = match child {
-            None => run.await,
-            Some(child) => {
-                tokio::pin!(run);
-                tokio::select! {
-                    o = &mut run => o,
-                    _ = child.wait() => {
-                        level_stop.escalate();
-                        level_stop.escalate();
-                        run.await
+        let mut child = child;
+        let mut outcome = None;
+        for run in 0..self.plan.repeat {
+            let level = Arc::new(Level {
+                client: client.clone(),
+                target: RequestTarget {
+                    url: format!("{base_url}{}", spec.api.path()),
+                    stream: w.stream,
+                    timeouts: Timeouts {
+                        connect: timeouts.connect,
+                        first_token: timeouts.first_token,
+                        idle: timeouts.idle,
+                        total: timeouts.total,
+                    },
+                    keep_text: false,
+                    retry: RetryPolicy {
+                        max: w.load.retries,
+                        max_wait: w.load.retry_max_wait,
+                    },
+                    api_key: spec
+                        .api_key_env
+                        .as_deref()
+                        .and_then(|k| std::env::var(k).ok()),
+                },
+                bodies: bodies.clone(),
+                load: cell.level,
+                arrival: w.load.arrival,
+                max_in_flight: w.load.max_in_flight,
+                stop: w.load.stop,
+                warmup: w.load.warmup,
+                max_errors: w.load.max_errors,
+                max_error_rate: w.load.max_error_rate,
+                run,
+            });
+            let level_run = run_level(level, level_cancel.clone(), done.clone(), tx.clone());
+            let mut died = false;
+            let o = match child.as_deref_mut() {
+                None => level_run.await,
+                Some(c) => {
+                    tokio::pin!(level_run);
+                    tokio::select! {
+                        o = &mut level_run => o,
+                        _ = c.wait() => {
+                            died = true;
+                            level_stop.escalate();
+                            level_stop.escalate();
+                            level_run.await
+                        }
                     }
                 }
+            };
+            let stop = died || o.stopped_early.is_some() || self.cancel.is_stopping();
+            outcome = Some(o);
+            if stop {
+                break;
             }
-        };
+        }
+        drop(tx);
+        let outcome = outcome.unwrap_or(crate::load::driver::LevelOutcome {
+            interrupted: false,
+            stopped_early: None,
+        });
         forward.abort();
         let wall = t0.elapsed().as_secs_f64();
         let cpu_s = client_cpu_s() - cpu0;
@@ -848,9 +868,10 @@ impl Run<'_> {
         if let Some(t) = ticker {
             t.abort();
         }
-        let (acc, write_err) = collector.await.unwrap_or_else(|e| {
+        let (acc, runs, write_err) = collector.await.unwrap_or_else(|e| {
             (
                 Accumulator::default(),
+                Vec::new(),
                 Some(std::io::Error::other(format!("record writer failed: {e}"))),
             )
         });
@@ -860,7 +881,32 @@ impl Run<'_> {
                 source: e,
             }));
         }
-        let metrics = acc.finish();
+        let mut metrics = acc.finish();
+        let repeats: Vec<_> = if runs.len() > 1 {
+            runs.iter().map(Accumulator::finish).collect()
+        } else {
+            Vec::new()
+        };
+        if !repeats.is_empty() {
+            // Records of different runs have different clock origins: rates are per run.
+            let n = repeats.len() as f64;
+            let mean = |f: fn(&crate::metrics::summary::CellMetrics) -> f64| {
+                repeats.iter().map(f).sum::<f64>() / n
+            };
+            metrics.request_per_s = mean(|m| m.request_per_s);
+            metrics.output_tok_per_s = mean(|m| m.output_tok_per_s);
+            metrics.total_tok_per_s = mean(|m| m.total_tok_per_s);
+            metrics.duration_s = repeats.iter().map(|m| m.duration_s).sum();
+            metrics.goodput_req_per_s = metrics
+                .goodput_req_per_s
+                .map(|_| mean(|m| m.goodput_req_per_s.unwrap_or(0.0)));
+            metrics.offered_req_per_s = metrics
+                .offered_req_per_s
+                .map(|_| mean(|m| m.offered_req_per_s.unwrap_or(0.0)));
+            metrics.sent_req_per_s = metrics
+                .sent_req_per_s
+                .map(|_| mean(|m| m.sent_req_per_s.unwrap_or(0.0)));
+        }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let usage = ClientUsage {
             cpu_s,
@@ -919,6 +965,7 @@ impl Run<'_> {
             started_at: Some(started_at),
             finished_at: Some(Utc::now()),
             metrics: Some(metrics),
+            repeats,
             resources: Some(resources),
             slo,
             records: Some(records_rel),
@@ -941,13 +988,20 @@ async fn collect(
     mut rx: mpsc::Receiver<RequestRecord>,
     file: std::fs::File,
     mut acc: Accumulator,
-) -> (Accumulator, Option<std::io::Error>) {
+) -> (Accumulator, Vec<Accumulator>, Option<std::io::Error>) {
+    let template = acc.clone();
+    let mut runs: Vec<Accumulator> = Vec::new();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, file);
     let mut err = None;
     let mut last_flush = Instant::now();
     let mut line = Vec::with_capacity(512);
     while let Some(r) = rx.recv().await {
         acc.add(&r);
+        let run = r.run as usize;
+        while runs.len() <= run {
+            runs.push(template.clone());
+        }
+        runs[run].add(&r);
         if err.is_some() {
             continue;
         }
@@ -970,7 +1024,7 @@ async fn collect(
             err = Some(e);
         }
     }
-    (acc, err)
+    (acc, runs, err)
 }
 
 /// An attached engine must serve the plan's model, so the run never benchmarks the wrong

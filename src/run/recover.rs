@@ -93,6 +93,7 @@ pub fn recover(dir: &Path) -> Result<Recovered, RecoverError> {
             started_at: None,
             finished_at: None,
             metrics,
+            repeats: Vec::new(),
             resources: None,
             slo: None,
             records: journal

@@ -1,0 +1,359 @@
+//! `runner compare A B [...]`: bundles side by side. Cells are matched by engine, workload and
+//! load level; each metric of a matched cell gets the ratio of the other bundle to the first
+//! and a verdict that takes noise into account: with repeats, the runs' spread; without, a
+//! relative threshold. Differences in plan, hardware, driver and engine versions are listed
+//! first, because they explain most differences.
+
+use serde::Serialize;
+
+use crate::bundle::format::CellSummary;
+use crate::bundle::read::LoadedBundle;
+use crate::metrics::summary::CellMetrics;
+
+/// Whether bigger is better for a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Better {
+    Higher,
+    Lower,
+}
+
+struct MetricDef {
+    key: &'static str,
+    better: Better,
+    pick: fn(&CellMetrics) -> Option<f64>,
+}
+
+const METRICS: &[MetricDef] = &[
+    MetricDef {
+        key: "output_tok_per_s",
+        better: Better::Higher,
+        pick: |m| Some(m.output_tok_per_s),
+    },
+    MetricDef {
+        key: "request_per_s",
+        better: Better::Higher,
+        pick: |m| Some(m.request_per_s),
+    },
+    MetricDef {
+        key: "ttft_p95_ms",
+        better: Better::Lower,
+        pick: |m| m.ttft_ms.as_ref().map(|s| s.p95),
+    },
+    MetricDef {
+        key: "tpot_mean_ms",
+        better: Better::Lower,
+        pick: |m| m.tpot_ms.as_ref().map(|s| s.mean),
+    },
+    MetricDef {
+        key: "e2e_p95_ms",
+        better: Better::Lower,
+        pick: |m| m.e2e_ms.as_ref().map(|s| s.p95),
+    },
+];
+
+/// The comparison of one bundle against the first.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub base: String,
+    pub other: String,
+    /// What differs between the two runs besides the numbers.
+    pub differences: Vec<String>,
+    pub rows: Vec<Row>,
+    /// Cells in only one of the bundles.
+    pub unmatched: Vec<String>,
+}
+
+/// One metric of one matched cell.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub engine: String,
+    pub workload: String,
+    pub level: String,
+    pub metric: String,
+    pub base: f64,
+    pub other: f64,
+    /// other / base.
+    pub ratio: f64,
+    /// "better", "worse" or "no significant difference".
+    pub verdict: String,
+}
+
+fn valid(c: &CellSummary) -> Option<&CellMetrics> {
+    c.metrics.as_ref().filter(|m| c.valid && m.requests_ok > 0)
+}
+
+fn run_values(c: &CellSummary, pick: fn(&CellMetrics) -> Option<f64>) -> Vec<f64> {
+    c.repeats.iter().filter_map(pick).collect()
+}
+
+/// Mean and standard error of the mean.
+pub fn mean_se(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (mean, (var / n).sqrt())
+}
+
+/// Two-sided 95% critical values of Student's t for 1..=30 degrees of freedom.
+pub fn t95(df: f64) -> f64 {
+    const T: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    let i = df.floor().clamp(1.0, 30.0) as usize;
+    if df > 30.0 {
+        1.96
+    } else {
+        T[i - 1]
+    }
+}
+
+/// Whether two sets of repeated runs differ: Welch's t-test at 95%.
+fn significant(a: &[f64], b: &[f64]) -> bool {
+    let ((ma, sa), (mb, sb)) = (mean_se(a), mean_se(b));
+    let se = (sa * sa + sb * sb).sqrt();
+    if se == 0.0 {
+        return ma != mb;
+    }
+    let df = (sa * sa + sb * sb).powi(2)
+        / (sa.powi(4) / (a.len() as f64 - 1.0).max(1.0)
+            + sb.powi(4) / (b.len() as f64 - 1.0).max(1.0));
+    ((ma - mb) / se).abs() > t95(df)
+}
+
+/// Compares `other` against `base`. A difference within `threshold` (relative) is noise; with
+/// repeats, so is one within the runs' spread.
+pub fn compare(base: &LoadedBundle, other: &LoadedBundle, threshold: f64) -> Comparison {
+    let mut rows = Vec::new();
+    let mut unmatched = Vec::new();
+    for a in &base.cells {
+        let Some(b) = other
+            .cells
+            .iter()
+            .find(|b| b.engine == a.engine && b.workload == a.workload && b.level == a.level)
+        else {
+            unmatched.push(format!("{} (only in {})", a.id, base.dir.display()));
+            continue;
+        };
+        let (Some(ma), Some(mb)) = (valid(a), valid(b)) else {
+            continue;
+        };
+        for def in METRICS {
+            let (Some(va), Some(vb)) = ((def.pick)(ma), (def.pick)(mb)) else {
+                continue;
+            };
+            if va <= 0.0 {
+                continue;
+            }
+            let ratio = vb / va;
+            let (ra, rb) = (run_values(a, def.pick), run_values(b, def.pick));
+            // A difference must be large enough to matter, and, with repeats, larger than the
+            // runs' own spread (Welch's t-test at 95%).
+            // Latencies closer than 1 ms are within the timers' resolution.
+            let latency = def.key.ends_with("_ms");
+            let large = (ratio - 1.0).abs() > threshold && !(latency && (vb - va).abs() <= 1.0);
+            let differs = if ra.len() >= 2 && rb.len() >= 2 {
+                large && significant(&ra, &rb)
+            } else {
+                large
+            };
+            let improved = match def.better {
+                Better::Higher => ratio > 1.0,
+                Better::Lower => ratio < 1.0,
+            };
+            let verdict = match (differs, improved) {
+                (false, _) => "no significant difference",
+                (true, true) => "better",
+                (true, false) => "worse",
+            };
+            rows.push(Row {
+                engine: a.engine.clone(),
+                workload: a.workload.clone(),
+                level: a.level.label(),
+                metric: def.key.to_string(),
+                base: va,
+                other: vb,
+                ratio,
+                verdict: verdict.to_string(),
+            });
+        }
+    }
+    for b in &other.cells {
+        if !base
+            .cells
+            .iter()
+            .any(|a| a.engine == b.engine && a.workload == b.workload && a.level == b.level)
+        {
+            unmatched.push(format!("{} (only in {})", b.id, other.dir.display()));
+        }
+    }
+    Comparison {
+        base: base.dir.display().to_string(),
+        other: other.dir.display().to_string(),
+        differences: differences(base, other),
+        rows,
+        unmatched,
+    }
+}
+
+/// An engine's command line with its (run-specific) port written as `{port}`.
+fn command(e: &crate::bundle::format::EngineRecord) -> String {
+    let port = e
+        .url
+        .as_deref()
+        .and_then(|u| u.rsplit(':').next())
+        .unwrap_or("");
+    e.argv
+        .iter()
+        .map(|a| if a == port { "{port}" } else { a.as_str() })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn differences(a: &LoadedBundle, b: &LoadedBundle) -> Vec<String> {
+    let (ma, mb) = (&a.manifest, &b.manifest);
+    let mut out = Vec::new();
+    let mut diff = |what: &str, x: String, y: String| {
+        if x != y {
+            out.push(format!("{what}: {x} -> {y}"));
+        }
+    };
+    diff(
+        "plan sha256",
+        ma.plan.sha256.clone(),
+        mb.plan.sha256.clone(),
+    );
+    diff("host", ma.host.hostname.clone(), mb.host.hostname.clone());
+    diff("CPUs", ma.host.cpus.to_string(), mb.host.cpus.to_string());
+    let gpus = |m: &crate::bundle::format::Manifest| {
+        if m.gpu.available {
+            m.gpu
+                .devices
+                .iter()
+                .map(|d| d.name.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            "none".into()
+        }
+    };
+    diff("GPUs", gpus(ma), gpus(mb));
+    diff(
+        "driver",
+        ma.gpu.driver_version.clone().unwrap_or_else(|| "-".into()),
+        mb.gpu.driver_version.clone().unwrap_or_else(|| "-".into()),
+    );
+    diff(
+        "runner",
+        ma.runner_version.clone(),
+        mb.runner_version.clone(),
+    );
+    for e in &ma.engines {
+        if let Some(f) = mb.engines.iter().find(|f| f.name == e.name) {
+            diff(
+                &format!("engine {} version", e.name),
+                e.version.clone().unwrap_or_else(|| "-".into()),
+                f.version.clone().unwrap_or_else(|| "-".into()),
+            );
+            diff(
+                &format!("engine {} command", e.name),
+                command(e),
+                command(f),
+            );
+        }
+    }
+    out
+}
+
+/// A terminal table.
+pub fn render_table(c: &Comparison) -> String {
+    let mut out = format!("base:  {}\nother: {}\n", c.base, c.other);
+    if c.differences.is_empty() {
+        out.push_str("same plan, host, GPUs, driver and engine versions\n");
+    } else {
+        for d in &c.differences {
+            out.push_str(&format!("differs: {d}\n"));
+        }
+    }
+    let rows: Vec<Vec<String>> = c
+        .rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.engine.clone(),
+                r.workload.clone(),
+                r.level.clone(),
+                r.metric.clone(),
+                format!("{:.2}", r.base),
+                format!("{:.2}", r.other),
+                format!("{:.3}x", r.ratio),
+                r.verdict.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&super::console::table(
+        &[
+            "engine", "workload", "load", "metric", "base", "other", "ratio", "verdict",
+        ],
+        &rows,
+    ));
+    for u in &c.unmatched {
+        out.push_str(&format!("unmatched: {u}\n"));
+    }
+    out
+}
+
+/// Markdown.
+pub fn render_markdown(c: &Comparison) -> String {
+    let mut out = format!(
+        "# Comparison\n\n- base: `{}`\n- other: `{}`\n",
+        c.base, c.other
+    );
+    for d in &c.differences {
+        out.push_str(&format!("- differs: {d}\n"));
+    }
+    out.push_str("\n| engine | workload | load | metric | base | other | ratio | verdict |\n|---|---|---|---|---|---|---|---|\n");
+    for r in &c.rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {:.2} | {:.2} | {:.3}x | {} |\n",
+            r.engine, r.workload, r.level, r.metric, r.base, r.other, r.ratio, r.verdict
+        ));
+    }
+    for u in &c.unmatched {
+        out.push_str(&format!("\nunmatched: {u}\n"));
+    }
+    out
+}
+
+/// A self-contained HTML page.
+pub fn render_html(c: &Comparison) -> String {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let mut out = String::from("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>runner compare</title><style>body{font-family:system-ui,sans-serif;margin:2rem}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2rem .5rem;text-align:right}td:first-child{text-align:left}.better{color:#087f23}.worse{color:#b00020}</style></head><body><h1>Comparison</h1>");
+    out.push_str(&format!(
+        "<p>base: <code>{}</code><br>other: <code>{}</code></p><ul>",
+        esc(&c.base),
+        esc(&c.other)
+    ));
+    for d in &c.differences {
+        out.push_str(&format!("<li>differs: {}</li>", esc(d)));
+    }
+    out.push_str("</ul><table><tr><th>engine</th><th>workload</th><th>load</th><th>metric</th><th>base</th><th>other</th><th>ratio</th><th>verdict</th></tr>");
+    for r in &c.rows {
+        let class = match r.verdict.as_str() {
+            "better" => "better",
+            "worse" => "worse",
+            _ => "",
+        };
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.3}x</td><td class=\"{class}\">{}</td></tr>",
+            esc(&r.engine), esc(&r.workload), esc(&r.level), r.metric, r.base, r.other, r.ratio, r.verdict
+        ));
+    }
+    out.push_str("</table></body></html>\n");
+    out
+}
