@@ -32,6 +32,9 @@ pub struct Level {
     pub max_error_rate: Option<f64>,
     /// Which run of the cell this is (plan `repeat`), recorded in each record.
     pub run: u32,
+    /// A cheap URL (the engine's health check) fetched concurrently before the level, so the
+    /// connections the load will use are open before anything is measured.
+    pub preconnect_url: Option<String>,
 }
 
 /// How a level ended.
@@ -96,6 +99,7 @@ pub async fn run_level(
     progress: Arc<AtomicU64>,
     sink: mpsc::Sender<RequestRecord>,
 ) -> LevelOutcome {
+    preconnect(&level).await;
     if level.warmup > 0 {
         let (tx, mut rx) = mpsc::channel(64);
         let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
@@ -111,6 +115,27 @@ pub async fn run_level(
         interrupted: cancel.is_stopping(),
         stopped_early,
     }
+}
+
+/// Opens as many keep-alive connections as the level will use at once: otherwise the first
+/// wave of a high-concurrency level pays TCP connection setup inside its measured latency.
+async fn preconnect(level: &Level) {
+    let Some(url) = &level.preconnect_url else {
+        return;
+    };
+    let n = match level.load {
+        LoadLevel::Concurrency(c) => c,
+        LoadLevel::Rate(_) => level.max_in_flight.unwrap_or(16),
+    }
+    .min(1024);
+    let gets = (0..n).map(|_| {
+        level
+            .client
+            .get(url)
+            .timeout(Duration::from_secs(10))
+            .send()
+    });
+    let _ = futures_util::future::join_all(gets).await;
 }
 
 async fn phase(

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::bundle::format::CellSummary;
 use crate::bundle::read::LoadedBundle;
+use crate::metrics::record::RequestRecord;
 use crate::metrics::summary::CellMetrics;
 
 /// Whether bigger is better for a metric.
@@ -21,6 +22,16 @@ struct MetricDef {
     key: &'static str,
     better: Better,
     pick: fn(&CellMetrics) -> Option<f64>,
+    /// The same statistic over raw per-request values (for the bootstrap), if it is one.
+    sample: Option<Sample>,
+}
+
+/// A per-request latency statistic that can be recomputed from a cell's records.
+#[derive(Clone, Copy)]
+struct Sample {
+    value: fn(&RequestRecord) -> Option<f64>,
+    /// 0.95 for a p95; `None` for a mean.
+    quantile: Option<f64>,
 }
 
 const METRICS: &[MetricDef] = &[
@@ -28,26 +39,40 @@ const METRICS: &[MetricDef] = &[
         key: "output_tok_per_s",
         better: Better::Higher,
         pick: |m| Some(m.output_tok_per_s),
+        sample: None,
     },
     MetricDef {
         key: "request_per_s",
         better: Better::Higher,
         pick: |m| Some(m.request_per_s),
+        sample: None,
     },
     MetricDef {
         key: "ttft_p95_ms",
         better: Better::Lower,
         pick: |m| m.ttft_ms.as_ref().map(|s| s.p95),
+        sample: Some(Sample {
+            value: |r| r.ttft_us().map(|v| v as f64 / 1000.0),
+            quantile: Some(0.95),
+        }),
     },
     MetricDef {
         key: "tpot_mean_ms",
         better: Better::Lower,
         pick: |m| m.tpot_ms.as_ref().map(|s| s.mean),
+        sample: Some(Sample {
+            value: |r| r.tpot_us().map(|v| v / 1000.0),
+            quantile: None,
+        }),
     },
     MetricDef {
         key: "e2e_p95_ms",
         better: Better::Lower,
         pick: |m| m.e2e_ms.as_ref().map(|s| s.p95),
+        sample: Some(Sample {
+            value: |r| Some(r.e2e_us() as f64 / 1000.0),
+            quantile: Some(0.95),
+        }),
     },
 ];
 
@@ -84,6 +109,46 @@ fn valid(c: &CellSummary) -> Option<&CellMetrics> {
 
 fn run_values(c: &CellSummary, pick: fn(&CellMetrics) -> Option<f64>) -> Vec<f64> {
     c.repeats.iter().filter_map(pick).collect()
+}
+
+/// The standard error of a latency statistic of a cell, by bootstrap (500 resamples, fixed
+/// seed) over the successful requests in its journal; `None` without a journal.
+fn bootstrap_se(dir: &std::path::Path, c: &CellSummary, s: Sample) -> Option<f64> {
+    let text = std::fs::read_to_string(dir.join(c.records.as_ref()?)).ok()?;
+    let values: Vec<f64> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<RequestRecord>(l).ok())
+        .filter(|r| r.ok)
+        .filter_map(|r| (s.value)(&r))
+        .collect();
+    if values.len() < 2 {
+        return None;
+    }
+    let stat = |v: &mut Vec<f64>| match s.quantile {
+        Some(q) => {
+            v.sort_by(f64::total_cmp);
+            v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1]
+        }
+        None => v.iter().sum::<f64>() / v.len() as f64,
+    };
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let n = values.len();
+    let mut resample = vec![0.0; n];
+    let stats: Vec<f64> = (0..500)
+        .map(|_| {
+            for slot in resample.iter_mut() {
+                *slot = values[(next() % n as u64) as usize];
+            }
+            stat(&mut resample)
+        })
+        .collect();
+    Some(mean_se(&stats).1 * (stats.len() as f64).sqrt())
 }
 
 /// Mean and standard error of the mean.
@@ -147,14 +212,33 @@ pub fn compare(base: &LoadedBundle, other: &LoadedBundle, threshold: f64) -> Com
                 continue;
             }
             let ratio = vb / va;
+            // A difference must be large enough to matter, and larger than the noise. Tail
+            // latencies vary more between runs than within one, so from single runs their
+            // threshold is doubled.
             let (ra, rb) = (run_values(a, def.pick), run_values(b, def.pick));
-            // A difference must be large enough to matter, and, with repeats, larger than the
-            // runs' own spread (Welch's t-test at 95%).
-            // Latencies closer than 1 ms are within the timers' resolution.
-            let latency = def.key.ends_with("_ms");
-            let large = (ratio - 1.0).abs() > threshold && !(latency && (vb - va).abs() <= 1.0);
-            let differs = if ra.len() >= 2 && rb.len() >= 2 {
+            let repeated = ra.len() >= 2 && rb.len() >= 2;
+            let tail = def.sample.is_some_and(|s| s.quantile.is_some());
+            let limit = if tail && !repeated {
+                2.0 * threshold
+            } else {
+                threshold
+            };
+            // A single event's latency cannot be resolved below the timers' resolution
+            // (1 ms on the engine's side, 1 ms on the client's).
+            let resolvable = !tail || (vb - va).abs() > 2.0;
+            let large = (ratio - 1.0).abs() > limit && resolvable;
+            let differs = if repeated {
                 large && significant(&ra, &rb)
+            } else if let (Some(sample), true) = (def.sample, large) {
+                // One run each: a latency statistic's own sampling noise, by bootstrap over
+                // the cell's raw records, must not explain the difference.
+                match (
+                    bootstrap_se(&base.dir, a, sample),
+                    bootstrap_se(&other.dir, b, sample),
+                ) {
+                    (Some(sa), Some(sb)) => (vb - va).abs() > 1.96 * (sa * sa + sb * sb).sqrt(),
+                    _ => true,
+                }
             } else {
                 large
             };

@@ -832,6 +832,7 @@ impl Run<'_> {
                 max_errors: w.load.max_errors,
                 max_error_rate: w.load.max_error_rate,
                 run,
+                preconnect_url: Some(format!("{base_url}{}", spec.health.path)),
             });
             let level_run = run_level(level, level_cancel.clone(), done.clone(), tx.clone());
             let mut died = false;

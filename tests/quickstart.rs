@@ -1,0 +1,200 @@
+//! The quickstart plan end to end, in its own test binary so that no other test competes for
+//! the CPU while it measures: every chart in report.md and report.html, rendered by headless
+//! Chromium with a screenshot saved; `runner compare` of reruns (same settings: no significant
+//! difference) and of faster engines (better); `runner list`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+const CHARTS: [&str; 6] = [
+    "throughput_chat",
+    "tokens_chat",
+    "e2e_chat",
+    "ttft_chat",
+    "pareto_chat",
+    "memory",
+];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chromium() -> Option<PathBuf> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+/// Headless Chromium's DOM of a page, its console log, and a screenshot.
+fn render_in_chromium(chrome: &Path, page: &Path, screenshot: &Path) -> (String, String) {
+    let profile = tempfile::tempdir().expect("profile");
+    let common = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--enable-logging=stderr",
+        "--v=0",
+    ];
+    let url = format!("file://{}", page.display());
+    let dom = Command::new(chrome)
+        .args(common)
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--dump-dom", &url])
+        .output()
+        .expect("run chromium");
+    let shot = Command::new(chrome)
+        .args(common)
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--window-size=1200,3000")
+        .arg(format!("--screenshot={}", screenshot.display()))
+        .arg(&url)
+        .output()
+        .expect("run chromium");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&dom.stderr),
+        String::from_utf8_lossy(&shot.stderr)
+    );
+    (String::from_utf8_lossy(&dom.stdout).into_owned(), log)
+}
+
+#[test]
+fn quickstart_bundle_renders_every_chart_and_compares_across_speeds() {
+    let s = Scratch::new();
+    let plan = root().join("plans/quickstart.toml");
+    let run = |results: &str, plan: &Path| {
+        let out = Command::new(RUNNER)
+            .args(["exec"])
+            .arg(plan)
+            .args(["--results", results, "--quiet"])
+            .current_dir(s.path())
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{}", text(&out));
+        find_bundle(&s.path().join(results))
+    };
+    let base = run("base", &plan);
+    for c in CHARTS {
+        let svg =
+            std::fs::read_to_string(base.join(format!("charts/{c}.svg"))).expect("chart file");
+        assert!(
+            svg.starts_with("<svg") && svg.len() > 2000,
+            "{c} is a drawn SVG"
+        );
+    }
+    let html = std::fs::read_to_string(base.join("report.html")).expect("report.html");
+    for fetch in [
+        "src=\"http",
+        "href=\"http",
+        "url(http",
+        "<link",
+        "<script",
+        "<img",
+    ] {
+        assert!(
+            !html.contains(fetch),
+            "self-contained: no network fetch ({fetch})"
+        );
+    }
+
+    match chromium() {
+        Some(chrome) => {
+            let shot = root().join("target/quickstart-report.png");
+            let (dom, log) = render_in_chromium(&chrome, &base.join("report.html"), &shot);
+            for c in CHARTS {
+                let at = dom
+                    .find(&format!("id=\"chart-{c}\""))
+                    .unwrap_or_else(|| panic!("chart {c} is in the rendered page"));
+                let svg = &dom[at..dom[at..].find("</svg>").map_or(dom.len(), |e| at + e)];
+                assert!(
+                    svg.contains("<svg")
+                        && svg.matches("<rect").count() + svg.matches("<polyline").count() > 3,
+                    "chart {c} rendered with content"
+                );
+            }
+            let errors: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("CONSOLE") && (l.contains("rror") || l.contains("Uncaught")))
+                .collect();
+            assert!(errors.is_empty(), "console errors: {errors:?}");
+            assert!(
+                std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000),
+                "a screenshot was saved"
+            );
+        }
+        None if std::env::var_os("CI").is_some() => {
+            panic!("CI must have chromium (.ci/run installs it)")
+        }
+        None => eprintln!("chromium not installed: the headless rendering check was skipped"),
+    }
+
+    // Same settings again: every difference is noise.
+    let again = run("again", &plan);
+    let out = s.runner(&[
+        "compare",
+        base.to_str().expect("p"),
+        again.to_str().expect("p"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("naive") || l.starts_with("batching"))
+        .collect();
+    assert_eq!(rows.len(), 12 * 5, "{table}");
+    assert!(
+        rows.iter()
+            .all(|r| r.ends_with("no significant difference")),
+        "{table}"
+    );
+
+    // Engines twice as fast per step: in every cell, throughput, time per token and
+    // end-to-end latency are better. (TTFT at high concurrency is dominated by queueing and
+    // the shared 2-core machine, so it is not asserted.)
+    let fast = s.write(
+        "quickstart_fast.toml",
+        &std::fs::read_to_string(&plan)
+            .expect("plan")
+            .replace("--step-ms 3", "--step-ms 1.5"),
+    );
+    let fast = run("fast", &fast);
+    let out = s.runner(&[
+        "compare",
+        base.to_str().expect("p"),
+        fast.to_str().expect("p"),
+        "--format",
+        "markdown",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let md = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(md.contains("differs: plan sha256"), "{md}");
+    let rows: Vec<&str> = md
+        .lines()
+        .filter(|l| l.starts_with("| naive") || l.starts_with("| batching"))
+        .filter(|l| !l.contains("| ttft_p95_ms |"))
+        .collect();
+    assert_eq!(rows.len(), 12 * 4, "{md}");
+    assert!(rows.iter().all(|r| r.ends_with("| better |")), "{md}");
+    assert!(
+        md.contains("--step-ms 3 -> "),
+        "the changed engine command is listed: {md}"
+    );
+
+    let out = s.runner(&["list", "base"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains("quickstart") && listing.contains("complete") && listing.contains("12/12"),
+        "{listing}"
+    );
+}
