@@ -242,22 +242,7 @@ fn a_group_that_ignores_sigterm_and_forks_is_killed_whole() {
 
 #[test]
 fn an_attached_engine_serving_another_model_is_refused() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    let mut sim = Command::new(RUNNER)
-        .args(["engine", "sim", "--port", "0", "--model", "other"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("sim");
-    let mut line = String::new();
-    BufReader::new(sim.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("line");
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("url")
-        .to_string();
+    let (sim, url) = spawn_engine(&["engine", "sim", "--port", "0", "--model", "other"]);
     let s = Scratch::new();
     s.write(
         "plan.toml",
@@ -267,8 +252,7 @@ fn an_attached_engine_serving_another_model_is_refused() {
         ),
     );
     let (out, bundle) = s.exec("plan.toml");
-    let _ = sim.kill();
-    let _ = sim.wait();
+    drop(sim);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let m = read_json(&bundle.join("manifest.json"));
     let failure = m["engines"][0]["failure"].as_str().expect("failure");

@@ -253,39 +253,24 @@ max_steps = 8
 
 #[test]
 fn probe_explains_one_request_to_the_built_in_engine() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    let mut sim = Command::new(RUNNER)
-        .args([
-            "engine",
-            "sim",
-            "--port",
-            "0",
-            "--model",
-            "m",
-            "--ttft-ms",
-            "40",
-            "--itl-ms",
-            "10",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the sim engine");
-    let mut line = String::new();
-    BufReader::new(sim.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("listening line");
-    let addr = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("address")
-        .to_string();
+    use std::process::Command;
+    let (sim, addr) = spawn_engine(&[
+        "engine",
+        "sim",
+        "--port",
+        "0",
+        "--model",
+        "m",
+        "--ttft-ms",
+        "40",
+        "--itl-ms",
+        "10",
+    ]);
     let out = Command::new(RUNNER)
         .args(["probe", &addr, "--max-tokens", "5", "--json"])
         .output()
         .expect("probe");
-    let _ = sim.kill();
-    let _ = sim.wait();
+    drop(sim);
     assert!(out.status.success(), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["ok"], true);

@@ -158,9 +158,8 @@ fn quickstart_bundle_renders_every_chart_and_compares_across_speeds() {
         "{table}"
     );
 
-    // Engines twice as fast per step: in every cell, throughput, time per token and
-    // end-to-end latency are better. (TTFT at high concurrency is dominated by queueing and
-    // the shared 2-core machine, so it is not asserted.)
+    // Engines twice as fast per step: in every cell, throughput and time per token are
+    // better, and nothing is worse.
     let fast = s.write(
         "quickstart_fast.toml",
         &std::fs::read_to_string(&plan)
@@ -181,10 +180,14 @@ fn quickstart_bundle_renders_every_chart_and_compares_across_speeds() {
     let rows: Vec<&str> = md
         .lines()
         .filter(|l| l.starts_with("| naive") || l.starts_with("| batching"))
-        .filter(|l| !l.contains("| ttft_p95_ms |"))
         .collect();
-    assert_eq!(rows.len(), 12 * 4, "{md}");
-    assert!(rows.iter().all(|r| r.ends_with("| better |")), "{md}");
+    assert_eq!(rows.len(), 12 * 5, "{md}");
+    // Throughput and time per token: better in every cell.
+    let per_token: Vec<&&str> = rows.iter().filter(|l| !l.contains("_p95_ms |")).collect();
+    assert_eq!(per_token.len(), 12 * 3);
+    assert!(per_token.iter().all(|r| r.ends_with("| better |")), "{md}");
+    // Tail latencies from single runs need a large difference to count: never worse.
+    assert!(rows.iter().all(|r| !r.ends_with("| worse |")), "{md}");
     assert!(
         md.contains("--step-ms 3 -> "),
         "the changed engine command is listed: {md}"

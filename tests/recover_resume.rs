@@ -5,7 +5,6 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::*;
 
@@ -40,23 +39,8 @@ warmup = 0
         .stderr(Stdio::null())
         .spawn()
         .expect("start runner");
-    // Wait (bounded) until the journal has been flushed at least once, then kill -9.
-    let mut journal = None;
-    for _ in 0..3000 {
-        if let Ok(d) = std::fs::read_dir(s.path().join("results/killed")) {
-            for b in d.flatten() {
-                let f = b.path().join("cells/e.w.c2.records.jsonl");
-                if std::fs::metadata(&f).is_ok_and(|m| m.len() > 0) {
-                    journal = Some(b.path());
-                }
-            }
-        }
-        if journal.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let bundle = journal.expect("a journal was flushed");
+    // Once the journal has been flushed at least once, kill -9.
+    let bundle = wait_for_journal(&s.path().join("results"), "killed", "e.w.c2");
     child.kill().expect("SIGKILL the runner");
     child.wait().expect("reap");
 

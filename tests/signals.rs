@@ -68,20 +68,8 @@ fn wait_for(rx: &mpsc::Receiver<String>, needle: &str) {
     }
 }
 
-/// Waits (bounded) until the journal of the running cell holds a record.
 fn wait_for_records(s: &Scratch) {
-    for _ in 0..3000 {
-        if let Ok(plan_dir) = std::fs::read_dir(s.path().join("results/signals")) {
-            for b in plan_dir.flatten() {
-                let f = b.path().join("cells/e.w.c2.records.jsonl");
-                if std::fs::metadata(&f).is_ok_and(|m| m.len() > 0) {
-                    return;
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("no record was journaled");
+    wait_for_journal(&s.path().join("results"), "signals", "e.w.c2");
 }
 
 #[test]

@@ -12,6 +12,14 @@ use crate::metrics::sampler::Resources;
 use crate::metrics::summary::CellMetrics;
 use crate::plan::{LoadLevel, SearchOver};
 
+/// The snake_case name a status serializes to (`complete`, `failed`, ...), for people.
+pub fn label<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
 /// Bumped on any change a reader of older bundles would misread.
 pub const FORMAT_VERSION: u32 = 1;
 

@@ -213,13 +213,14 @@ pub fn compare(base: &LoadedBundle, other: &LoadedBundle, threshold: f64) -> Com
             }
             let ratio = vb / va;
             // A difference must be large enough to matter, and larger than the noise. Tail
-            // latencies vary more between runs than within one, so from single runs their
-            // threshold is doubled.
+            // latencies vary more between runs than within one (the quickstart's TTFT p95 at 32
+            // concurrent requests moved by up to 17% between identical runs), so from single
+            // runs their threshold is five times larger; repeats give sharper verdicts.
             let (ra, rb) = (run_values(a, def.pick), run_values(b, def.pick));
             let repeated = ra.len() >= 2 && rb.len() >= 2;
             let tail = def.sample.is_some_and(|s| s.quantile.is_some());
             let limit = if tail && !repeated {
-                2.0 * threshold
+                5.0 * threshold
             } else {
                 threshold
             };

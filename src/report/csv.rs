@@ -62,10 +62,7 @@ pub fn render(cells: &[CellSummary]) -> String {
             |pick: fn(&crate::metrics::summary::CellMetrics) -> &Option<Stats>,
              q: fn(&Stats) -> f64| num(m.and_then(|m| pick(m).as_ref()).map(q));
         let r = c.resources.as_ref();
-        let status = serde_json::to_value(c.status)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default();
+        let status = crate::bundle::format::label(&c.status);
         let fields = [
             c.engine.clone(),
             c.workload.clone(),

@@ -253,10 +253,7 @@ pub fn build(b: &LoadedBundle) -> ReportData {
             EngineView {
                 name: spec.name.clone(),
                 status: rec.map_or("pending".into(), |r| {
-                    serde_json::to_value(r.status)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default()
+                    crate::bundle::format::label(&r.status)
                 }),
                 model: spec.model.clone(),
                 command,
@@ -449,10 +446,7 @@ pub fn build(b: &LoadedBundle) -> ReportData {
             .unwrap_or_else(|| "not in git".into()),
         git_dirty: m.plan.git_dirty.unwrap_or(false),
         runner_version: m.runner_version.clone(),
-        status: serde_json::to_value(m.status)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default(),
+        status: crate::bundle::format::label(&m.status),
         message: m.message.clone(),
         started_at: m.started_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
         finished_at: m.finished_at.map_or(DASH.into(), |t| {

@@ -52,10 +52,7 @@ pub fn render(items: &[Listed]) -> String {
                     .count();
                 vec![
                     m.plan.name.clone(),
-                    serde_json::to_value(m.status)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default(),
+                    crate::bundle::format::label(&m.status),
                     format!("{ok}/{}", m.cells.len()),
                     m.started_at.format("%Y-%m-%d %H:%M UTC").to_string(),
                     if m.gpu.available {

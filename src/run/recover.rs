@@ -53,10 +53,7 @@ pub fn recover(dir: &Path) -> Result<Recovered, RecoverError> {
         ..
     } = read::load(dir)?;
     if manifest.status != RunStatus::Running {
-        let s = serde_json::to_value(manifest.status)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default();
+        let s = crate::bundle::format::label(&manifest.status);
         return Err(RecoverError::NotRunning(s));
     }
     let bundle = Bundle::open(dir);

@@ -126,3 +126,53 @@ pub fn assert_no_engine_survives(manifest: &serde_json::Value) {
         }
     }
 }
+
+/// A child process killed (and reaped) when dropped.
+pub struct Guard(pub std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `runner ARGS` (an engine) and returns it with the base URL it prints once it
+/// listens: the listening line is the synchronization, not the clock.
+pub fn spawn_engine(args: &[&str]) -> (Guard, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(RUNNER)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the engine");
+    let stdout = child.stdout.take().expect("stdout");
+    let guard = Guard(child);
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the listening line");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    (guard, url)
+}
+
+/// Waits, bounded, until the journal of `cell` in some bundle under `results/<plan>` holds a
+/// record; returns that bundle. Polls the file: the runner has no other signal for it.
+pub fn wait_for_journal(results: &Path, plan: &str, cell: &str) -> PathBuf {
+    for _ in 0..3000 {
+        if let Ok(d) = std::fs::read_dir(results.join(plan)) {
+            for b in d.flatten() {
+                let f = b.path().join(format!("cells/{cell}.records.jsonl"));
+                if std::fs::metadata(&f).is_ok_and(|m| m.len() > 0) {
+                    return b.path();
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("no record of {cell} was journaled");
+}
