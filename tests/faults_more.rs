@@ -319,3 +319,70 @@ fn an_unwritable_results_path_fails_with_the_path() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("not-a-dir/results"), "{stderr}");
 }
+
+#[test]
+fn gpu_memory_not_released_after_teardown_is_reported_with_its_holder() {
+    // NVML is replaced by a file (RUNNER_FAKE_GPU): line 1 used bytes, line 2 the holder's PID.
+    // `leaky` raises GPU memory and leaves it held by PID 4242 after it is gone; `clean`
+    // touches nothing.
+    let s = Scratch::new();
+    let gpu = s.write("gpu", "1073741824\n");
+    s.write(
+        "plan.toml",
+        r#"
+schema = 1
+name = "gpu"
+[gpu]
+interval = "50ms"
+release_timeout = "300ms"
+[[engine]]
+name = "leaky"
+shell = true
+launch = "printf '6442450944\n4242\n' > gpu && exec {runner} engine sim --port {port} --model m --ttft-ms 1 --itl-ms 1"
+model = "m"
+[engine.health]
+interval = "20ms"
+[[engine]]
+name = "clean"
+launch = "{runner} engine sim --port {port} --model m --ttft-ms 1 --itl-ms 1"
+model = "m"
+[engine.health]
+interval = "20ms"
+[[workload]]
+name = "w"
+prompts = ["hi"]
+max_tokens = 2
+[workload.load]
+concurrency = [1]
+requests = 2
+warmup = 0
+"#,
+    );
+    let out = std::process::Command::new(RUNNER)
+        .args(["exec", "plan.toml", "--results", "results"])
+        .env("RUNNER_FAKE_GPU", &gpu)
+        .current_dir(s.path())
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("[leaky] WARNING: GPU memory not back"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("pid 4242 on GPU 0"), "{stderr}");
+    let bundle = find_bundle(&s.path().join("results"));
+    let m = read_json(&bundle.join("manifest.json"));
+    let leaky = &m["engines"][0]["gpu_release"];
+    assert_eq!(leaky["released"], false, "{leaky}");
+    assert_eq!(leaky["before_launch_bytes"], 1u64 << 30);
+    assert_eq!(leaky["after_stop_bytes"], 6u64 << 30);
+    assert_eq!(leaky["holders"][0]["pid"], 4242);
+    assert_eq!(m["engines"][1]["gpu_release"]["released"], true);
+    let c = read_json(&bundle.join("cells/leaky.w.c1.summary.json"));
+    assert_eq!(
+        c["resources"]["gpu_mem_used_peak_bytes"],
+        6u64 << 30,
+        "GPU figures come from the sampler"
+    );
+}

@@ -136,7 +136,7 @@ pub struct EngineRecord {
 pub struct GpuRelease {
     pub before_launch_bytes: u64,
     pub after_stop_bytes: u64,
-    /// Back to within 256 MiB of the level before launch, within 30 s.
+    /// Back to within 256 MiB of the level before launch, within `[gpu] release_timeout`.
     pub released: bool,
     /// When not released: the processes holding GPU memory, as NVML lists them.
     pub holders: Vec<crate::metrics::gpu::GpuProcess>,

@@ -42,9 +42,15 @@ pub struct GpuProcess {
 
 /// An open NVML handle.
 pub struct Gpu {
-    nvml: Nvml,
+    nvml: Option<Nvml>,
     count: u32,
+    /// `RUNNER_FAKE_GPU`: a file standing in for one GPU, for tests of GPU behaviour on
+    /// machines without one. Line 1: used bytes; optional line 2: the PID holding it.
+    fake: Option<std::path::PathBuf>,
 }
+
+/// The environment variable that replaces NVML with a file (tests only).
+pub const FAKE_GPU_ENV: &str = "RUNNER_FAKE_GPU";
 
 impl std::fmt::Debug for Gpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -56,6 +62,25 @@ impl Gpu {
     /// Opens NVML and lists the devices; `None` (with the reason in the inventory) when it
     /// cannot.
     pub fn open() -> (Option<Gpu>, GpuInventory) {
+        if let Some(path) = std::env::var_os(FAKE_GPU_ENV) {
+            let inventory = GpuInventory {
+                available: true,
+                unavailable_reason: None,
+                driver_version: Some(format!("fake ({FAKE_GPU_ENV})")),
+                devices: vec![GpuDevice {
+                    index: 0,
+                    name: format!("fake GPU ({FAKE_GPU_ENV})"),
+                    uuid: String::new(),
+                    memory_total_bytes: 80 << 30,
+                }],
+            };
+            let gpu = Gpu {
+                nvml: None,
+                count: 1,
+                fake: Some(path.into()),
+            };
+            return (Some(gpu), inventory);
+        }
         let unavailable = |reason: String| GpuInventory {
             unavailable_reason: Some(reason),
             ..GpuInventory::default()
@@ -92,14 +117,37 @@ impl Gpu {
             driver_version: nvml.sys_driver_version().ok(),
             devices,
         };
-        (Some(Gpu { nvml, count }), inventory)
+        (
+            Some(Gpu {
+                nvml: Some(nvml),
+                count,
+                fake: None,
+            }),
+            inventory,
+        )
     }
 
     /// Every process NVML sees on any GPU, with the memory it holds.
     pub fn processes(&self) -> Vec<GpuProcess> {
         let mut out = Vec::new();
+        if let Some(f) = &self.fake {
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            let mut lines = text.lines();
+            let used = lines.next().and_then(|l| l.trim().parse().ok());
+            if let Some(pid) = lines.next().and_then(|l| l.trim().parse().ok()) {
+                out.push(GpuProcess {
+                    gpu: 0,
+                    pid,
+                    used_bytes: used,
+                });
+            }
+            return out;
+        }
+        let Some(nvml) = &self.nvml else {
+            return out;
+        };
         for index in 0..self.count {
-            let Ok(d) = self.nvml.device_by_index(index) else {
+            let Ok(d) = nvml.device_by_index(index) else {
                 continue;
             };
             for p in d.running_compute_processes().unwrap_or_default() {
@@ -118,9 +166,26 @@ impl Gpu {
 
     /// Reads memory and utilization of every device; devices that fail to answer are left out.
     pub fn read(&self) -> Vec<GpuReading> {
+        if let Some(f) = &self.fake {
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            return text
+                .lines()
+                .next()
+                .and_then(|l| l.trim().parse().ok())
+                .map(|used| GpuReading {
+                    index: 0,
+                    memory_used_bytes: used,
+                    utilization_pct: 0,
+                })
+                .into_iter()
+                .collect();
+        }
+        let Some(nvml) = &self.nvml else {
+            return Vec::new();
+        };
         (0..self.count)
             .filter_map(|index| {
-                let d = self.nvml.device_by_index(index).ok()?;
+                let d = nvml.device_by_index(index).ok()?;
                 let mem = d.memory_info().ok()?;
                 let util = d.utilization_rates().map(|u| u.gpu).unwrap_or(0);
                 Some(GpuReading {

@@ -341,6 +341,13 @@ pub struct GpuSpec {
     pub enabled: bool,
     #[serde(with = "humantime_serde_compat")]
     pub interval: Duration,
+    /// How long teardown waits for GPU memory to return to its level before launch.
+    #[serde(with = "humantime_serde_compat", default = "thirty_s")]
+    pub release_timeout: Duration,
+}
+
+fn thirty_s() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// `[report]`.

@@ -217,6 +217,8 @@ pub struct RawGpu {
     #[serde(default)]
     pub interval: Option<Spanned<String>>,
     #[serde(default)]
+    pub release_timeout: Option<Spanned<String>>,
+    #[serde(default)]
     pub enabled: Option<bool>,
 }
 

@@ -296,10 +296,12 @@ impl Resolver<'_> {
             None => GpuSpec {
                 enabled: true,
                 interval: Duration::from_millis(500),
+                release_timeout: Duration::from_secs(30),
             },
             Some(g) => GpuSpec {
                 enabled: g.enabled.unwrap_or(true),
                 interval: self.duration(&g.interval, Duration::from_millis(500)),
+                release_timeout: self.duration(&g.release_timeout, Duration::from_secs(30)),
             },
         };
         let report = ReportSpec {

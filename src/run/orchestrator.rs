@@ -711,7 +711,7 @@ impl Run<'_> {
     ) -> Result<(), RunError> {
         const SLACK: u64 = 256 << 20;
         let Some(before) = before else { return Ok(()) };
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + self.plan.gpu.release_timeout;
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
         let after = loop {
             tick.tick().await;

@@ -124,7 +124,7 @@ impl Progress {
         holders: &[crate::metrics::gpu::GpuProcess],
     ) {
         self.say(&format!(
-            "[{name}] WARNING: GPU memory not back to its level before launch after 30 s ({} MiB then, {} MiB now); held by: {}",
+            "[{name}] WARNING: GPU memory not back to its level before launch after `[gpu] release_timeout` ({} MiB then, {} MiB now); held by: {}",
             before >> 20,
             after >> 20,
             holders
