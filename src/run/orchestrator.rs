@@ -75,7 +75,7 @@ fn resume_bundle(
     dir: &std::path::Path,
     plan: &Plan,
     inventory: GpuInventory,
-) -> Result<(Bundle, Manifest, HashSet<String>), RunError> {
+) -> Result<(Bundle, Manifest, HashSet<String>, Vec<CellSummary>), RunError> {
     let err = |why: String| RunError::Resume {
         dir: dir.to_path_buf(),
         why,
@@ -109,7 +109,12 @@ fn resume_bundle(
     manifest.finished_at = None;
     manifest.message = Some(format!("resumed at {}", Utc::now().to_rfc3339()));
     manifest.gpu = inventory;
-    Ok((Bundle::open(dir), manifest, done))
+    let kept = loaded
+        .cells
+        .into_iter()
+        .filter(|c| manifest.cells.iter().any(|i| i.id == c.id))
+        .collect();
+    Ok((Bundle::open(dir), manifest, done, kept))
 }
 
 struct Run<'a> {
@@ -123,6 +128,8 @@ struct Run<'a> {
     invalid: usize,
     /// Cells already measured in the bundle being resumed: not run again.
     done: HashSet<String>,
+    /// Every cell summary written so far (the CSV is rendered from these).
+    summaries: Vec<CellSummary>,
 }
 
 /// Runs a plan and writes its bundle. `plan_bytes` is the plan file as read.
@@ -143,7 +150,7 @@ pub async fn exec(
             },
         )
     };
-    let (bundle, manifest, done) = match &opts.resume {
+    let (bundle, manifest, done, summaries) = match &opts.resume {
         Some(dir) => resume_bundle(dir, plan, inventory)?,
         None => {
             let bundle = Bundle::create(&opts.results_root, &plan.name)?;
@@ -177,7 +184,7 @@ pub async fn exec(
                     })
                     .collect(),
             };
-            (bundle, manifest, HashSet::new())
+            (bundle, manifest, HashSet::new(), Vec::new())
         }
     };
     let sampler = Sampler::start(gpu, plan.gpu.interval, &bundle.path("samples.jsonl"));
@@ -191,6 +198,7 @@ pub async fn exec(
         progress: Progress::new(opts.quiet),
         invalid: 0,
         done,
+        summaries,
     };
     run.save_manifest()?;
     run.progress.plan(plan, &run.bundle.dir, &run.manifest.gpu);
@@ -303,6 +311,18 @@ impl Run<'_> {
             .write_json(&format!("cells/{}.summary.json", s.id), s)?;
         self.set_cell(&s.id, s.status);
         self.save_manifest()?;
+        match self.summaries.iter_mut().find(|k| k.id == s.id) {
+            Some(k) => *k = s.clone(),
+            None => self.summaries.push(s.clone()),
+        }
+        let ordered: Vec<CellSummary> = self
+            .manifest
+            .cells
+            .iter()
+            .filter_map(|c| self.summaries.iter().find(|k| k.id == c.id).cloned())
+            .collect();
+        self.bundle
+            .write("summary.csv", report::csv::render(&ordered).as_bytes())?;
         self.progress.cell_done(s);
         Ok(())
     }
@@ -517,25 +537,7 @@ impl Run<'_> {
             }
         }
         self.save_cell(&summary)?;
-        self.bundle.write(
-            "summary.csv",
-            report::csv::render(&self.saved_summaries()).as_bytes(),
-        )?;
         Ok(Some(summary))
-    }
-
-    /// Every cell summary written so far, in manifest order.
-    fn saved_summaries(&self) -> Vec<CellSummary> {
-        self.manifest
-            .cells
-            .iter()
-            .filter_map(|c| {
-                let p = self.bundle.path(&format!("cells/{}.summary.json", c.id));
-                std::fs::read(p)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice(&b).ok())
-            })
-            .collect()
     }
 
     async fn bring_up(&mut self, ei: usize, spec: &EngineSpec) -> Result<Up, Failure> {
