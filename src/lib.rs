@@ -409,7 +409,7 @@ fn exec(path: &Path, results: &Path, quiet: bool, resume: Option<std::path::Path
                 bundle::format::RunStatus::Interrupted => exit::INTERRUPTED,
                 _ if out.cells_failed > 0 || out.cells_invalid > 0 => {
                     eprintln!(
-                        "runner: {} cells failed, {} invalid (client-bound); see the report",
+                        "runner: {} cells failed or rejected, {} invalid (client-bound); see the report",
                         out.cells_failed, out.cells_invalid
                     );
                     exit::CELLS_FAILED

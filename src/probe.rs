@@ -83,6 +83,7 @@ pub async fn run(spec: &ProbeSpec) -> Result<ProbeReport, String> {
         temperature: 0.0,
         stream: spec.stream,
         ignore_eos: false,
+        extra: None,
     }
     .render(&Prompt::Text(spec.prompt.clone()));
     let target = RequestTarget {

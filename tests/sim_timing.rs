@@ -21,6 +21,7 @@ fn args(max_batch: usize, step_ms: f64, prefill_ms_per_token: f64) -> SimArgs {
         ttft_ms: None,
         itl_ms: None,
         load_time: Duration::ZERO,
+        refuse_fields: Vec::new(),
         faults: Default::default(),
     }
 }

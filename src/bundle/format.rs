@@ -129,6 +129,19 @@ pub struct EngineRecord {
     /// With NVML: GPU memory before launch and after teardown.
     #[serde(default)]
     pub gpu_release: Option<GpuRelease>,
+    /// Request fields the engine refused (HTTP 4xx naming the field) in the check before its
+    /// cells; those workloads' cells are `rejected`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected_fields: Vec<RejectedField>,
+}
+
+/// A request field an engine refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RejectedField {
+    pub workload: String,
+    pub field: String,
+    /// The engine's answer: status and message.
+    pub answer: String,
 }
 
 /// Whether an engine gave its GPU memory back after teardown.
@@ -174,6 +187,9 @@ pub enum CellStatus {
     Failed,
     /// Stopped by a signal; whatever was measured is kept.
     Interrupted,
+    /// Not run: the engine refused a request field the plan sends it (`reason` names it). A
+    /// plan to fix, not an engine failure.
+    Rejected,
 }
 
 /// `cells/<id>.summary.json`.

@@ -60,6 +60,10 @@ pub struct SimArgs {
     /// How long /health answers 503 ("loading") after start, e.g. "2s".
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub load_time: Duration,
+    /// Answer HTTP 422 to any request carrying one of these fields (comma-separated), as an
+    /// engine with a strict request schema does (e.g. `transformers serve` with `ignore_eos`).
+    #[arg(long, value_delimiter = ',')]
+    pub refuse_fields: Vec<String>,
     #[command(flatten)]
     pub faults: Faults,
 }
@@ -332,6 +336,17 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
         return error(
             StatusCode::NOT_FOUND,
             format!("The model `{model}` does not exist."),
+        );
+    }
+    if let Some(f) = s
+        .args
+        .refuse_fields
+        .iter()
+        .find(|f| req.get(f.as_str()).is_some())
+    {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("body.{f}: Extra inputs are not permitted"),
         );
     }
     if kind == Kind::Chat && !req["messages"].is_array() {

@@ -16,14 +16,29 @@ pub fn bodies(engine: &EngineSpec, workload: &WorkloadSpec) -> Vec<Bytes> {
                 api: engine.api,
                 model: &engine.model,
                 max_tokens: workload.max_tokens,
-                min_tokens: workload.min_tokens,
+                min_tokens: workload.min_tokens.filter(|_| engine.accepts.min_tokens),
                 temperature: workload.temperature,
                 stream: workload.stream,
-                ignore_eos: workload.ignore_eos,
+                ignore_eos: workload.ignore_eos && engine.accepts.ignore_eos,
+                extra: Some(&engine.extra_body),
             };
             Bytes::from(b.render(p).to_string())
         })
         .collect()
+}
+
+/// The request fields outside the OpenAI API that a body for this engine and workload carries:
+/// the ones a strict engine may refuse.
+pub fn nonstandard_fields(engine: &EngineSpec, workload: &WorkloadSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    if workload.ignore_eos && engine.accepts.ignore_eos {
+        out.push("ignore_eos".to_string());
+    }
+    if workload.min_tokens.is_some() && engine.accepts.min_tokens {
+        out.push("min_tokens".to_string());
+    }
+    out.extend(engine.extra_body.keys().cloned());
+    out
 }
 
 /// Everything a request body depends on besides its prompt.
@@ -36,6 +51,8 @@ pub struct BodySpec<'a> {
     pub temperature: f64,
     pub stream: bool,
     pub ignore_eos: bool,
+    /// The engine's `[engine.extra_body]`, merged in last.
+    pub extra: Option<&'a serde_json::Map<String, Value>>,
 }
 
 impl BodySpec<'_> {
@@ -74,6 +91,9 @@ impl BodySpec<'_> {
         }
         if let Some(m) = self.min_tokens {
             b["min_tokens"] = json!(m);
+        }
+        for (k, v) in self.extra.into_iter().flatten() {
+            b[k] = v.clone();
         }
         b
     }

@@ -49,7 +49,45 @@ pub struct EngineSpec {
     /// The name of the environment variable holding the API key sent as a bearer token (the
     /// key itself never appears in the plan or the bundle).
     pub api_key_env: Option<String>,
+    /// Which non-standard fields the workload's settings may add to this engine's requests.
+    #[serde(default)]
+    pub accepts: Accepts,
+    /// `[engine.extra_body]`: fields merged into every request body sent to this engine.
+    #[serde(default)]
+    pub extra_body: serde_json::Map<String, serde_json::Value>,
 }
+
+/// `accepts = [...]`: the non-standard request fields an engine takes. Both by default, since
+/// vLLM, SGLang and llama.cpp's server take them; an engine with a strict request schema (OpenAI,
+/// `transformers serve`) answers 4xx to either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepts {
+    pub ignore_eos: bool,
+    pub min_tokens: bool,
+}
+
+impl Default for Accepts {
+    fn default() -> Self {
+        Accepts {
+            ignore_eos: true,
+            min_tokens: true,
+        }
+    }
+}
+
+/// The request fields `accepts` may name.
+pub const ACCEPTABLE_FIELDS: [&str; 2] = ["ignore_eos", "min_tokens"];
+
+/// Request fields the runner sets from the workload; `extra_body` may not replace them.
+pub const RESERVED_BODY_FIELDS: [&str; 7] = [
+    "model",
+    "messages",
+    "prompt",
+    "stream",
+    "stream_options",
+    "max_tokens",
+    "max_completion_tokens",
+];
 
 /// How the runner reaches an engine.
 #[derive(Debug, Clone, Serialize, Deserialize)]

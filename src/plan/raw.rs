@@ -61,6 +61,12 @@ pub struct RawEngine {
     pub shell: Option<bool>,
     #[serde(default)]
     pub api_key_env: Option<Spanned<String>>,
+    /// Non-standard request fields this engine accepts (`ignore_eos`, `min_tokens`).
+    #[serde(default)]
+    pub accepts: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Merged into every request body sent to this engine.
+    #[serde(default)]
+    pub extra_body: Option<Spanned<BTreeMap<String, toml::Value>>>,
 }
 
 /// `[engine.health]`.

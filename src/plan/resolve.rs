@@ -343,6 +343,7 @@ impl Resolver<'_> {
         if self.diags.iter().any(Diagnostic::is_error) {
             return None;
         }
+        self.check_dialects(&raw.engines, &engines, &workloads);
         let mut cells = Vec::new();
         for ei in 0..engines.len() {
             for (wi, w) in workloads.iter().enumerate() {
@@ -541,6 +542,8 @@ impl Resolver<'_> {
             }
             ok.then(|| n.clone())
         });
+        let accepts = self.accepts(e);
+        let extra_body = self.extra_body(e);
         match (target, name_ok) {
             (Some(target), true) => Some(EngineSpec {
                 name,
@@ -550,9 +553,107 @@ impl Resolver<'_> {
                 health,
                 version_command,
                 api_key_env,
+                accepts,
+                extra_body,
             }),
             _ => None,
         }
+    }
+
+    /// Warns where a workload asks for a fixed output length that an engine's `accepts` list
+    /// keeps out of its requests: its outputs may end early.
+    fn check_dialects(
+        &mut self,
+        raw: &[Spanned<RawEngine>],
+        engines: &[EngineSpec],
+        workloads: &[WorkloadSpec],
+    ) {
+        for (e, raw_e) in engines.iter().zip(raw) {
+            let span = raw_e
+                .get_ref()
+                .accepts
+                .as_ref()
+                .map_or_else(|| raw_e.span(), Spanned::span);
+            for w in workloads {
+                let dropped: Vec<&str> = [
+                    (w.ignore_eos && !e.accepts.ignore_eos, "ignore_eos"),
+                    (
+                        w.min_tokens.is_some() && !e.accepts.min_tokens,
+                        "min_tokens",
+                    ),
+                ]
+                .into_iter()
+                .filter_map(|(d, f)| d.then_some(f))
+                .collect();
+                if !dropped.is_empty() {
+                    self.warn_at(
+                        span.clone(),
+                        format!(
+                            "engine `{}` is not sent `{}` (not in its `accepts`): workload `{}` may get shorter outputs from it",
+                            e.name,
+                            dropped.join("`, `"),
+                            w.name
+                        ),
+                        Some("short outputs are counted in each cell's summary; compare tokens/s rather than requests/s".into()),
+                    );
+                }
+            }
+        }
+    }
+
+    fn accepts(&mut self, e: &RawEngine) -> Accepts {
+        let Some(list) = &e.accepts else {
+            return Accepts::default();
+        };
+        let mut a = Accepts {
+            ignore_eos: false,
+            min_tokens: false,
+        };
+        for f in list.get_ref() {
+            match f.get_ref().as_str() {
+                "ignore_eos" => a.ignore_eos = true,
+                "min_tokens" => a.min_tokens = true,
+                other => self.error_at(
+                    f.span(),
+                    format!("`accepts` names `{other}`, which the runner never sends"),
+                    Some(format!(
+                        "list any of {}; put other fields in [engine.extra_body]",
+                        ACCEPTABLE_FIELDS.join(", ")
+                    )),
+                ),
+            }
+        }
+        a
+    }
+
+    fn extra_body(&mut self, e: &RawEngine) -> serde_json::Map<String, serde_json::Value> {
+        let Some(table) = &e.extra_body else {
+            return serde_json::Map::new();
+        };
+        let mut out = serde_json::Map::new();
+        for (k, v) in table.get_ref() {
+            if RESERVED_BODY_FIELDS.contains(&k.as_str()) {
+                self.error_at(
+                    table.span(),
+                    format!(
+                        "[engine.extra_body] sets `{k}`, which the runner sets from the workload"
+                    ),
+                    Some("set it in the [[workload]] instead (max_tokens, stream, prompts)".into()),
+                );
+                continue;
+            }
+            match serde_json::to_value(v) {
+                Ok(j) => {
+                    out.insert(k.clone(), j);
+                }
+                Err(err) => self.error_at(
+                    table.span(),
+                    format!("[engine.extra_body] `{k}` cannot be sent as JSON: {err}"),
+                    Some("use strings, numbers, booleans, arrays or tables".into()),
+                ),
+            }
+        }
+        out
     }
 
     fn command(

@@ -146,6 +146,7 @@ fn status_text(s: CellStatus) -> &'static str {
         CellStatus::Ok => "ok",
         CellStatus::Failed => "failed",
         CellStatus::Interrupted => "interrupted",
+        CellStatus::Rejected => "rejected",
     }
 }
 

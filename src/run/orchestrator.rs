@@ -2,7 +2,7 @@
 //! spawn -> ready -> [warmup -> measure -> cell summary written] per cell -> shutdown, then
 //! finish the manifest and render the report from the bundle alone.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -29,7 +29,7 @@ use crate::metrics::record::RequestRecord;
 use crate::metrics::sampler::Sampler;
 use crate::metrics::summary::{Accumulator, GoodputBounds};
 use crate::metrics::{client_check, slo};
-use crate::plan::{Cell, EngineSpec, EngineTarget, LoadLevel, Plan};
+use crate::plan::{Cell, EngineSpec, EngineTarget, LoadLevel, Plan, ACCEPTABLE_FIELDS};
 use crate::report;
 
 /// Lines of an engine's log shown when it fails.
@@ -223,7 +223,7 @@ pub async fn exec(
         .manifest
         .cells
         .iter()
-        .filter(|c| c.status == CellStatus::Failed)
+        .filter(|c| matches!(c.status, CellStatus::Failed | CellStatus::Rejected))
         .count();
     let cells_invalid = run.invalid;
     let bundle_dir = run.bundle.dir.clone();
@@ -262,6 +262,7 @@ fn pending_engine(e: &EngineSpec) -> EngineRecord {
         log: None,
         stop: None,
         gpu_release: None,
+        rejected_fields: Vec::new(),
     }
 }
 
@@ -289,6 +290,8 @@ fn redacted(plan: &Plan) -> Plan {
 struct Up {
     base_url: String,
     spawned: Option<Spawned>,
+    /// Workloads (by index) whose requests this engine refuses, with the reason.
+    rejected: BTreeMap<usize, String>,
 }
 
 impl Run<'_> {
@@ -436,6 +439,7 @@ impl Run<'_> {
             }
         };
 
+        self.check_dialects(ei, spec, &mut up).await?;
         let mut dead: Option<String> = None;
         for cell in &cells {
             self.run_one(ei, spec, &mut up, cell, &mut dead).await?;
@@ -444,6 +448,9 @@ impl Run<'_> {
             let Some(search_spec) = w.search else {
                 continue;
             };
+            if up.rejected.contains_key(&wi) {
+                continue;
+            }
             let mut search = Search::new(search_spec);
             while let Some(level) = search.next() {
                 if self.cancel.is_stopping() || dead.is_some() {
@@ -516,6 +523,11 @@ impl Run<'_> {
             self.unrun_cell(cell, CellStatus::Failed, &reason)?;
             return Ok(None);
         }
+        if let Some(why) = up.rejected.get(&cell.workload) {
+            let reason = format!("not run: {why}");
+            self.unrun_cell(cell, CellStatus::Rejected, &reason)?;
+            return Ok(None);
+        }
         let child = up.spawned.as_mut().map(|s| &mut s.child);
         let mut summary = self.cell(cell, spec, &up.base_url, child).await?;
         if let Some(sp) = &mut up.spawned {
@@ -580,6 +592,96 @@ impl Run<'_> {
         Ok(up)
     }
 
+    /// Before an engine's cells: for each workload whose requests carry fields outside the OpenAI
+    /// API (`ignore_eos`, `min_tokens`, `[engine.extra_body]`), one request shaped like the
+    /// workload's (first prompt, 1 token). An HTTP 4xx whose message names one of those fields
+    /// means the engine refuses it: the workload's cells are marked `rejected` with the fix,
+    /// instead of being measured as a wall of failed requests.
+    async fn check_dialects(
+        &mut self,
+        ei: usize,
+        spec: &EngineSpec,
+        up: &mut Up,
+    ) -> Result<(), RunError> {
+        let api_key = spec
+            .api_key_env
+            .as_deref()
+            .and_then(|k| std::env::var(k).ok());
+        for (wi, w) in self.plan.workloads.iter().enumerate() {
+            let fields = workload::nonstandard_fields(spec, w);
+            if fields.is_empty() || self.cancel.is_stopping() {
+                continue;
+            }
+            let Some(prompt) = w.prompts.first() else {
+                continue;
+            };
+            let body = crate::load::workload::BodySpec {
+                api: spec.api,
+                model: &spec.model,
+                max_tokens: 1,
+                min_tokens: w.min_tokens.filter(|_| spec.accepts.min_tokens).map(|_| 1),
+                temperature: w.temperature,
+                stream: w.stream,
+                ignore_eos: w.ignore_eos && spec.accepts.ignore_eos,
+                extra: Some(&spec.extra_body),
+            }
+            .render(prompt);
+            let target = RequestTarget {
+                url: format!("{}{}", up.base_url, spec.api.path()),
+                stream: w.stream,
+                timeouts: Timeouts::default(),
+                keep_text: false,
+                retry: RetryPolicy::default(),
+                api_key: api_key.clone(),
+            };
+            let out = crate::load::client::send(
+                &self.client,
+                &target,
+                body.to_string().into(),
+                Instant::now(),
+                0,
+                self.cancel.stopping(),
+            )
+            .await;
+            let status = out.record.status.unwrap_or(0);
+            if out.record.ok || !(400..500).contains(&status) || status == 429 {
+                continue;
+            }
+            let message = out.record.error_message.unwrap_or_default();
+            let Some(field) = fields.iter().find(|f| message.contains(f.as_str())) else {
+                continue;
+            };
+            let fix = if ACCEPTABLE_FIELDS.contains(&field.as_str()) {
+                format!(
+                    "leave `{field}` out of engine `{}`'s `accepts` list in {} (its outputs may then end early), or use an engine that takes it",
+                    spec.name,
+                    self.plan.path.display()
+                )
+            } else {
+                format!(
+                    "remove `{field}` from engine `{}`'s [engine.extra_body] in {}",
+                    spec.name,
+                    self.plan.path.display()
+                )
+            };
+            let why = format!(
+                "engine `{}` refuses request field `{field}` ({message}); fix: {fix}",
+                spec.name
+            );
+            self.progress.warn(&why);
+            self.manifest.engines[ei]
+                .rejected_fields
+                .push(RejectedField {
+                    workload: w.name.clone(),
+                    field: field.clone(),
+                    answer: message,
+                });
+            up.rejected.insert(wi, why);
+        }
+        self.save_manifest()?;
+        Ok(())
+    }
+
     /// `[engine.health] completion = true`: one real 1-token completion must succeed, retried
     /// at the health interval until the startup deadline.
     async fn first_completion(
@@ -597,6 +699,7 @@ impl Run<'_> {
             temperature: 0.0,
             stream: false,
             ignore_eos: false,
+            extra: Some(&spec.extra_body),
         }
         .render(&crate::plan::Prompt::Text("Hello".into()));
         let target = RequestTarget {
@@ -647,6 +750,7 @@ impl Run<'_> {
                         Ok(Up {
                             base_url: url.clone(),
                             spawned: None,
+                            rejected: BTreeMap::new(),
                         })
                     }
                     Err(e) => Err(Failure::not_ready(e, spec, url, None)),
@@ -685,6 +789,7 @@ impl Run<'_> {
                         Ok(Up {
                             base_url,
                             spawned: Some(sp),
+                            rejected: BTreeMap::new(),
                         })
                     }
                     Err(e) => Err(Failure::not_ready(e, spec, &base_url, Some(sp))),

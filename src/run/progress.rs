@@ -56,6 +56,11 @@ impl Progress {
         self.say(&format!("[{name}] attaching to {url}"));
     }
 
+    /// Something the user must know about, always printed.
+    pub fn warn(&self, message: &str) {
+        self.say(&format!("warning: {message}"));
+    }
+
     pub fn engine_ready(&self, name: &str, secs: f64) {
         self.say(&format!("[{name}] ready in {secs:.2} s"));
     }
@@ -171,6 +176,7 @@ impl Progress {
                 s.id,
                 match s.status {
                     CellStatus::Interrupted => "interrupted",
+                    CellStatus::Rejected => "REJECTED FIELD",
                     _ => "FAILED",
                 },
                 s.reason.as_deref().unwrap_or("")
