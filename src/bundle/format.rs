@@ -133,6 +133,9 @@ pub struct EngineRecord {
     /// cells; those workloads' cells are `rejected`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rejected_fields: Vec<RejectedField>,
+    /// The Prometheus page scraped during its cells (`metrics_path`), when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_url: Option<String>,
 }
 
 /// A request field an engine refused.
@@ -219,6 +222,9 @@ pub struct CellSummary {
     #[serde(default)]
     pub repeats: Vec<CellMetrics>,
     pub resources: Option<Resources>,
+    /// The engine's own Prometheus metrics over the cell, when it serves `/metrics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_metrics: Option<crate::metrics::telemetry::EngineTelemetry>,
     pub slo: Option<SloVerdict>,
     /// Raw per-request records, relative to the bundle.
     pub records: Option<String>,

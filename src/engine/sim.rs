@@ -110,6 +110,15 @@ struct Shared {
     ids: AtomicU64,
     /// Completion requests received.
     received: AtomicU64,
+    gauges: Arc<Gauges>,
+}
+
+/// What `/metrics` reports, in Prometheus text, named like vLLM's.
+#[derive(Default)]
+struct Gauges {
+    running: AtomicU64,
+    waiting: AtomicU64,
+    generated: AtomicU64,
 }
 
 /// Serves until the process is signalled. Prints one line when listening.
@@ -158,23 +167,26 @@ pub fn serve(args: SimArgs) -> std::io::Result<()> {
 /// The engine's routes, with its scheduler started.
 pub fn router(args: SimArgs) -> Router {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(scheduler(rx, args.clone()));
+    let gauges = Arc::new(Gauges::default());
+    tokio::spawn(scheduler(rx, args.clone(), gauges.clone()));
     let shared = Arc::new(Shared {
         args,
         queue: tx,
         started: Instant::now(),
         ids: AtomicU64::new(0),
         received: AtomicU64::new(0),
+        gauges,
     });
     Router::new()
         .route("/health", get(health))
         .route("/v1/models", get(models))
+        .route("/metrics", get(metrics))
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat))
         .with_state(shared)
 }
 
-async fn scheduler(mut rx: mpsc::UnboundedReceiver<Sequence>, args: SimArgs) {
+async fn scheduler(mut rx: mpsc::UnboundedReceiver<Sequence>, args: SimArgs, g: Arc<Gauges>) {
     let mut waiting: VecDeque<Sequence> = VecDeque::new();
     let mut running: Vec<(Sequence, u64)> = Vec::new();
     let mut deadline = Instant::now();
@@ -199,29 +211,65 @@ async fn scheduler(mut rx: mpsc::UnboundedReceiver<Sequence>, args: SimArgs) {
             prefill_tokens += s.prompt_tokens;
             running.push((s, 0));
         }
+        g.running.store(running.len() as u64, Ordering::Relaxed);
+        g.waiting.store(waiting.len() as u64, Ordering::Relaxed);
         let step_ms = args.step_ms
             + args.step_ms_per_seq * running.len() as f64
             + args.prefill_ms_per_token * prefill_tokens as f64;
         deadline += Duration::from_secs_f64(step_ms.max(0.0) / 1000.0);
         tokio::time::sleep_until(deadline).await;
+        g.generated
+            .fetch_add(running.len() as u64, Ordering::Relaxed);
         running.retain_mut(|(s, emitted)| {
             *emitted += 1;
             s.tx.send(*emitted).is_ok() && *emitted < s.max_tokens
         });
+        if running.is_empty() && waiting.is_empty() {
+            g.running.store(0, Ordering::Relaxed);
+        }
     }
 }
 
 /// Emits token i at arrival + ttft + (i - 1) x itl: deadlines from the arrival, so lateness
 /// of one token never shifts the next.
-async fn fixed_timing(tx: mpsc::UnboundedSender<u64>, max_tokens: u64, ttft_ms: f64, itl_ms: f64) {
+async fn fixed_timing(
+    tx: mpsc::UnboundedSender<u64>,
+    max_tokens: u64,
+    ttft_ms: f64,
+    itl_ms: f64,
+    g: Arc<Gauges>,
+) {
     let start = Instant::now();
+    g.running.fetch_add(1, Ordering::Relaxed);
     for i in 1..=max_tokens {
         let due = ttft_ms + (i - 1) as f64 * itl_ms;
         tokio::time::sleep_until(start + Duration::from_secs_f64(due.max(0.0) / 1000.0)).await;
         if tx.send(i).is_err() {
-            return;
+            break;
         }
+        g.generated.fetch_add(1, Ordering::Relaxed);
     }
+    g.running.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    let g = &s.gauges;
+    let m = &s.args.model;
+    let body = format!(
+        "# HELP sim:num_requests_running Sequences in the running batch.\n\
+         # TYPE sim:num_requests_running gauge\n\
+         sim:num_requests_running{{model_name=\"{m}\"}} {}\n\
+         # HELP sim:num_requests_waiting Sequences queued for the batch.\n\
+         # TYPE sim:num_requests_waiting gauge\n\
+         sim:num_requests_waiting{{model_name=\"{m}\"}} {}\n\
+         # HELP sim:generation_tokens_total Tokens generated.\n\
+         # TYPE sim:generation_tokens_total counter\n\
+         sim:generation_tokens_total{{model_name=\"{m}\"}} {}\n",
+        g.running.load(Ordering::Relaxed),
+        g.waiting.load(Ordering::Relaxed),
+        g.generated.load(Ordering::Relaxed),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 async fn health(State(s): State<Arc<Shared>>) -> Response {
@@ -367,7 +415,7 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
         .unwrap_or(false);
     let (tx, rx) = mpsc::unbounded_channel();
     if let (Some(ttft), Some(itl)) = (s.args.ttft_ms, s.args.itl_ms) {
-        tokio::spawn(fixed_timing(tx, max_tokens, ttft, itl));
+        tokio::spawn(fixed_timing(tx, max_tokens, ttft, itl, s.gauges.clone()));
     } else if s
         .queue
         .send(Sequence {

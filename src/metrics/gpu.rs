@@ -29,6 +29,9 @@ pub struct GpuReading {
     pub index: u32,
     /// NVML's "used" memory (it excludes what the driver reserves).
     pub memory_used_bytes: u64,
+    /// What the driver reserves for itself (NVML memory info v2), kept apart from "used".
+    #[serde(default)]
+    pub memory_reserved_bytes: u64,
     pub utilization_pct: u32,
 }
 
@@ -175,6 +178,7 @@ impl Gpu {
                 .map(|used| GpuReading {
                     index: 0,
                     memory_used_bytes: used,
+                    memory_reserved_bytes: 0,
                     utilization_pct: 0,
                 })
                 .into_iter()
@@ -191,6 +195,7 @@ impl Gpu {
                 Some(GpuReading {
                     index,
                     memory_used_bytes: mem.used,
+                    memory_reserved_bytes: mem.reserved,
                     utilization_pct: util,
                 })
             })

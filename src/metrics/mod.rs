@@ -6,3 +6,4 @@ pub mod record;
 pub mod sampler;
 pub mod slo;
 pub mod summary;
+pub mod telemetry;

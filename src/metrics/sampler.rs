@@ -27,6 +27,15 @@ pub struct Resources {
     /// Resident memory of the engine's process group (launched engines only).
     pub rss_peak_bytes: Option<u64>,
     pub rss_mean_bytes: Option<u64>,
+    /// GPU memory of the engine's own processes (NVML's per-process list, the PIDs of its
+    /// process group): what the engine holds, apart from anything else on the GPU.
+    #[serde(default)]
+    pub engine_gpu_mem_peak_bytes: Option<u64>,
+    #[serde(default)]
+    pub engine_gpu_mem_mean_bytes: Option<u64>,
+    /// What the driver reserves, summed over GPUs (not part of "used").
+    #[serde(default)]
+    pub gpu_mem_reserved_bytes: Option<u64>,
 }
 
 #[derive(Default)]
@@ -40,12 +49,22 @@ struct Window {
     rss_n: u64,
     rss_sum: f64,
     rss_peak: u64,
+    egpu_n: u64,
+    egpu_sum: f64,
+    egpu_peak: u64,
+    reserved: Option<u64>,
 }
 
 impl Window {
-    fn add(&mut self, gpu: &[GpuReading], rss: Option<u64>) {
+    fn add(&mut self, gpu: &[GpuReading], rss: Option<u64>, engine_gpu: Option<u64>) {
         self.n += 1;
+        if let Some(b) = engine_gpu {
+            self.egpu_n += 1;
+            self.egpu_sum += b as f64;
+            self.egpu_peak = self.egpu_peak.max(b);
+        }
         if !gpu.is_empty() {
+            self.reserved = Some(gpu.iter().map(|g| g.memory_reserved_bytes).sum());
             let used: u64 = gpu.iter().map(|g| g.memory_used_bytes).sum();
             let util = gpu
                 .iter()
@@ -76,6 +95,10 @@ impl Window {
             gpu_util_mean_pct: gpu.then(|| self.util_sum / self.gpu_n as f64),
             rss_peak_bytes: rss.then_some(self.rss_peak),
             rss_mean_bytes: rss.then(|| (self.rss_sum / self.rss_n as f64) as u64),
+            engine_gpu_mem_peak_bytes: (self.egpu_n > 0).then_some(self.egpu_peak),
+            engine_gpu_mem_mean_bytes: (self.egpu_n > 0)
+                .then(|| (self.egpu_sum / self.egpu_n as f64) as u64),
+            gpu_mem_reserved_bytes: self.reserved,
         }
     }
 }
@@ -94,6 +117,9 @@ struct SampleLine<'a> {
     t_s: f64,
     label: &'a str,
     rss_bytes: Option<u64>,
+    /// GPU memory held by the engine's process group (NVML per-process list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    engine_gpu_bytes: Option<u64>,
     gpus: &'a [GpuReading],
 }
 
@@ -101,12 +127,29 @@ impl State {
     fn sample(&mut self) {
         let gpu = self.gpu.as_ref().map(Gpu::read).unwrap_or_default();
         let rss = self.pgid.map(procfs::group_rss_bytes).filter(|&r| r > 0);
-        self.window.add(&gpu, rss);
+        let engine_gpu = match (&self.gpu, self.pgid) {
+            (Some(g), Some(pgid)) => {
+                let members: std::collections::HashSet<u32> = procfs::group_members(pgid)
+                    .iter()
+                    .filter_map(|p| u32::try_from(p.pid).ok())
+                    .collect();
+                Some(
+                    g.processes()
+                        .iter()
+                        .filter(|p| members.contains(&p.pid))
+                        .filter_map(|p| p.used_bytes)
+                        .sum(),
+                )
+            }
+            _ => None,
+        };
+        self.window.add(&gpu, rss, engine_gpu);
         if let Some(out) = &mut self.out {
             let line = SampleLine {
                 t_s: self.started.elapsed().as_secs_f64(),
                 label: &self.label,
                 rss_bytes: rss,
+                engine_gpu_bytes: engine_gpu,
                 gpus: &gpu,
             };
             if serde_json::to_writer(&mut *out, &line).is_ok() {

@@ -55,6 +55,10 @@ pub struct EngineSpec {
     /// `[engine.extra_body]`: fields merged into every request body sent to this engine.
     #[serde(default)]
     pub extra_body: serde_json::Map<String, serde_json::Value>,
+    /// `metrics_path`: the engine's Prometheus page, scraped during cells when it answers
+    /// (default `/metrics`; `""` turns it off).
+    #[serde(default)]
+    pub metrics_path: Option<String>,
 }
 
 /// `accepts = [...]`: the non-standard request fields an engine takes. Both by default, since

@@ -67,6 +67,9 @@ pub struct RawEngine {
     /// Merged into every request body sent to this engine.
     #[serde(default)]
     pub extra_body: Option<Spanned<BTreeMap<String, toml::Value>>>,
+    /// The engine's Prometheus page (default `/metrics`, `""` for none).
+    #[serde(default)]
+    pub metrics_path: Option<Spanned<String>>,
 }
 
 /// `[engine.health]`.

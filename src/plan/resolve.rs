@@ -544,6 +544,19 @@ impl Resolver<'_> {
         });
         let accepts = self.accepts(e);
         let extra_body = self.extra_body(e);
+        let metrics_path = match &e.metrics_path {
+            None => Some("/metrics".to_string()),
+            Some(p) if p.get_ref().is_empty() => None,
+            Some(p) if p.get_ref().starts_with('/') => Some(p.get_ref().clone()),
+            Some(p) => {
+                self.error_at(
+                    p.span(),
+                    format!("`metrics_path` must start with `/`, not `{}`", p.get_ref()),
+                    Some("e.g. \"/metrics\"; \"\" turns scraping off".into()),
+                );
+                None
+            }
+        };
         match (target, name_ok) {
             (Some(target), true) => Some(EngineSpec {
                 name,
@@ -555,6 +568,7 @@ impl Resolver<'_> {
                 api_key_env,
                 accepts,
                 extra_body,
+                metrics_path,
             }),
             _ => None,
         }

@@ -363,13 +363,7 @@ fn pareto(g: &Grid, title: &str) -> DrawResult<String> {
 /// Memory per engine: once ready (idle) and the peak under load.
 fn memory(b: &LoadedBundle) -> DrawResult<Option<String>> {
     let gpu = b.manifest.gpu.available;
-    let pick = |r: &crate::metrics::sampler::Resources| {
-        if gpu {
-            r.gpu_mem_used_peak_bytes
-        } else {
-            r.rss_peak_bytes
-        }
-    };
+    let pick = |r: &crate::metrics::sampler::Resources| super::data::engine_memory(r, gpu);
     let rows: Vec<(String, f64, f64)> = b
         .manifest
         .engines

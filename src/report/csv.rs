@@ -37,6 +37,10 @@ const HEADER: &[&str] = &[
     "gpu_mem_used_peak_bytes",
     "gpu_util_mean_pct",
     "rss_peak_bytes",
+    "engine_gpu_mem_peak_bytes",
+    "gpu_mem_reserved_bytes",
+    "engine_running_peak",
+    "engine_waiting_peak",
     "goodput_req_per_s",
     "dispatch_lag_p99_ms",
     "client_cpu_pct",
@@ -95,6 +99,16 @@ pub fn render(cells: &[CellSummary]) -> String {
             int(r.and_then(|r| r.gpu_mem_used_peak_bytes)),
             num(r.and_then(|r| r.gpu_util_mean_pct)),
             int(r.and_then(|r| r.rss_peak_bytes)),
+            int(r.and_then(|r| r.engine_gpu_mem_peak_bytes)),
+            int(r.and_then(|r| r.gpu_mem_reserved_bytes)),
+            num(c.engine_metrics.as_ref().and_then(|t| {
+                t.gauge(&["num_requests_running", "num_running_reqs"])
+                    .map(|g| g.peak)
+            })),
+            num(c.engine_metrics.as_ref().and_then(|t| {
+                t.gauge(&["num_requests_waiting", "num_queue_reqs"])
+                    .map(|g| g.peak)
+            })),
             c.slo
                 .as_ref()
                 .map_or(String::new(), |s| s.passed.to_string()),

@@ -72,6 +72,61 @@ pub struct WorkloadView {
     /// One row per concurrency level, one column per engine.
     pub by_level: Vec<LevelRow>,
     pub capacity: Vec<Capacity>,
+    /// What the engines' own `/metrics` said during each cell (empty when none serves it).
+    pub telemetry: Vec<TelemetryRow>,
+}
+
+/// One cell's engine telemetry, in words.
+#[derive(Debug, Clone, Serialize)]
+pub struct TelemetryRow {
+    pub engine: String,
+    pub level: String,
+    pub scrapes: u64,
+    /// Requests the engine was running: mean / peak.
+    pub running: String,
+    /// Requests queued inside the engine: mean / peak.
+    pub waiting: String,
+    /// KV-cache use, peak, in percent.
+    pub kv_cache: String,
+    pub preemptions: String,
+    /// Tokens the engine says it generated during the cell.
+    pub generated: String,
+}
+
+/// The telemetry row of a cell, naming vLLM's, SGLang's, TGI's, the HF server's and the
+/// built-in engine's series alike.
+fn telemetry_row(c: &CellSummary) -> Option<TelemetryRow> {
+    let t = c.engine_metrics.as_ref()?;
+    let mean_peak = |suffixes: &[&str]| {
+        t.gauge(suffixes)
+            .map_or(DASH.into(), |g| format!("{:.1} / {:.0}", g.mean, g.peak))
+    };
+    let kv = t
+        .gauge(&["kv_cache_usage_perc", "gpu_cache_usage_perc", "token_usage"])
+        .map_or(DASH.into(), |g| {
+            // vLLM reports a fraction despite the `_perc` name.
+            let pct = if g.peak <= 1.0 {
+                g.peak * 100.0
+            } else {
+                g.peak
+            };
+            format!("{pct:.1}%")
+        });
+    let count = |suffixes: &[&str]| t.counter(suffixes).map_or(DASH.into(), |v| f(v, 0));
+    Some(TelemetryRow {
+        engine: c.engine.clone(),
+        level: c.level.label(),
+        scrapes: t.scrapes,
+        running: mean_peak(&[
+            "num_requests_running",
+            "num_running_reqs",
+            "queue_size_running",
+        ]),
+        waiting: mean_peak(&["num_requests_waiting", "num_queue_reqs", "queue_size"]),
+        kv_cache: kv,
+        preemptions: count(&["num_preemptions_total", "num_preemptions"]),
+        generated: count(&["generation_tokens_total", "generation_tokens"]),
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -129,15 +184,23 @@ pub fn bytes(b: u64) -> String {
     }
 }
 
+/// The memory figure reports give an engine (peak over a window). With NVML: the GPU memory of
+/// the engine's own processes where NVML's process list attributes any to its process group,
+/// else the whole GPU's "used" (containers often hide other PIDs). Without NVML: the engine
+/// process group's RSS.
+pub fn engine_memory(r: &Resources, gpu: bool) -> Option<u64> {
+    if gpu {
+        r.engine_gpu_mem_peak_bytes
+            .filter(|&b| b > 0)
+            .or(r.gpu_mem_used_peak_bytes)
+    } else {
+        r.rss_peak_bytes
+    }
+}
+
 fn memory_peak(r: Option<&Resources>, gpu: bool) -> String {
-    let v = r.and_then(|r| {
-        if gpu {
-            r.gpu_mem_used_peak_bytes
-        } else {
-            r.rss_peak_bytes
-        }
-    });
-    v.map_or(DASH.into(), bytes)
+    r.and_then(|r| engine_memory(r, gpu))
+        .map_or(DASH.into(), bytes)
 }
 
 fn status_text(s: CellStatus) -> &'static str {
@@ -421,6 +484,12 @@ pub fn build(b: &LoadedBundle) -> ReportData {
                 rows,
                 by_level,
                 capacity,
+                telemetry: b
+                    .cells
+                    .iter()
+                    .filter(|c| c.workload == w.name)
+                    .filter_map(telemetry_row)
+                    .collect(),
             }
         })
         .collect();

@@ -109,13 +109,7 @@ pub fn build(b: &LoadedBundle) -> Study {
         let mem_label = if gpu { "GPU memory" } else { "engine RSS" };
         rows.push(row(format!("{mem_label}: idle / peak"), &|e| {
             let rec = b.manifest.engines.iter().find(|r| r.name == e)?;
-            let pick = |r: &crate::metrics::sampler::Resources| {
-                if gpu {
-                    r.gpu_mem_used_peak_bytes
-                } else {
-                    r.rss_peak_bytes
-                }
-            };
+            let pick = |r: &crate::metrics::sampler::Resources| super::data::engine_memory(r, gpu);
             let idle = rec.idle.as_ref().and_then(pick);
             let peak = b
                 .cells

@@ -28,7 +28,7 @@ use crate::metrics::gpu::{Gpu, GpuInventory};
 use crate::metrics::record::RequestRecord;
 use crate::metrics::sampler::Sampler;
 use crate::metrics::summary::{Accumulator, GoodputBounds};
-use crate::metrics::{client_check, slo};
+use crate::metrics::{client_check, slo, telemetry};
 use crate::plan::{Cell, EngineSpec, EngineTarget, LoadLevel, Plan, ACCEPTABLE_FIELDS};
 use crate::report;
 
@@ -130,6 +130,9 @@ struct Run<'a> {
     done: HashSet<String>,
     /// Every cell summary written so far (the CSV is rendered from these).
     summaries: Vec<CellSummary>,
+    /// `telemetry.jsonl`: every scrape of an engine's `/metrics`.
+    telemetry: Option<telemetry::Journal>,
+    origin: Instant,
 }
 
 /// Runs a plan and writes its bundle. `plan_bytes` is the plan file as read.
@@ -188,6 +191,7 @@ pub async fn exec(
         }
     };
     let sampler = Sampler::start(gpu, plan.gpu.interval, &bundle.path("samples.jsonl"));
+    let bundle_path_telemetry = bundle.path("telemetry.jsonl");
     let mut run = Run {
         plan,
         bundle,
@@ -199,6 +203,13 @@ pub async fn exec(
         invalid: 0,
         done,
         summaries,
+        telemetry: std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(bundle_path_telemetry)
+            .ok()
+            .map(|f| Arc::new(std::sync::Mutex::new(std::io::BufWriter::new(f)))),
+        origin: Instant::now(),
     };
     run.save_manifest()?;
     run.progress.plan(plan, &run.bundle.dir, &run.manifest.gpu);
@@ -263,6 +274,7 @@ fn pending_engine(e: &EngineSpec) -> EngineRecord {
         stop: None,
         gpu_release: None,
         rejected_fields: Vec::new(),
+        metrics_url: None,
     }
 }
 
@@ -292,6 +304,8 @@ struct Up {
     spawned: Option<Spawned>,
     /// Workloads (by index) whose requests this engine refuses, with the reason.
     rejected: BTreeMap<usize, String>,
+    /// The engine's Prometheus page, when it has one.
+    metrics_url: Option<String>,
 }
 
 impl Run<'_> {
@@ -353,6 +367,7 @@ impl Run<'_> {
             metrics: None,
             repeats: Vec::new(),
             resources: None,
+            engine_metrics: None,
             slo: None,
             records: None,
         };
@@ -440,6 +455,13 @@ impl Run<'_> {
         };
 
         self.check_dialects(ei, spec, &mut up).await?;
+        if let Some(path) = &spec.metrics_path {
+            let url = format!("{}{path}", up.base_url);
+            if telemetry::scrape_once(&self.client, &url).await.is_some() {
+                self.manifest.engines[ei].metrics_url = Some(url.clone());
+                up.metrics_url = Some(url);
+            }
+        }
         let mut dead: Option<String> = None;
         for cell in &cells {
             self.run_one(ei, spec, &mut up, cell, &mut dead).await?;
@@ -529,7 +551,9 @@ impl Run<'_> {
             return Ok(None);
         }
         let child = up.spawned.as_mut().map(|s| &mut s.child);
-        let mut summary = self.cell(cell, spec, &up.base_url, child).await?;
+        let mut summary = self
+            .cell(cell, spec, &up.base_url, up.metrics_url.as_deref(), child)
+            .await?;
         if let Some(sp) = &mut up.spawned {
             if let Ok(Some(status)) = sp.child.try_wait() {
                 let why = format!(
@@ -751,6 +775,7 @@ impl Run<'_> {
                             base_url: url.clone(),
                             spawned: None,
                             rejected: BTreeMap::new(),
+                            metrics_url: None,
                         })
                     }
                     Err(e) => Err(Failure::not_ready(e, spec, url, None)),
@@ -790,6 +815,7 @@ impl Run<'_> {
                             base_url,
                             spawned: Some(sp),
                             rejected: BTreeMap::new(),
+                            metrics_url: None,
                         })
                     }
                     Err(e) => Err(Failure::not_ready(e, spec, &base_url, Some(sp))),
@@ -876,6 +902,7 @@ impl Run<'_> {
         cell: &Cell,
         spec: &EngineSpec,
         base_url: &str,
+        metrics_url: Option<&str>,
         child: Option<&mut tokio::process::Child>,
     ) -> Result<CellSummary, RunError> {
         let w = &self.plan.workloads[cell.workload];
@@ -902,6 +929,19 @@ impl Run<'_> {
         let ticker = self.progress.cell_ticker(cell, w.load.stop, done.clone());
         let started_at = Utc::now();
         self.sampler.begin_window(&cell.id);
+        let scraper = metrics_url.map(|url| {
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            let task = tokio::spawn(telemetry::scrape_cell(
+                self.client.clone(),
+                url.to_string(),
+                self.plan.gpu.interval,
+                cell.id.clone(),
+                self.telemetry.clone(),
+                self.origin,
+                stopped,
+            ));
+            (stop, task)
+        });
         let cpu0 = client_cpu_s();
         let t0 = Instant::now();
         // The level stops at once if the engine process exits under it.
@@ -973,6 +1013,13 @@ impl Run<'_> {
         let wall = t0.elapsed().as_secs_f64();
         let cpu_s = client_cpu_s() - cpu0;
         let resources = self.sampler.end_window();
+        let engine_metrics = match scraper {
+            Some((stop, task)) => {
+                let _ = stop.send(());
+                task.await.ok().flatten()
+            }
+            None => None,
+        };
         if let Some(t) = ticker {
             t.abort();
         }
@@ -1075,6 +1122,7 @@ impl Run<'_> {
             metrics: Some(metrics),
             repeats,
             resources: Some(resources),
+            engine_metrics,
             slo,
             records: Some(records_rel),
         })

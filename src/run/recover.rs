@@ -92,6 +92,7 @@ pub fn recover(dir: &Path) -> Result<Recovered, RecoverError> {
             metrics,
             repeats: Vec::new(),
             resources: None,
+            engine_metrics: None,
             slo: None,
             records: journal
                 .is_file()
