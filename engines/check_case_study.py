@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Checks a bundle of plans/cpu_case_study.toml (CI runs it after the plan):
+
+  * the run is complete and every cell was measured (status ok, valid, no failed request);
+  * every engine got ready, was stopped, and has its memory recorded (idle and per cell);
+  * both vLLM engines' output tokens/s beat the HF baseline's at concurrency 16, per workload;
+  * vLLM's own /metrics were scraped during its cells.
+
+    python3 engines/check_case_study.py BUNDLE_DIR
+
+Prints what it checked and exits 1 listing every failed check.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+BASELINE = "hf-bf16"
+CANDIDATES = ("vllm-bf16", "vllm-awq")
+LEVEL = 16
+
+
+def main(argv) -> int:
+    if len(argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    bundle = Path(argv[1])
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    cells = {}
+    for index in manifest["cells"]:
+        cells[index["id"]] = json.loads((bundle / "cells" / f"{index['id']}.summary.json").read_text())
+    failed = []
+
+    def check(ok, what):
+        print(("ok   " if ok else "FAIL ") + what)
+        if not ok:
+            failed.append(what)
+
+    check(manifest["status"] == "complete", f"run status is complete ({manifest['status']})")
+    for cid, c in sorted(cells.items()):
+        m = c.get("metrics") or {}
+        check(c["status"] == "ok" and c.get("valid", True) and m.get("requests_failed", 1) == 0
+              and m.get("requests_ok", 0) > 0,
+              f"cell {cid}: {c['status']}, {m.get('requests_ok')} ok, "
+              f"{m.get('requests_failed')} failed, valid={c.get('valid')}"
+              + (f" ({c.get('reason')})" if c.get("reason") else ""))
+        rss = (c.get("resources") or {}).get("rss_peak_bytes")
+        check(bool(rss), f"cell {cid}: engine memory recorded ({rss} bytes RSS peak)")
+    for e in manifest["engines"]:
+        idle = (e.get("idle") or {}).get("rss_peak_bytes")
+        check(e.get("ready_s") is not None and e["status"] == "stopped",
+              f"engine {e['name']}: ready in {e.get('ready_s')} s, {e['status']}")
+        check(bool(idle), f"engine {e['name']}: idle memory recorded ({idle} bytes)")
+        if e["name"].startswith("vllm"):
+            check(bool(e.get("metrics_url")), f"engine {e['name']}: /metrics scraped")
+
+    workloads = sorted({c["workload"] for c in cells.values()})
+    for w in workloads:
+        def tok(engine):
+            c = cells.get(f"{engine}.{w}.c{LEVEL}") or {}
+            return (c.get("metrics") or {}).get("output_tok_per_s", 0.0)
+
+        base = tok(BASELINE)
+        for cand in CANDIDATES:
+            check(tok(cand) > base,
+                  f"{w} at concurrency {LEVEL}: {cand} {tok(cand):.1f} tok/s > {BASELINE} "
+                  f"{base:.1f} tok/s ({tok(cand) / base if base else float('inf'):.2f}x)")
+    if failed:
+        print(f"\n{len(failed)} check(s) failed", file=sys.stderr)
+        return 1
+    print(f"\nall checks passed: {bundle}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
