@@ -78,6 +78,10 @@ class Engine:
         model.eval()
         if args.quantize:
             quantize(model, args.quantize)
+            if device.startswith("cuda"):
+                # The full-precision weights are gone; hand their cached blocks back so the
+                # memory the engine holds is what it uses.
+                torch.cuda.empty_cache()
         self.model = model
         self.device = device
         self.name = args.served_model_name or args.model
@@ -252,7 +256,15 @@ def quantize(model, how: str):
         )
     except ImportError as e:
         sys.exit(f"hf_server: --quantize {how} needs torchao ({e})")
-    config = Int4WeightOnlyConfig(group_size=128) if how == "int4" else Int8WeightOnlyConfig()
+    if how == "int4":
+        try:
+            # tinygemm's tile-packed layout runs on PyTorch's own int4 kernel; torchao's default
+            # layout needs the separate `mslk` kernels package.
+            config = Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d")
+        except TypeError:  # torchao before 0.14 has one layout, the tinygemm one
+            config = Int4WeightOnlyConfig(group_size=128)
+    else:
+        config = Int8WeightOnlyConfig()
     quantize_(model, config)
 
 

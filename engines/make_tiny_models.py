@@ -183,6 +183,7 @@ def save_variant(out: Path, model, tokenizer, tensors: dict, dtype_name: str, qu
 
     out.mkdir(parents=True, exist_ok=True)
     cfg = model.config.to_dict()
+    cfg["architectures"] = [type(model).__name__]  # servers pick the model class from it
     cfg["torch_dtype"] = dtype_name
     cfg["dtype"] = dtype_name
     if quant is not None:

@@ -65,15 +65,21 @@ class Server(unittest.TestCase):
     @classmethod
     def get(cls, path):
         c = cls.conn()
-        c.request("GET", path)
-        r = c.getresponse()
-        return r.status, r.read()
+        try:
+            c.request("GET", path)
+            r = c.getresponse()
+            return r.status, r.read()
+        finally:
+            c.close()
 
     def post(self, path, body):
         c = self.conn()
-        c.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
-        r = c.getresponse()
-        return r.status, r.read()
+        try:
+            c.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+            r = c.getresponse()
+            return r.status, r.read()
+        finally:
+            c.close()
 
     def sse(self, path, body):
         """The data payloads of a streamed response, in order."""
