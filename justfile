@@ -17,3 +17,13 @@ ci:
 # Check every example plan.
 validate:
     for p in plans/*.toml; do cargo run --quiet -- validate "$p" || exit 1; done
+
+# The client benchmark: engine pinned to CPU 0, runner to CPU 1; prints the table of
+# docs/performance.md (installs wrk with apt-get when missing). `just bench --quick` to try it.
+bench *ARGS:
+    cargo build --release --locked
+    python3 bench/bench.py {{ARGS}}
+
+# The real-engine case study CI runs (vLLM CPU build, HF baseline, tiny models).
+case-study:
+    engines/cpu_case_study.sh

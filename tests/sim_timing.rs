@@ -164,3 +164,56 @@ async fn non_streamed_requests_and_wrong_models_are_answered() {
         "{r:?}"
     );
 }
+
+fn fixed(ttft_ms: f64, itl_ms: f64) -> SimArgs {
+    SimArgs {
+        ttft_ms: Some(ttft_ms),
+        itl_ms: Some(itl_ms),
+        ..args(8, 0.0, 0.0)
+    }
+}
+
+async fn stats(base: &str) -> serde_json::Value {
+    reqwest::get(format!("{base}/stats"))
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_report_the_timings_the_engine_emitted() {
+    let base = serve(fixed(20.0, 5.0)).await;
+    for _ in 0..3 {
+        let r = one(&base, "hi", 4, true).await;
+        assert!(r.ok, "{r:?}");
+    }
+    let s = stats(&base).await;
+    assert_eq!(s["requests"], 3, "{s}");
+    assert_eq!(s["itl_n"], 9, "three gaps per 4-token response: {s}");
+    // Deadlines run from arrival: a token is never early.
+    let ttft = s["ttft_ms_mean"].as_f64().expect("ttft");
+    assert!(ttft >= 20.0, "{s}");
+    let itl = s["itl_ms_mean"].as_f64().expect("itl");
+    assert!(itl >= 4.0, "{s}");
+    let client = reqwest::Client::new();
+    client
+        .post(format!("{base}/stats/reset"))
+        .send()
+        .await
+        .expect("reset");
+    assert_eq!(stats(&base).await["requests"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_cost_mode_streams_the_same_complete_response() {
+    let base = serve(fixed(0.0, 0.0)).await;
+    for _ in 0..2 {
+        let r = one(&base, "one two three", 128, true).await;
+        assert!(r.ok, "{r:?}");
+        assert_eq!((r.input_tokens, r.output_tokens), (Some(3), 128));
+        assert_eq!(r.output_tokens_source, TokenSource::Usage);
+        assert_eq!(r.chunks, 128);
+    }
+}

@@ -97,6 +97,13 @@ pub struct Faults {
     pub retry_after: Option<String>,
 }
 
+impl Faults {
+    /// Whether a fault acts on the token stream (then the zero-cost shortcut is not taken).
+    fn any_stream_fault(&self) -> bool {
+        self.hang_after_tokens.is_some() || self.reset_after_tokens.is_some()
+    }
+}
+
 struct Sequence {
     prompt_tokens: u64,
     max_tokens: u64,
@@ -111,6 +118,53 @@ struct Shared {
     /// Completion requests received.
     received: AtomicU64,
     gauges: Arc<Gauges>,
+    stats: Arc<Emitted>,
+    /// Zero-cost mode: one pre-rendered response per request shape.
+    rendered: std::sync::Mutex<std::collections::HashMap<(bool, u64, u64, bool), Bytes>>,
+}
+
+/// The timings the engine actually emitted (`GET /stats`, reset by `POST /stats/reset`), so the
+/// client's bias can be measured against the truth: each streamed token is stamped when its
+/// chunk is handed to the HTTP layer.
+#[derive(Default)]
+struct Emitted {
+    requests: AtomicU64,
+    ttft_ns: AtomicU64,
+    ttft_n: AtomicU64,
+    itl_ns: AtomicU64,
+    itl_n: AtomicU64,
+    tpot_ns: AtomicU64,
+    tpot_n: AtomicU64,
+}
+
+impl Emitted {
+    fn json(&self) -> Value {
+        let mean = |sum: &AtomicU64, n: &AtomicU64| {
+            let n = n.load(Ordering::Relaxed);
+            (n > 0).then(|| sum.load(Ordering::Relaxed) as f64 / n as f64 / 1e6)
+        };
+        json!({
+            "requests": self.requests.load(Ordering::Relaxed),
+            "ttft_ms_mean": mean(&self.ttft_ns, &self.ttft_n),
+            "itl_ms_mean": mean(&self.itl_ns, &self.itl_n),
+            "tpot_ms_mean": mean(&self.tpot_ns, &self.tpot_n),
+            "itl_n": self.itl_n.load(Ordering::Relaxed),
+        })
+    }
+
+    fn reset(&self) {
+        for a in [
+            &self.requests,
+            &self.ttft_ns,
+            &self.ttft_n,
+            &self.itl_ns,
+            &self.itl_n,
+            &self.tpot_ns,
+            &self.tpot_n,
+        ] {
+            a.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 /// What `/metrics` reports, in Prometheus text, named like vLLM's.
@@ -176,11 +230,15 @@ pub fn router(args: SimArgs) -> Router {
         ids: AtomicU64::new(0),
         received: AtomicU64::new(0),
         gauges,
+        stats: Arc::new(Emitted::default()),
+        rendered: std::sync::Mutex::new(std::collections::HashMap::new()),
     });
     Router::new()
         .route("/health", get(health))
         .route("/v1/models", get(models))
         .route("/metrics", get(metrics))
+        .route("/stats", get(stats))
+        .route("/stats/reset", post(stats_reset))
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat))
         .with_state(shared)
@@ -250,6 +308,15 @@ async fn fixed_timing(
         g.generated.fetch_add(1, Ordering::Relaxed);
     }
     g.running.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn stats(State(s): State<Arc<Shared>>) -> Response {
+    axum::Json(s.stats.json()).into_response()
+}
+
+async fn stats_reset(State(s): State<Arc<Shared>>) -> Response {
+    s.stats.reset();
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
@@ -413,6 +480,12 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
     let include_usage = req["stream_options"]["include_usage"]
         .as_bool()
         .unwrap_or(false);
+    let arrived = Instant::now();
+    s.stats.requests.fetch_add(1, Ordering::Relaxed);
+    if stream && s.args.ttft_ms == Some(0.0) && s.args.itl_ms == Some(0.0) && !f.any_stream_fault()
+    {
+        return zero_cost(&s, kind, max_tokens, prompt_tokens, include_usage);
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     if let (Some(ttft), Some(itl)) = (s.args.ttft_ms, s.args.itl_ms) {
         tokio::spawn(fixed_timing(tx, max_tokens, ttft, itl, s.gauges.clone()));
@@ -444,6 +517,10 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
             include_usage,
             stage: Stage::Role,
             tokens_sent: 0,
+            arrived,
+            first: None,
+            last: None,
+            stats: s.stats.clone(),
         };
         let (hang, reset) = (
             s.args.faults.hang_after_tokens,
@@ -505,6 +582,53 @@ enum Stage {
     End,
 }
 
+fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Zero-cost mode (`--ttft-ms 0 --itl-ms 0`, streamed): the whole response at once, rendered once
+/// per request shape and shared, so the engine costs next to nothing and a client benchmark
+/// measures the client. Every response of a shape carries the same id.
+fn zero_cost(
+    s: &Shared,
+    kind: Kind,
+    max_tokens: u64,
+    prompt_tokens: u64,
+    include_usage: bool,
+) -> Response {
+    let key = (kind == Kind::Chat, max_tokens, prompt_tokens, include_usage);
+    let body = {
+        let mut cache = s.rendered.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry(key)
+            .or_insert_with(|| {
+                let (_tx, rx) = mpsc::unbounded_channel();
+                let mut c = Chunks {
+                    kind,
+                    id: 0,
+                    model: Value::from(s.args.model.as_str()).to_string(),
+                    rx,
+                    max_tokens,
+                    prompt_tokens,
+                    include_usage,
+                    stage: Stage::Role,
+                    tokens_sent: 0,
+                    arrived: Instant::now(),
+                    first: None,
+                    last: None,
+                    stats: Arc::new(Emitted::default()),
+                };
+                c.render_all()
+            })
+            .clone()
+    };
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
 /// The SSE body of one streamed response, in vLLM's chunk format.
 struct Chunks {
     kind: Kind,
@@ -517,6 +641,10 @@ struct Chunks {
     include_usage: bool,
     stage: Stage,
     tokens_sent: u64,
+    arrived: Instant,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    stats: Arc<Emitted>,
 }
 
 impl Chunks {
@@ -532,6 +660,7 @@ impl Chunks {
                 Stage::Tokens => match self.rx.recv().await {
                     Some(i) => {
                         self.tokens_sent += 1;
+                        self.stamp();
                         let word = WORDS[(i as usize - 1) % WORDS.len()];
                         let finish = if i >= self.max_tokens {
                             self.stage = Stage::Usage;
@@ -567,11 +696,64 @@ impl Chunks {
         }
     }
 
+    /// Records when this token's chunk leaves the engine.
+    fn stamp(&mut self) {
+        let now = Instant::now();
+        let st = &self.stats;
+        match self.last {
+            None => {
+                st.ttft_ns
+                    .fetch_add(ns(now - self.arrived), Ordering::Relaxed);
+                st.ttft_n.fetch_add(1, Ordering::Relaxed);
+                self.first = Some(now);
+            }
+            Some(prev) => {
+                st.itl_ns.fetch_add(ns(now - prev), Ordering::Relaxed);
+                st.itl_n.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.last = Some(now);
+        if self.tokens_sent >= self.max_tokens && self.tokens_sent > 1 {
+            if let Some(first) = self.first {
+                let per = ns(now - first) / (self.tokens_sent - 1);
+                st.tpot_ns.fetch_add(per, Ordering::Relaxed);
+                st.tpot_n.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     fn names(&self) -> (&'static str, &'static str) {
         match self.kind {
             Kind::Chat => ("chat.completion.chunk", "chatcmpl"),
             Kind::Completion => ("text_completion", "cmpl"),
         }
+    }
+
+    /// Every event of the response, with all tokens due at once (zero-cost mode).
+    fn render_all(&mut self) -> Bytes {
+        let mut out = Vec::new();
+        if self.kind == Kind::Chat {
+            out.extend_from_slice(&self.chunk(r#"{"role":"assistant","content":""}"#, "null"));
+        }
+        for i in 1..=self.max_tokens {
+            let word = WORDS[(i as usize - 1) % WORDS.len()];
+            let finish = if i >= self.max_tokens {
+                "\"length\""
+            } else {
+                "null"
+            };
+            let part = match self.kind {
+                Kind::Chat => format!(r#"{{"content":"{word}"}}"#),
+                Kind::Completion => format!("\"{word}\""),
+            };
+            out.extend_from_slice(&self.chunk(&part, finish));
+        }
+        self.stage = Stage::Usage;
+        self.tokens_sent = self.max_tokens;
+        while let Some(b) = futures_util::FutureExt::now_or_never(self.next()).flatten() {
+            out.extend_from_slice(&b);
+        }
+        Bytes::from(out)
     }
 
     /// One event; `part` is the delta object (chat) or the quoted text (completions).
