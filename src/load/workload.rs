@@ -11,30 +11,19 @@ pub fn bodies(engine: &EngineSpec, workload: &WorkloadSpec) -> Vec<Bytes> {
     workload
         .prompts
         .iter()
-        .map(|p| {
-            let b = BodySpec {
-                api: engine.api,
-                model: &engine.model,
-                max_tokens: workload.max_tokens,
-                min_tokens: workload.min_tokens.filter(|_| engine.accepts.min_tokens),
-                temperature: workload.temperature,
-                stream: workload.stream,
-                ignore_eos: workload.ignore_eos && engine.accepts.ignore_eos,
-                extra: Some(&engine.extra_body),
-            };
-            Bytes::from(b.render(p).to_string())
-        })
+        .map(|p| Bytes::from(BodySpec::new(engine, workload).render(p).to_string()))
         .collect()
 }
 
 /// The request fields outside the OpenAI API that a body for this engine and workload carries:
 /// the ones a strict engine may refuse.
 pub fn nonstandard_fields(engine: &EngineSpec, workload: &WorkloadSpec) -> Vec<String> {
+    let b = BodySpec::new(engine, workload);
     let mut out = Vec::new();
-    if workload.ignore_eos && engine.accepts.ignore_eos {
+    if b.ignore_eos {
         out.push("ignore_eos".to_string());
     }
-    if workload.min_tokens.is_some() && engine.accepts.min_tokens {
+    if b.min_tokens.is_some() {
         out.push("min_tokens".to_string());
     }
     out.extend(engine.extra_body.keys().cloned());
@@ -55,7 +44,22 @@ pub struct BodySpec<'a> {
     pub extra: Option<&'a serde_json::Map<String, Value>>,
 }
 
-impl BodySpec<'_> {
+impl<'a> BodySpec<'a> {
+    /// What a workload's requests to an engine carry: the workload's settings, less the
+    /// non-standard fields the engine does not accept, plus its `extra_body`.
+    pub fn new(engine: &'a EngineSpec, workload: &WorkloadSpec) -> BodySpec<'a> {
+        BodySpec {
+            api: engine.api,
+            model: &engine.model,
+            max_tokens: workload.max_tokens,
+            min_tokens: workload.min_tokens.filter(|_| engine.accepts.min_tokens),
+            temperature: workload.temperature,
+            stream: workload.stream,
+            ignore_eos: workload.ignore_eos && engine.accepts.ignore_eos,
+            extra: Some(&engine.extra_body),
+        }
+    }
+
     /// The JSON body for one prompt.
     pub fn render(&self, prompt: &Prompt) -> Value {
         let mut b = json!({

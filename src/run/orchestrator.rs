@@ -586,10 +586,7 @@ impl Run<'_> {
             self.manifest.engines[ei].api_key_used = true;
         }
         let up = self.launch_and_wait(ei, spec).await?;
-        let api_key = spec
-            .api_key_env
-            .as_deref()
-            .and_then(|k| std::env::var(k).ok());
+        let api_key = api_key(spec);
         if let EngineTarget::Attach { url } = &spec.target {
             if let Err(why) = check_model(&self.client, url, &spec.model, api_key.as_deref()).await
             {
@@ -627,10 +624,7 @@ impl Run<'_> {
         spec: &EngineSpec,
         up: &mut Up,
     ) -> Result<(), RunError> {
-        let api_key = spec
-            .api_key_env
-            .as_deref()
-            .and_then(|k| std::env::var(k).ok());
+        let api_key = api_key(spec);
         for (wi, w) in self.plan.workloads.iter().enumerate() {
             let fields = workload::nonstandard_fields(spec, w);
             if fields.is_empty() || self.cancel.is_stopping() {
@@ -639,39 +633,17 @@ impl Run<'_> {
             let Some(prompt) = w.prompts.first() else {
                 continue;
             };
-            let body = crate::load::workload::BodySpec {
-                api: spec.api,
-                model: &spec.model,
-                max_tokens: 1,
-                min_tokens: w.min_tokens.filter(|_| spec.accepts.min_tokens).map(|_| 1),
-                temperature: w.temperature,
-                stream: w.stream,
-                ignore_eos: w.ignore_eos && spec.accepts.ignore_eos,
-                extra: Some(&spec.extra_body),
-            }
-            .render(prompt);
-            let target = RequestTarget {
-                url: format!("{}{}", up.base_url, spec.api.path()),
-                stream: w.stream,
-                timeouts: Timeouts::default(),
-                keep_text: false,
-                retry: RetryPolicy::default(),
-                api_key: api_key.clone(),
-            };
-            let out = crate::load::client::send(
-                &self.client,
-                &target,
-                body.to_string().into(),
-                Instant::now(),
-                0,
-                self.cancel.stopping(),
-            )
-            .await;
-            let status = out.record.status.unwrap_or(0);
-            if out.record.ok || !(400..500).contains(&status) || status == 429 {
+            let mut body = workload::BodySpec::new(spec, w);
+            body.max_tokens = 1;
+            body.min_tokens = body.min_tokens.map(|_| 1);
+            let rec = self
+                .send_one(spec, &up.base_url, body.render(prompt), api_key.clone())
+                .await;
+            let status = rec.status.unwrap_or(0);
+            if rec.ok || !(400..500).contains(&status) || status == 429 {
                 continue;
             }
-            let message = out.record.error_message.unwrap_or_default();
+            let message = rec.error_message.unwrap_or_default();
             let Some(field) = fields.iter().find(|f| message.contains(f.as_str())) else {
                 continue;
             };
@@ -706,6 +678,35 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// One request outside any cell (readiness, dialect check), with default timeouts and no
+    /// retry; the body's `stream` decides how the answer is read.
+    async fn send_one(
+        &self,
+        spec: &EngineSpec,
+        base_url: &str,
+        body: serde_json::Value,
+        api_key: Option<String>,
+    ) -> crate::metrics::record::RequestRecord {
+        let target = RequestTarget {
+            url: format!("{base_url}{}", spec.api.path()),
+            stream: body["stream"].as_bool().unwrap_or(false),
+            timeouts: Timeouts::default(),
+            keep_text: false,
+            retry: RetryPolicy::default(),
+            api_key,
+        };
+        crate::load::client::send(
+            &self.client,
+            &target,
+            body.to_string().into(),
+            Instant::now(),
+            0,
+            self.cancel.stopping(),
+        )
+        .await
+        .record
+    }
+
     /// `[engine.health] completion = true`: one real 1-token completion must succeed, retried
     /// at the health interval until the startup deadline.
     async fn first_completion(
@@ -715,7 +716,7 @@ impl Run<'_> {
         api_key: Option<String>,
         deadline: tokio::time::Instant,
     ) -> Result<(), String> {
-        let body = crate::load::workload::BodySpec {
+        let body = workload::BodySpec {
             api: spec.api,
             model: &spec.model,
             max_tokens: 1,
@@ -726,29 +727,15 @@ impl Run<'_> {
             extra: Some(&spec.extra_body),
         }
         .render(&crate::plan::Prompt::Text("Hello".into()));
-        let target = RequestTarget {
-            url: format!("{base_url}{}", spec.api.path()),
-            stream: false,
-            timeouts: Timeouts::default(),
-            keep_text: false,
-            retry: RetryPolicy::default(),
-            api_key,
-        };
         let mut last = String::new();
         loop {
-            let out = crate::load::client::send(
-                &self.client,
-                &target,
-                body.to_string().into(),
-                Instant::now(),
-                0,
-                self.cancel.stopping(),
-            )
-            .await;
-            if out.record.ok {
+            let rec = self
+                .send_one(spec, base_url, body.clone(), api_key.clone())
+                .await;
+            if rec.ok {
                 return Ok(());
             }
-            last = out.record.error_message.unwrap_or(last);
+            last = rec.error_message.unwrap_or(last);
             if self.cancel.is_stopping()
                 || tokio::time::Instant::now() + spec.health.interval > deadline
             {
@@ -965,10 +952,7 @@ impl Run<'_> {
                         max: w.load.retries,
                         max_wait: w.load.retry_max_wait,
                     },
-                    api_key: spec
-                        .api_key_env
-                        .as_deref()
-                        .and_then(|k| std::env::var(k).ok()),
+                    api_key: api_key(spec),
                 },
                 bodies: bodies.clone(),
                 load: cell.level,
@@ -1127,6 +1111,13 @@ impl Run<'_> {
             records: Some(records_rel),
         })
     }
+}
+
+/// The engine's API key, read from the environment variable `api_key_env` names.
+fn api_key(spec: &EngineSpec) -> Option<String> {
+    spec.api_key_env
+        .as_deref()
+        .and_then(|k| std::env::var(k).ok())
 }
 
 /// User + system CPU seconds used by this process so far.
