@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::sse;
+use super::{chunk, sse};
 use crate::metrics::record::{ErrorClass, RequestRecord, TokenSource};
 
 /// Per-phase limits of one request. Nothing waits forever.
@@ -401,61 +401,44 @@ fn on_event(
     usage_seen: &mut bool,
     text: Option<&mut String>,
 ) -> Result<(), Failure> {
-    let data = ev.data.trim();
-    if data == "[DONE]" {
+    let data = ev.data.trim_ascii();
+    if data == b"[DONE]" {
         *done = true;
         return Ok(());
     }
-    if ev.event == "error" {
-        let msg = server_message(data).unwrap_or_else(|| truncate(data, 500));
+    if ev.event == b"error" {
+        let data = String::from_utf8_lossy(data);
+        let msg = server_message(&data).unwrap_or_else(|| truncate(&data, 500));
         return Err((ErrorClass::ServerError, msg));
     }
-    let chunk: Chunk = serde_json::from_str(data).map_err(|e| {
+    let chunk = chunk::read(data, text).map_err(|e| {
         (
             ErrorClass::Decode,
             format!(
                 "an SSE event is not a completion chunk ({e}): {}",
-                truncate(data, 200)
+                truncate(&String::from_utf8_lossy(data), 200)
             ),
         )
     })?;
-    if chunk.error.is_some() || chunk.object.as_deref() == Some("error") {
-        let msg = server_message(data).unwrap_or_else(|| truncate(data, 500));
+    if chunk.error {
+        let data = String::from_utf8_lossy(data);
+        let msg = server_message(&data).unwrap_or_else(|| truncate(&data, 500));
         return Err((ErrorClass::ServerError, msg));
     }
-    let mut has_output = false;
-    let mut text = text;
-    for choice in chunk.choices.iter().flatten() {
-        if let Some(d) = &choice.delta {
-            has_output |= nonempty(&d.content)
-                || nonempty(&d.reasoning_content)
-                || nonempty(&d.reasoning)
-                || d.tool_calls.as_ref().is_some_and(|t| !t.is_null());
-            if let (Some(t), Some(c)) = (text.as_deref_mut(), &d.content) {
-                t.push_str(c);
-            }
-        }
-        has_output |= nonempty(&choice.text);
-        if let (Some(t), Some(c)) = (text.as_deref_mut(), &choice.text) {
-            t.push_str(c);
-        }
-        if let Some(f) = &choice.finish_reason {
-            rec.finish_reason = Some(f.to_string());
-        }
+    if chunk.finish_reason.is_some() {
+        rec.finish_reason = chunk.finish_reason;
     }
-    if has_output {
+    if chunk.output {
         rec.chunks += 1;
         rec.content_us.push(now);
     }
-    if let Some(u) = chunk.usage {
-        if u.prompt_tokens.is_some() {
-            rec.input_tokens = u.prompt_tokens;
-        }
-        if let Some(c) = u.completion_tokens {
-            rec.output_tokens = c;
-            rec.output_tokens_source = TokenSource::Usage;
-            *usage_seen = true;
-        }
+    if chunk.prompt_tokens.is_some() {
+        rec.input_tokens = chunk.prompt_tokens;
+    }
+    if let Some(c) = chunk.completion_tokens {
+        rec.output_tokens = c;
+        rec.output_tokens_source = TokenSource::Usage;
+        *usage_seen = true;
     }
     Ok(())
 }
@@ -526,55 +509,13 @@ fn nonempty(s: &Option<Cow<'_, str>>) -> bool {
 }
 
 #[derive(Deserialize)]
-struct Chunk<'a> {
-    #[serde(borrow, default)]
-    object: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    choices: Option<Vec<StreamChoice<'a>>>,
-    #[serde(default)]
-    usage: Option<Usage>,
-    #[serde(default)]
-    error: Option<serde::de::IgnoredAny>,
-}
-
-#[derive(Deserialize)]
-struct StreamChoice<'a> {
-    #[serde(borrow, default)]
-    delta: Option<Delta<'a>>,
-    #[serde(borrow, default)]
-    text: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    finish_reason: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct Delta<'a> {
-    #[serde(borrow, default)]
-    content: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    reasoning_content: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    reasoning: Option<Cow<'a, str>>,
-    #[serde(default)]
-    tool_calls: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct Usage {
-    #[serde(default)]
-    prompt_tokens: Option<u64>,
-    #[serde(default)]
-    completion_tokens: Option<u64>,
-}
-
-#[derive(Deserialize)]
 struct Whole<'a> {
     #[serde(borrow, default)]
     object: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     choices: Option<Vec<WholeChoice<'a>>>,
     #[serde(default)]
-    usage: Option<Usage>,
+    usage: Option<chunk::Usage>,
     #[serde(default)]
     error: Option<serde::de::IgnoredAny>,
 }

@@ -1,6 +1,7 @@
 //! Load generation: the HTTP/SSE client, request bodies, and the load loops.
 
 pub mod arrival;
+pub mod chunk;
 pub mod client;
 pub mod driver;
 pub mod sse;

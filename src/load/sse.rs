@@ -4,18 +4,35 @@
 //! byte, including inside a UTF-8 character.
 //!
 //! Written here rather than taken from a crate because it sits on the measurement hot path:
-//! it works on bytes as they arrive, allocates only for an event's data, and lets the client
-//! timestamp each event at the read that completed it. The byte-split tests pin it.
+//! it works on bytes as they arrive, finds line ends with `memchr` rather than byte by byte,
+//! hands each event to the caller as slices of the read that completed it (an event's data is
+//! copied only when it spans reads or lines), and lets the client timestamp each event at the
+//! read that completed it. The byte-split tests pin it.
+
+use std::borrow::Cow;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// One dispatched event.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Event {
+/// One dispatched event, borrowed from the parser or from the bytes just fed. Bytes, not text:
+/// the client's chunk scan reads bytes, and [`Event::text`] decodes when text is needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Event<'a> {
     /// The `event:` field, empty when absent (the spec's default type is "message").
-    pub event: String,
+    pub event: &'a [u8],
     /// `data:` lines joined with `\n`.
-    pub data: String,
+    pub data: &'a [u8],
+}
+
+impl<'a> Event<'a> {
+    /// The data as text, invalid UTF-8 replaced with U+FFFD as the spec says.
+    pub fn text(&self) -> Cow<'a, str> {
+        text(self.data)
+    }
+
+    /// The event type as text, empty when absent.
+    pub fn kind(&self) -> Cow<'a, str> {
+        text(self.event)
+    }
 }
 
 /// Feeds bytes in, takes events out.
@@ -23,6 +40,7 @@ pub struct Event {
 pub struct Parser {
     /// Bytes of an unfinished line.
     line: Vec<u8>,
+    /// The current event's data when it cannot be borrowed (it spans reads or lines).
     data: Vec<u8>,
     event: Vec<u8>,
     has_data: bool,
@@ -34,13 +52,20 @@ pub struct Parser {
     pending_cr: bool,
 }
 
+/// The current event's data while a read is being scanned: still a slice of that read (the
+/// common case, one `data:` line), or gathered in the parser's buffer.
+enum Data<'b> {
+    Borrowed(&'b [u8]),
+    Buffered,
+}
+
 impl Parser {
     pub fn new() -> Parser {
         Parser::default()
     }
 
     /// Consumes `bytes`, calling `on_event` for each event completed by them.
-    pub fn feed(&mut self, bytes: &[u8], mut on_event: impl FnMut(Event)) {
+    pub fn feed(&mut self, bytes: &[u8], mut on_event: impl FnMut(Event<'_>)) {
         if self.started {
             self.feed_lines(bytes, &mut on_event);
             return;
@@ -55,27 +80,32 @@ impl Parser {
         self.feed_lines(head.strip_prefix(BOM).unwrap_or(&head), &mut on_event);
     }
 
-    fn feed_lines(&mut self, mut bytes: &[u8], on_event: &mut impl FnMut(Event)) {
+    fn feed_lines(&mut self, mut bytes: &[u8], on_event: &mut impl FnMut(Event<'_>)) {
         if self.pending_cr {
             self.pending_cr = false;
             if let Some(rest) = bytes.strip_prefix(b"\n") {
                 bytes = rest;
             }
         }
-        while let Some(i) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
+        let mut data = Data::Buffered;
+        while let Some(i) = memchr::memchr2(b'\n', b'\r', bytes) {
             let line_end = &bytes[..i];
             if self.line.is_empty() {
-                self.process_line(line_end, on_event);
+                self.process_line(line_end, &mut data, on_event);
             } else {
+                // The line began in an earlier read: join it, and buffer what it holds.
                 let mut line = std::mem::take(&mut self.line);
                 line.extend_from_slice(line_end);
-                self.process_line(&line, on_event);
+                let mut joined = Data::Buffered;
+                self.process_line(&line, &mut joined, on_event);
+                self.keep(joined);
                 line.clear();
                 self.line = line;
             }
             if bytes[i] == b'\r' {
                 if i + 1 == bytes.len() {
                     self.pending_cr = true;
+                    self.keep(data);
                     return;
                 }
                 if bytes[i + 1] == b'\n' {
@@ -85,16 +115,35 @@ impl Parser {
             }
             bytes = &bytes[i + 1..];
         }
+        self.keep(data);
         self.line.extend_from_slice(bytes);
     }
 
-    fn process_line(&mut self, line: &[u8], on_event: &mut impl FnMut(Event)) {
+    /// The read is over: data still borrowed from it moves into the buffer.
+    fn keep(&mut self, data: Data<'_>) {
+        if let Data::Borrowed(b) = data {
+            self.data.extend_from_slice(b);
+        }
+    }
+
+    fn process_line<'b>(
+        &mut self,
+        line: &'b [u8],
+        data: &mut Data<'b>,
+        on_event: &mut impl FnMut(Event<'_>),
+    ) {
         if line.is_empty() {
             if self.has_data {
-                let data = String::from_utf8_lossy(&self.data).into_owned();
-                let event = String::from_utf8_lossy(&self.event).into_owned();
-                on_event(Event { event, data });
+                let bytes = match *data {
+                    Data::Borrowed(b) => b,
+                    Data::Buffered => &self.data,
+                };
+                on_event(Event {
+                    event: &self.event,
+                    data: bytes,
+                });
             }
+            *data = Data::Buffered;
             self.data.clear();
             self.event.clear();
             self.has_data = false;
@@ -103,7 +152,7 @@ impl Parser {
         if line[0] == b':' {
             return; // a comment, e.g. a keep-alive
         }
-        let (field, value) = match line.iter().position(|&b| b == b':') {
+        let (field, value) = match memchr::memchr(b':', line) {
             Some(i) => {
                 let v = &line[i + 1..];
                 (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
@@ -112,11 +161,18 @@ impl Parser {
         };
         match field {
             b"data" => {
-                if self.has_data {
-                    self.data.push(b'\n');
+                if !self.has_data {
+                    // The first data line of an event: borrow it until the event ends or the
+                    // read does.
+                    *data = Data::Borrowed(value);
+                    self.has_data = true;
+                    return;
                 }
+                if let Data::Borrowed(b) = std::mem::replace(data, Data::Buffered) {
+                    self.data.extend_from_slice(b);
+                }
+                self.data.push(b'\n');
                 self.data.extend_from_slice(value);
-                self.has_data = true;
             }
             b"event" => {
                 self.event.clear();
@@ -129,21 +185,33 @@ impl Parser {
     }
 }
 
+/// UTF-8 text, with invalid sequences replaced. `from_utf8` first: `from_utf8_lossy` checks
+/// valid text several times slower.
+fn text(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse_all(chunks: &[&[u8]]) -> Vec<Event> {
+    /// Events as (type, data) text.
+    fn parse_all(chunks: &[&[u8]]) -> Vec<(String, String)> {
         let mut p = Parser::new();
         let mut out = Vec::new();
         for c in chunks {
-            p.feed(c, |e| out.push(e));
+            p.feed(c, |e| {
+                out.push((e.kind().into_owned(), e.text().into_owned()))
+            });
         }
         out
     }
 
-    fn data(events: &[Event]) -> Vec<&str> {
-        events.iter().map(|e| e.data.as_str()).collect()
+    fn data(events: &[(String, String)]) -> Vec<&str> {
+        events.iter().map(|e| e.1.as_str()).collect()
     }
 
     #[test]
@@ -151,7 +219,23 @@ mod tests {
         let stream = b"\xEF\xBB\xBF: keep-alive\r\ndata: a\r\n\r\ndata:b\rdata:  c\r\revent: err\ndata: x\ndata: y\n\nid: 7\nretry: 10\n\n";
         let ev = parse_all(&[stream]);
         assert_eq!(data(&ev), ["a", "b\n c", "x\ny"]);
-        assert_eq!(ev[2].event, "err");
+        assert_eq!(ev[2].0, "err");
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_and_event_types_survive_splits() {
+        let stream = b"event: e\xFFrr\ndata: a\xF0\x9F\ndata: b\n\ndata: c\n\n";
+        let whole = parse_all(&[stream]);
+        assert_eq!(data(&whole), ["a\u{FFFD}\nb", "c"]);
+        assert_eq!(whole[0].0, "e\u{FFFD}rr");
+        assert_eq!(whole[1].0, "");
+        for i in 0..=stream.len() {
+            assert_eq!(
+                parse_all(&[&stream[..i], &stream[i..]]),
+                whole,
+                "split at {i}"
+            );
+        }
     }
 
     #[test]
