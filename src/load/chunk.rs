@@ -9,6 +9,12 @@
 //! escape, a number that is not a plain count, deep nesting, or anything malformed) it gives
 //! up and the serde reader decides, so the scan can only ever be faster, never different. The
 //! differential tests below hold it to that, on every transcript chunk and on mutations of them.
+//!
+//! A stream's chunks are, as a rule, byte for byte the same but for the generated text (same
+//! id, model, created time, same keys in the same order). [`Reader`] remembers the last chunk
+//! the scan read whose only text field was one string: a chunk that starts and ends with the
+//! same bytes around a valid string in that place has the same facts but for whether that string
+//! is empty, so it is answered with two comparisons and a look at the new text.
 
 use std::borrow::Cow;
 
@@ -27,16 +33,80 @@ pub struct Facts {
     pub completion_tokens: Option<u64>,
 }
 
-/// Reads one chunk (an event's data, not yet decoded). With `text`, the generated text is
-/// appended to it (serde reader); without, the scan is tried first. Invalid UTF-8 is replaced
-/// before serde reads it, as the SSE specification decodes events.
-pub fn read(data: &[u8], text: Option<&mut String>) -> Result<Facts, serde_json::Error> {
-    if text.is_none() {
-        if let Some(f) = scan(data) {
-            return Ok(f);
-        }
+/// Reads the chunks of one stream.
+#[derive(Debug, Default)]
+pub struct Reader {
+    /// The last chunk the scan answered with exactly one text field, and where that field's
+    /// string sits in it (between the quotes).
+    last: Vec<u8>,
+    text_at: Option<(usize, usize)>,
+    /// Its facts, the text field left out.
+    base: Facts,
+}
+
+impl Reader {
+    pub fn new() -> Reader {
+        Reader::default()
     }
-    serde(&String::from_utf8_lossy(data), text)
+
+    /// Reads one chunk (an event's data, not yet decoded). With `text`, the generated text is
+    /// appended to it (serde reader); without, the remembered shape and then the scan are tried
+    /// first. Invalid UTF-8 is replaced before serde reads it, as the SSE specification decodes
+    /// events.
+    pub fn read(
+        &mut self,
+        data: &[u8],
+        text: Option<&mut String>,
+    ) -> Result<Facts, serde_json::Error> {
+        if text.is_none() {
+            if let Some(f) = self.same_shape(data) {
+                return Ok(f);
+            }
+            if let Some((f, field)) = scan_fields(data) {
+                self.remember(data, &f, field);
+                return Ok(f);
+            }
+        }
+        serde(&String::from_utf8_lossy(data), text)
+    }
+
+    /// The facts of `data` if it is the last chunk with another valid string in its text field.
+    fn same_shape(&self, data: &[u8]) -> Option<Facts> {
+        let (start, end) = self.text_at?;
+        let (head, tail) = (&self.last[..start], &self.last[end..]);
+        if data.len() < head.len() + tail.len() || !data.starts_with(head) || !data.ends_with(tail)
+        {
+            return None;
+        }
+        // The new string must close exactly where the tail (which begins with its closing
+        // quote) begins.
+        let close = data.len() - tail.len();
+        let mut s = Scan {
+            b: data,
+            i: start - 1,
+            depth: 0,
+        };
+        s.string()?;
+        if s.i != close + 1 {
+            return None;
+        }
+        Some(Facts {
+            output: self.base.output || close > start,
+            ..self.base.clone()
+        })
+    }
+
+    fn remember(&mut self, data: &[u8], facts: &Facts, field: Option<TextField>) {
+        self.text_at = None;
+        let Some(field) = field else { return };
+        self.last.clear();
+        self.last.extend_from_slice(data);
+        self.text_at = Some((field.start, field.end));
+        self.base = Facts {
+            output: false,
+            ..facts.clone()
+        };
+    }
 }
 
 /// The reference reader: typed serde structs.
@@ -121,12 +191,46 @@ pub struct Usage {
 
 /// The fast reader: one pass over the bytes, `None` when serde must decide.
 pub fn scan(data: &[u8]) -> Option<Facts> {
+    scan_fields(data).map(|(f, _)| f)
+}
+
+/// Where the only text field of a chunk sits: the bytes between its quotes.
+#[derive(Debug, Clone, Copy)]
+struct TextField {
+    start: usize,
+    end: usize,
+}
+
+/// The text fields (`content`, `reasoning_content`, `reasoning`, `text`) a scan has met.
+#[derive(Debug, Default)]
+struct TextFields {
+    count: u32,
+    last: Option<TextField>,
+}
+
+impl TextFields {
+    /// Reads a text field's string at the cursor; returns whether it is non-empty.
+    fn read(&mut self, s: &mut Scan<'_>) -> Option<bool> {
+        let raw = s.string()?;
+        let end = s.i - 1;
+        self.count += 1;
+        self.last = Some(TextField {
+            start: end - raw.len(),
+            end,
+        });
+        Some(!raw.is_empty())
+    }
+}
+
+/// The scan, and the place of the chunk's text field when it has exactly one.
+fn scan_fields(data: &[u8]) -> Option<(Facts, Option<TextField>)> {
     let mut s = Scan {
         b: data,
         i: 0,
         depth: 0,
     };
     let mut f = Facts::default();
+    let mut fields = TextFields::default();
     let mut seen = Seen(0);
     s.object(|s, key| {
         match key {
@@ -139,7 +243,7 @@ pub fn scan(data: &[u8]) -> Option<Facts> {
             b"choices" => {
                 seen.once(2)?;
                 if !s.null()? {
-                    s.array(|s| choice(s, &mut f))?;
+                    s.array(|s| choice(s, &mut f, &mut fields))?;
                 }
             }
             b"usage" => {
@@ -173,10 +277,14 @@ pub fn scan(data: &[u8]) -> Option<Facts> {
         Some(())
     })?;
     s.ws();
-    (s.i == s.b.len()).then_some(f)
+    if s.i != s.b.len() {
+        return None;
+    }
+    let only = if fields.count == 1 { fields.last } else { None };
+    Some((f, only))
 }
 
-fn choice(s: &mut Scan<'_>, f: &mut Facts) -> Option<()> {
+fn choice(s: &mut Scan<'_>, f: &mut Facts, fields: &mut TextFields) -> Option<()> {
     let mut seen = Seen(0);
     s.object(|s, key| {
         match key {
@@ -196,7 +304,7 @@ fn choice(s: &mut Scan<'_>, f: &mut Facts) -> Option<()> {
                         };
                         seen.once(bit)?;
                         if !s.null()? {
-                            f.output |= !s.string()?.is_empty();
+                            f.output |= fields.read(s)?;
                         }
                         Some(())
                     })?;
@@ -205,7 +313,7 @@ fn choice(s: &mut Scan<'_>, f: &mut Facts) -> Option<()> {
             b"text" => {
                 seen.once(2)?;
                 if !s.null()? {
-                    f.output |= !s.string()?.is_empty();
+                    f.output |= fields.read(s)?;
                 }
             }
             b"finish_reason" => {
@@ -542,6 +650,27 @@ mod tests {
         }
     }
 
+    /// A reader that has seen one chunk answers the next as serde does, for every ordered pair
+    /// of corpus chunks (same-shape pairs take the remembered path).
+    #[test]
+    fn a_stream_reader_agrees_with_serde_after_any_chunk() {
+        let corpus = corpus();
+        let mut remembered = 0;
+        for a in &corpus {
+            for b in &corpus {
+                let mut r = Reader::new();
+                let _ = r.read(a.as_bytes(), None);
+                remembered += usize::from(r.same_shape(b.as_bytes()).is_some());
+                let got = r.read(b.as_bytes(), None).map_err(|e| e.to_string());
+                assert_eq!(got, verdict(serde(b, None)), "{a}\nthen\n{b}");
+            }
+        }
+        assert!(
+            remembered > 50,
+            "only {remembered} pairs took the remembered path"
+        );
+    }
+
     /// Byte mutations of every corpus chunk (deleted, duplicated and replaced bytes, from a
     /// fixed seed): whenever the scan answers, serde answers the same.
     #[test]
@@ -554,7 +683,7 @@ mod tests {
             seed ^= seed << 17;
             seed
         };
-        let mut checked = 0;
+        let (mut checked, mut remembered) = (0, 0);
         for c in corpus() {
             for _ in 0..300 {
                 let mut b = c.clone().into_bytes();
@@ -571,16 +700,84 @@ mod tests {
                         _ => b[at] = alphabet[(next() % alphabet.len() as u64) as usize],
                     }
                 }
+                let m = String::from_utf8_lossy(&b);
                 if let Some(f) = scan(&b) {
                     checked += 1;
-                    let m = String::from_utf8_lossy(&b);
                     assert_eq!(Ok(f), verdict(serde(&m, None)), "{m}");
+                }
+                // The same mutation read by a reader that has just read the original.
+                let mut r = Reader::new();
+                let _ = r.read(c.as_bytes(), None);
+                if let Some(f) = r.same_shape(&b) {
+                    remembered += 1;
+                    assert_eq!(Ok(f), verdict(serde(&m, None)), "{c}\nthen\n{m}");
                 }
             }
         }
         assert!(
             checked > 1000,
             "only {checked} mutations were answered by the scan"
+        );
+        assert!(
+            remembered > 100,
+            "only {remembered} mutations took the remembered path"
+        );
+    }
+
+    /// Random text (quotes, backslashes, escapes, control and multi-byte characters) put in the
+    /// text field of each remembered chunk: whenever the reader answers from memory, serde
+    /// answers the same.
+    #[test]
+    fn a_remembered_shape_with_any_new_text_agrees_with_serde() {
+        let pieces: [&[u8]; 14] = [
+            b"a",
+            b" ",
+            b"\"",
+            b"\\",
+            b"\\n",
+            b"\\\"",
+            b"\\u00e9",
+            b"\\ud83d",
+            b"\\x",
+            b"\\u12",
+            b"\t",
+            "é".as_bytes(),
+            b"\xFF",
+            b"}",
+        ];
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut answered, mut deferred) = (0, 0);
+        for c in corpus() {
+            let mut r = Reader::new();
+            let _ = r.read(c.as_bytes(), None);
+            let Some((start, end)) = r.text_at else {
+                continue;
+            };
+            for _ in 0..200 {
+                let mut b = c.as_bytes()[..start].to_vec();
+                for _ in 0..next() % 6 {
+                    b.extend_from_slice(pieces[(next() % pieces.len() as u64) as usize]);
+                }
+                b.extend_from_slice(&c.as_bytes()[end..]);
+                match r.same_shape(&b) {
+                    Some(f) => {
+                        answered += 1;
+                        let m = String::from_utf8_lossy(&b);
+                        assert_eq!(Ok(f), verdict(serde(&m, None)), "{c}\nthen\n{m}");
+                    }
+                    None => deferred += 1,
+                }
+            }
+        }
+        assert!(
+            answered > 1000 && deferred > 1000,
+            "{answered} answered, {deferred} deferred"
         );
     }
 }

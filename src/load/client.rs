@@ -309,6 +309,7 @@ fn first_token_timeout(limit: Duration) -> Failure {
 pub struct StreamReader<'t> {
     stream: bool,
     parser: sse::Parser,
+    chunks: chunk::Reader,
     /// A non-streamed body, gathered until the end.
     whole: Vec<u8>,
     done: bool,
@@ -322,6 +323,7 @@ impl<'t> StreamReader<'t> {
         StreamReader {
             stream,
             parser: sse::Parser::new(),
+            chunks: chunk::Reader::new(),
             whole: Vec::new(),
             done: false,
             usage: false,
@@ -347,6 +349,7 @@ impl<'t> StreamReader<'t> {
         }
         let Self {
             parser,
+            chunks,
             failure,
             done,
             usage,
@@ -356,7 +359,7 @@ impl<'t> StreamReader<'t> {
         parser.feed(bytes, |ev| {
             if failure.is_none() && !*done {
                 rec.first_event_us.get_or_insert(now);
-                if let Err(f) = on_event(&ev, now, rec, done, usage, text.as_deref_mut()) {
+                if let Err(f) = on_event(&ev, chunks, now, rec, done, usage, text.as_deref_mut()) {
                     *failure = Some(f);
                 }
             }
@@ -395,6 +398,7 @@ impl<'t> StreamReader<'t> {
 
 fn on_event(
     ev: &sse::Event,
+    chunks: &mut chunk::Reader,
     now: u64,
     rec: &mut RequestRecord,
     done: &mut bool,
@@ -411,7 +415,7 @@ fn on_event(
         let msg = server_message(&data).unwrap_or_else(|| truncate(&data, 500));
         return Err((ErrorClass::ServerError, msg));
     }
-    let chunk = chunk::read(data, text).map_err(|e| {
+    let chunk = chunks.read(data, text).map_err(|e| {
         (
             ErrorClass::Decode,
             format!(
