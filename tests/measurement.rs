@@ -138,6 +138,49 @@ fn open_loop_latency_counts_from_the_schedule_and_rate_is_delivered() {
 }
 
 #[test]
+fn open_loop_backpressure_is_queueing_not_dispatch_lag() {
+    // 100 requests/s into one slot, each request ~90 ms (40 ms + 5 x 10 ms): the backlog
+    // grows by ~80 ms a request, and that wait is the server's, not the client's.
+    let s = Scratch::new();
+    s.write(
+        "plan.toml",
+        &plan("rate = [100.0]\nrequests = 10\nwarmup = 0\nmax_in_flight = 1"),
+    );
+    let (out, bundle) = s.exec("plan.toml");
+    assert!(out.status.success(), "{}", text(&out));
+    let c = read_json(&bundle.join("cells/fixed.w.r100.summary.json"));
+    assert_eq!(c["valid"], true, "{c}");
+    within(
+        stat(&c, "dispatch_lag_ms", "p99"),
+        0.0,
+        10.0,
+        "dispatch lag p99",
+    );
+    let records: Vec<serde_json::Value> =
+        std::fs::read_to_string(bundle.join("cells/fixed.w.r100.records.jsonl"))
+            .expect("records")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+    assert_eq!(records.len(), 10);
+    for r in &records {
+        let (sched, sent, queued) = (
+            r["scheduled_us"].as_u64().expect("scheduled"),
+            r["sent_us"].as_u64().expect("sent"),
+            r["queued_us"].as_u64().expect("queued"),
+        );
+        assert!(queued <= sent - sched, "queued beyond the send delay: {r}");
+        // Request i cannot start before the i before it ended (>= 90 ms each), and was due at
+        // 10 ms x i: it waited at least 80 ms x i.
+        let i = r["index"].as_u64().expect("index");
+        assert!(
+            queued >= 80_000 * i,
+            "request {i} queued only {queued} us: {r}"
+        );
+    }
+}
+
+#[test]
 fn a_rate_the_client_cannot_send_makes_the_cell_invalid() {
     let s = Scratch::new();
     s.write(

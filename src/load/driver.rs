@@ -234,35 +234,51 @@ async fn open(
     let slots = level
         .max_in_flight
         .map(|m| Arc::new(Semaphore::new(m as usize)));
-    let mut arrivals = Arrivals::new(level.arrival, rate);
+    // The schedule is kept by a thread of its own: tokio's timer wakes on millisecond ticks,
+    // which alone would add up to a millisecond of dispatch lag to every request.
+    let (due_tx, mut due_rx) = mpsc::unbounded_channel();
+    let (halt_tx, halt_rx) = std::sync::mpsc::channel::<()>();
+    let pacer = {
+        let arrivals = Arrivals::new(level.arrival, rate);
+        let (cancel, tally) = (cancel.clone(), tally.clone());
+        std::thread::Builder::new()
+            .name("runner-pacer".into())
+            .spawn(move || pace(origin, arrivals, stop, &cancel, &tally, &due_tx, &halt_rx))
+    };
     let mut tasks = tokio::task::JoinSet::new();
-    let mut due_s = 0.0f64;
-    let mut i = 0u64;
+    // Until when the dispatcher last waited for a free slot: requests due meanwhile were held
+    // back by the server (queued), not by the client.
+    let mut waited_until_us = 0u64;
     loop {
-        if cancel.is_stopping() || tally.stopped() || !more(stop, i, Duration::from_secs_f64(due_s))
-        {
+        let (index, scheduled_us) = tokio::select! {
+            d = due_rx.recv() => match d {
+                Some(d) => d,
+                None => break,
+            },
+            () = cancel.stopping() => break,
+        };
+        if tally.stopped() {
             break;
         }
-        let due = origin + Duration::from_secs_f64(due_s);
-        if due > Instant::now() {
-            tokio::select! {
-                () = tokio::time::sleep_until(due.into()) => {},
-                () = cancel.stopping() => break,
-            }
-        }
-        let scheduled_us = (due_s * 1e6) as u64;
         let (permit, queued_us) = match &slots {
             None => (None, 0),
-            Some(s) => {
-                let t0 = client::since(origin);
-                let p = tokio::select! {
-                    p = s.clone().acquire_owned() => p.ok(),
-                    () = cancel.stopping() => break,
-                };
-                (p, client::since(origin).saturating_sub(t0))
-            }
+            Some(s) => match s.clone().try_acquire_owned() {
+                Ok(p) => {
+                    let backlog = waited_until_us.saturating_sub(scheduled_us);
+                    let late = client::since(origin).saturating_sub(scheduled_us);
+                    (Some(p), backlog.min(late))
+                }
+                Err(_) => {
+                    let p = tokio::select! {
+                        p = s.clone().acquire_owned() => p.ok(),
+                        () = cancel.stopping() => break,
+                    };
+                    waited_until_us = client::since(origin);
+                    (p, waited_until_us.saturating_sub(scheduled_us))
+                }
+            },
         };
-        let body = level.bodies[(i % level.bodies.len() as u64) as usize].clone();
+        let body = level.bodies[(index % level.bodies.len() as u64) as usize].clone();
         let (level2, cancel2, sink2, progress2, tally2) = (
             level.clone(),
             cancel.clone(),
@@ -270,7 +286,6 @@ async fn open(
             progress.clone(),
             tally.clone(),
         );
-        let index = i;
         tasks.spawn(async move {
             let out = client::send(
                 &level2.client,
@@ -291,9 +306,47 @@ async fn open(
             let _ = sink2.send(rec).await;
         });
         while tasks.try_join_next().is_some() {}
-        i += 1;
-        due_s += arrivals.next_gap_s();
+    }
+    // Wakes the pacer if it sleeps, and makes its next send fail if it does not.
+    drop(halt_tx);
+    drop(due_rx);
+    if let Ok(pacer) = pacer {
+        let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
     }
     drop(sink);
     while tasks.join_next().await.is_some() {}
+}
+
+/// The open loop's clock: sends each request's (index, due instant) when it is due, sleeping in
+/// between on the OS's high-resolution timer, until the stop rule, a stop request, an early
+/// stop on errors, or a halt from the dispatcher.
+fn pace(
+    origin: Instant,
+    mut arrivals: Arrivals,
+    stop: StopRule,
+    cancel: &Cancel,
+    tally: &Tally,
+    due_tx: &mpsc::UnboundedSender<(u64, u64)>,
+    halt: &std::sync::mpsc::Receiver<()>,
+) {
+    // Linux lets a sleeping thread wake up to 50 µs late by default: ask for none.
+    let _ = nix::sys::prctl::set_timerslack(1);
+    let mut due_s = 0.0f64;
+    let mut i = 0u64;
+    while !cancel.is_stopping() && !tally.stopped() && more(stop, i, Duration::from_secs_f64(due_s))
+    {
+        let due = origin + Duration::from_secs_f64(due_s);
+        let now = Instant::now();
+        if due > now {
+            match halt.recv_timeout(due - now) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                _ => return,
+            }
+        }
+        if due_tx.send((i, (due_s * 1e6) as u64)).is_err() {
+            return;
+        }
+        i += 1;
+        due_s += arrivals.next_gap_s();
+    }
 }
