@@ -101,6 +101,7 @@ pub async fn run(spec: &ProbeSpec) -> Result<ProbeReport, String> {
             .api_key_env
             .as_deref()
             .and_then(|k| std::env::var(k).ok()),
+        expect_tokens: spec.max_tokens,
     };
     let out = client::send(
         &client,

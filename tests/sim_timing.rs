@@ -54,6 +54,7 @@ async fn one(base: &str, prompt: &str, max_tokens: u32, stream: bool) -> Request
         keep_text: false,
         retry: Default::default(),
         api_key: None,
+        expect_tokens: 0,
     };
     let client = http_client(Duration::from_secs(5)).expect("client");
     send(
@@ -140,6 +141,7 @@ async fn non_streamed_requests_and_wrong_models_are_answered() {
         keep_text: false,
         retry: Default::default(),
         api_key: None,
+        expect_tokens: 0,
     };
     let wrong = Bytes::from(
         r#"{"model":"other","messages":[{"role":"user","content":"x"}],"stream":true}"#,

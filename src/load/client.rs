@@ -79,6 +79,9 @@ pub struct RequestTarget {
     pub retry: RetryPolicy,
     /// Sent as `Authorization: Bearer ...` when set.
     pub api_key: Option<String>,
+    /// How many content events to expect (the request's `max_tokens`), so the record's
+    /// instants are allocated once rather than grown; 0 when unknown.
+    pub expect_tokens: u32,
 }
 
 /// Builds the HTTP client every request of a run shares: connections are reused, no proxy
@@ -149,6 +152,8 @@ pub async fn send(
 ) -> Outcome {
     let mut rec = blank_record(scheduled_us);
     rec.sent_us = since(origin);
+    rec.content_us
+        .reserve(target.expect_tokens.min(65_536) as usize + 1);
     let mut text = target.keep_text.then(String::new);
     let total = target.timeouts.total;
     let attempts = async {

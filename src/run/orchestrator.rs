@@ -694,6 +694,7 @@ impl Run<'_> {
             keep_text: false,
             retry: RetryPolicy::default(),
             api_key,
+            expect_tokens: 0,
         };
         crate::load::client::send(
             &self.client,
@@ -907,7 +908,7 @@ impl Run<'_> {
             acc = acc.open_loop();
         }
         let (tx, rx) = mpsc::channel::<RequestRecord>(1024);
-        let collector = tokio::spawn(collect(rx, file, acc));
+        let collector = tokio::spawn(collect(rx, file, acc, self.plan.repeat > 1));
 
         let timeouts = w.load.timeouts;
         let client = http_client(timeouts.connect)?;
@@ -953,6 +954,7 @@ impl Run<'_> {
                         max_wait: w.load.retry_max_wait,
                     },
                     api_key: api_key(spec),
+                    expect_tokens: w.max_tokens,
                 },
                 bodies: bodies.clone(),
                 load: cell.level,
@@ -1129,12 +1131,14 @@ fn client_cpu_s() -> f64 {
     })
 }
 
-/// Folds records into the cell's accumulator and appends each to the journal, flushed at
-/// least once a second so a killed runner loses at most a second of records.
+/// Folds records into the cell's accumulator (and, with `per_run`, one per run of the cell) and
+/// appends each to the journal, flushed at least once a second so a killed runner loses at
+/// most a second of records.
 async fn collect(
     mut rx: mpsc::Receiver<RequestRecord>,
     file: std::fs::File,
     mut acc: Accumulator,
+    per_run: bool,
 ) -> (Accumulator, Vec<Accumulator>, Option<std::io::Error>) {
     let template = acc.clone();
     let mut runs: Vec<Accumulator> = Vec::new();
@@ -1144,11 +1148,13 @@ async fn collect(
     let mut line = Vec::with_capacity(512);
     while let Some(r) = rx.recv().await {
         acc.add(&r);
-        let run = r.run as usize;
-        while runs.len() <= run {
-            runs.push(template.clone());
+        if per_run {
+            let run = r.run as usize;
+            while runs.len() <= run {
+                runs.push(template.clone());
+            }
+            runs[run].add(&r);
         }
-        runs[run].add(&r);
         if err.is_some() {
             continue;
         }
