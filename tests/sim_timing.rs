@@ -206,6 +206,21 @@ async fn stats_report_the_timings_the_engine_emitted() {
         .await
         .expect("reset");
     assert_eq!(stats(&base).await["requests"], 0);
+    // `skip=2` leaves the next two requests out: only the third counts.
+    client
+        .post(format!("{base}/stats/reset?skip=2"))
+        .send()
+        .await
+        .expect("reset");
+    for _ in 0..3 {
+        assert!(one(&base, "hi", 4, true).await.ok);
+    }
+    let s = stats(&base).await;
+    assert_eq!(
+        (s["requests"].as_u64(), s["itl_n"].as_u64()),
+        (Some(1), Some(3)),
+        "{s}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -125,9 +125,12 @@ struct Shared {
 
 /// The timings the engine actually emitted (`GET /stats`, reset by `POST /stats/reset`), so the
 /// client's bias can be measured against the truth: each streamed token is stamped when its
-/// chunk is handed to the HTTP layer.
+/// chunk is handed to the HTTP layer. `POST /stats/reset?skip=N` leaves the next N requests out
+/// (a client's warmup and its other requests before the measured ones).
 #[derive(Default)]
 struct Emitted {
+    /// Requests still to leave out.
+    skip: AtomicU64,
     requests: AtomicU64,
     ttft_ns: AtomicU64,
     ttft_n: AtomicU64,
@@ -152,7 +155,20 @@ impl Emitted {
         })
     }
 
-    fn reset(&self) {
+    /// A request arrived: whether its timings count.
+    fn admit(&self) -> bool {
+        let skipped = self
+            .skip
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        if !skipped {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+        }
+        !skipped
+    }
+
+    fn reset(&self, skip: u64) {
+        self.skip.store(skip, Ordering::Relaxed);
         for a in [
             &self.requests,
             &self.ttft_ns,
@@ -314,8 +330,23 @@ async fn stats(State(s): State<Arc<Shared>>) -> Response {
     axum::Json(s.stats.json()).into_response()
 }
 
-async fn stats_reset(State(s): State<Arc<Shared>>) -> Response {
-    s.stats.reset();
+async fn stats_reset(State(s): State<Arc<Shared>>, uri: axum::http::Uri) -> Response {
+    let skip = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("skip="));
+    let skip = match skip.map(str::parse::<u64>) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "`skip` must be a request count".into(),
+            )
+        }
+    };
+    s.stats.reset(skip);
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -481,7 +512,7 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
         .as_bool()
         .unwrap_or(false);
     let arrived = Instant::now();
-    s.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let counted = s.stats.admit();
     if stream && s.args.ttft_ms == Some(0.0) && s.args.itl_ms == Some(0.0) && !f.any_stream_fault()
     {
         return zero_cost(&s, kind, max_tokens, prompt_tokens, include_usage);
@@ -520,7 +551,11 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
             arrived,
             first: None,
             last: None,
-            stats: s.stats.clone(),
+            stats: if counted {
+                s.stats.clone()
+            } else {
+                Arc::new(Emitted::default())
+            },
         };
         let (hang, reset) = (
             s.args.faults.hang_after_tokens,
