@@ -1,7 +1,7 @@
 //! `runner probe URL`: one request through exactly the client code `runner exec` uses, fully
 //! explained. Users reach for it to check an endpoint before a long run.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -103,15 +103,7 @@ pub async fn run(spec: &ProbeSpec) -> Result<ProbeReport, String> {
             .and_then(|k| std::env::var(k).ok()),
         expect_tokens: spec.max_tokens,
     };
-    let out = client::send(
-        &client,
-        &target,
-        body.to_string().into(),
-        Instant::now(),
-        0,
-        std::future::pending(),
-    )
-    .await;
+    let out = client::send_alone(&target, body.to_string().into(), std::future::pending()).await;
     Ok(report(&out.record, out.text, target.url, model))
 }
 

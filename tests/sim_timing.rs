@@ -2,11 +2,11 @@
 //! runner measures with. Lower bounds are exact (a timer never fires early); upper bounds are
 //! wide, so a loaded CI machine cannot make these flake.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use runner::engine::sim::{router, SimArgs};
-use runner::load::client::{http_client, send, RequestTarget, Timeouts};
+use runner::load::client::{send_alone, RequestTarget, Timeouts};
 use runner::metrics::record::{RequestRecord, TokenSource};
 
 fn args(max_batch: usize, step_ms: f64, prefill_ms_per_token: f64) -> SimArgs {
@@ -56,13 +56,9 @@ async fn one(base: &str, prompt: &str, max_tokens: u32, stream: bool) -> Request
         api_key: None,
         expect_tokens: 0,
     };
-    let client = http_client(Duration::from_secs(5)).expect("client");
-    send(
-        &client,
+    send_alone(
         &target,
         body(prompt, max_tokens, stream),
-        Instant::now(),
-        0,
         std::future::pending(),
     )
     .await
@@ -133,7 +129,6 @@ async fn non_streamed_requests_and_wrong_models_are_answered() {
     assert_eq!((r.input_tokens, r.output_tokens), (Some(3), 4));
     assert_eq!(r.content_us.len(), 1);
 
-    let client = http_client(Duration::from_secs(5)).expect("client");
     let target = RequestTarget {
         url: format!("{base}/v1/chat/completions"),
         stream: true,
@@ -146,16 +141,9 @@ async fn non_streamed_requests_and_wrong_models_are_answered() {
     let wrong = Bytes::from(
         r#"{"model":"other","messages":[{"role":"user","content":"x"}],"stream":true}"#,
     );
-    let r = send(
-        &client,
-        &target,
-        wrong,
-        Instant::now(),
-        0,
-        std::future::pending(),
-    )
-    .await
-    .record;
+    let r = send_alone(&target, wrong, std::future::pending())
+        .await
+        .record;
     assert!(!r.ok);
     assert_eq!(r.status, Some(404));
     assert!(

@@ -5,11 +5,13 @@ use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde::Deserialize;
 
+pub use super::conn::Failure;
+use super::conn::{self, Endpoint};
 use super::{chunk, sse};
 use crate::metrics::record::{ErrorClass, RequestRecord, TokenSource};
+use hyper::body::Incoming;
 
 /// Per-phase limits of one request. Nothing waits forever.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -46,7 +48,7 @@ pub struct RetryPolicy {
 
 /// The wait a 429/503 answer asks for: `retry-after-ms` (milliseconds), or `Retry-After` as
 /// seconds or an HTTP date.
-pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+pub fn retry_after(headers: &::http::HeaderMap) -> Option<Duration> {
     if let Some(ms) = headers
         .get("retry-after-ms")
         .and_then(|v| v.to_str().ok())
@@ -55,7 +57,7 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
     }
     let v = headers
-        .get(reqwest::header::RETRY_AFTER)?
+        .get(::http::header::RETRY_AFTER)?
         .to_str()
         .ok()?
         .trim();
@@ -84,19 +86,44 @@ pub struct RequestTarget {
     pub expect_tokens: u32,
 }
 
-/// Builds the HTTP client every request of a run shares: connections are reused, no proxy
-/// (benchmark traffic must go straight to the engine), no overall timeout (each request has
-/// its own phases).
+/// Builds the HTTP client for everything but the load's requests (health and model checks,
+/// metric scrapes): no proxy (benchmark traffic must go straight to the engine), no redirects
+/// (a redirect is an answer, not a new target), no overall timeout (callers set their own).
 pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .no_proxy()
-        // Requests go only to the plan's endpoints: a redirect is an answer, not a new target.
         .redirect(reqwest::redirect::Policy::none())
         .tcp_nodelay(true)
         .connect_timeout(connect_timeout)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(usize::MAX)
         .build()
+}
+
+/// The endpoint (connections) a target's requests go to.
+pub fn endpoint(target: &RequestTarget) -> Result<Endpoint, String> {
+    Endpoint::new(
+        &target.url,
+        target.timeouts.connect,
+        target.api_key.as_deref(),
+    )
+}
+
+/// One request on a connection of its own (readiness and dialect checks, `runner probe`).
+pub async fn send_alone(
+    target: &RequestTarget,
+    body: Bytes,
+    abort: impl std::future::Future<Output = ()>,
+) -> Outcome {
+    match endpoint(target) {
+        Ok(e) => send(&e, target, body, Instant::now(), 0, abort).await,
+        Err(why) => {
+            let mut record = blank_record(0);
+            record.error_class = Some(ErrorClass::Connect);
+            record.error_message = Some(why);
+            Outcome { record, text: None }
+        }
+    }
 }
 
 /// Microseconds from `origin` to now.
@@ -143,7 +170,7 @@ pub fn blank_record(scheduled_us: u64) -> RequestRecord {
 /// when the request was due (latency is measured from there). If `abort` completes first, the
 /// request ends as `cancelled`.
 pub async fn send(
-    client: &reqwest::Client,
+    endpoint: &Endpoint,
     target: &RequestTarget,
     body: Bytes,
     origin: Instant,
@@ -160,7 +187,7 @@ pub async fn send(
         loop {
             let mut wait = None;
             let r = exchange(
-                client,
+                endpoint,
                 target,
                 body.clone(),
                 origin,
@@ -202,67 +229,77 @@ pub async fn send(
         () = abort => Err((ErrorClass::Cancelled, "the run was interrupted while this request was in flight".to_string())),
     };
     rec.end_us = since(origin);
-    match result {
-        Ok(()) => rec.ok = true,
+    let leftover = match result {
+        Ok(leftover) => {
+            rec.ok = true;
+            leftover
+        }
         Err((class, message)) => {
             rec.ok = false;
             rec.error_class = Some(class);
             rec.error_message = Some(message);
+            None
+        }
+    };
+    // After `[DONE]`, the end of the body (usually already here) is read outside the measured
+    // time, so the connection can serve the next request.
+    if let Some((mut rest, connection)) = leftover {
+        let drain = async {
+            while let Some(chunk) = conn::next_chunk(&mut rest).await {
+                chunk.ok()?;
+            }
+            Some(())
+        };
+        if let Ok(Some(())) = tokio::time::timeout(target.timeouts.idle, drain).await {
+            endpoint.put(connection);
         }
     }
     Outcome { record: rec, text }
 }
 
-/// A failed request: its class and the message to keep.
-pub type Failure = (ErrorClass, String);
+/// A finished response's unread end (after `[DONE]`) and its connection; `None` when the
+/// response was read to its end (the connection is back in the pool already).
+type Leftover = Option<(Incoming, conn::Conn)>;
 
 async fn exchange(
-    client: &reqwest::Client,
+    endpoint: &Endpoint,
     target: &RequestTarget,
     body: Bytes,
     origin: Instant,
     rec: &mut RequestRecord,
     text: Option<&mut String>,
     retry_wait: &mut Option<Duration>,
-) -> Result<(), Failure> {
+) -> Result<Leftover, Failure> {
     let t = target.timeouts;
     let first_token_deadline = tokio::time::Instant::now() + t.first_token;
-    let mut request = client
-        .post(&target.url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json");
-    if let Some(key) = &target.api_key {
-        request = request.bearer_auth(key);
-    }
-    let request = request.body(body).send();
-    let resp = match tokio::time::timeout_at(first_token_deadline, request).await {
+    let request = async {
+        let conn = endpoint.take().await?;
+        endpoint.post(conn, body).await
+    };
+    let (resp, connection) = match tokio::time::timeout_at(first_token_deadline, request).await {
         Err(_) => return Err(first_token_timeout(t.first_token)),
-        Ok(r) => r.map_err(|e| {
-            let class = if e.is_connect() && e.is_timeout() {
-                ErrorClass::TimeoutConnect
-            } else if e.is_connect() {
-                ErrorClass::Connect
-            } else {
-                ErrorClass::Io
-            };
-            (class, error_chain(&e))
-        })?,
+        Ok(r) => r?,
     };
     rec.head_us = Some(since(origin));
-    let status = resp.status();
+    let (head, mut body) = resp.into_parts();
+    let status = head.status;
     rec.status = Some(status.as_u16());
     if !status.is_success() {
-        *retry_wait = retry_after(resp.headers());
+        *retry_wait = retry_after(&head.headers);
         let asked = retry_wait.map_or(String::new(), |w| {
             format!(" (Retry-After {})", humantime::format_duration(w))
         });
-        let text = resp.text().await.unwrap_or_default();
+        let mut bytes = Vec::new();
+        while let Some(Ok(chunk)) = conn::next_chunk(&mut body).await {
+            bytes.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8_lossy(&bytes);
         let message = server_message(&text).unwrap_or_else(|| truncate(&text, 500));
         return Err((
             ErrorClass::HttpStatus,
             format!("HTTP {status}: {message}{asked}"),
         ));
     }
-    let mut body = resp.bytes_stream();
     let mut reader = StreamReader::new(target.stream, text);
     loop {
         // Before the first token, the first-token deadline bounds each wait too.
@@ -272,7 +309,7 @@ async fn exchange(
         } else {
             idle_deadline
         };
-        let next = match tokio::time::timeout_at(deadline, body.next()).await {
+        let next = match tokio::time::timeout_at(deadline, conn::next_chunk(&mut body)).await {
             Ok(n) => n,
             Err(_) if rec.content_us.is_empty() && deadline == first_token_deadline => {
                 return Err(first_token_timeout(t.first_token));
@@ -287,14 +324,17 @@ async fn exchange(
                 ))
             }
         };
-        let Some(chunk) = next else { break };
-        let chunk = chunk.map_err(|e| (ErrorClass::Io, error_chain(&e)))?;
-        reader.feed(&chunk, since(origin), rec)?;
+        let Some(chunk) = next else {
+            reader.finish(since(origin), rec)?;
+            endpoint.put(connection);
+            return Ok(None);
+        };
+        reader.feed(&chunk?, since(origin), rec)?;
         if reader.is_done() {
-            break;
+            reader.finish(since(origin), rec)?;
+            return Ok(Some((body, connection)));
         }
     }
-    reader.finish(since(origin), rec)
 }
 
 fn first_token_timeout(limit: Duration) -> Failure {
@@ -575,18 +615,6 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}...", &s[..end])
-}
-
-/// An error and its causes on one line: reqwest's top-level message alone rarely says why.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::arrival::Arrivals;
 use super::client::{self, RequestTarget};
+use super::conn::Endpoint;
 use crate::metrics::record::RequestRecord;
 use crate::plan::{Arrival, LoadLevel, StopRule};
 use crate::run::signal::Cancel;
@@ -20,7 +21,8 @@ use crate::run::signal::Cancel;
 /// What every request of a level shares.
 #[derive(Debug)]
 pub struct Level {
-    pub client: reqwest::Client,
+    /// Where the requests go, and the connections they go on.
+    pub endpoint: Endpoint,
     pub target: RequestTarget,
     pub bodies: Vec<Bytes>,
     pub load: LoadLevel,
@@ -32,9 +34,6 @@ pub struct Level {
     pub max_error_rate: Option<f64>,
     /// Which run of the cell this is (plan `repeat`), recorded in each record.
     pub run: u32,
-    /// A cheap URL (the engine's health check) fetched concurrently before the level, so the
-    /// connections the load will use are open before anything is measured.
-    pub preconnect_url: Option<String>,
 }
 
 /// How a level ended.
@@ -120,22 +119,12 @@ pub async fn run_level(
 /// Opens as many keep-alive connections as the level will use at once: otherwise the first
 /// wave of a high-concurrency level pays TCP connection setup inside its measured latency.
 async fn preconnect(level: &Level) {
-    let Some(url) = &level.preconnect_url else {
-        return;
-    };
     let n = match level.load {
         LoadLevel::Concurrency(c) => c,
         LoadLevel::Rate(_) => level.max_in_flight.unwrap_or(16),
     }
     .min(1024);
-    let gets = (0..n).map(|_| {
-        level
-            .client
-            .get(url)
-            .timeout(Duration::from_secs(10))
-            .send()
-    });
-    let _ = futures_util::future::join_all(gets).await;
+    level.endpoint.preconnect(n as usize).await;
 }
 
 async fn phase(
@@ -194,7 +183,7 @@ async fn closed(
                 }
                 let body = level.bodies[(i % level.bodies.len() as u64) as usize].clone();
                 let out = client::send(
-                    &level.client,
+                    &level.endpoint,
                     &level.target,
                     body,
                     origin,
@@ -288,7 +277,7 @@ async fn open(
         );
         tasks.spawn(async move {
             let out = client::send(
-                &level2.client,
+                &level2.endpoint,
                 &level2.target,
                 body,
                 origin,

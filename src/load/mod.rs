@@ -3,6 +3,7 @@
 pub mod arrival;
 pub mod chunk;
 pub mod client;
+pub mod conn;
 pub mod driver;
 pub mod sse;
 pub mod workload;

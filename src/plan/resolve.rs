@@ -448,15 +448,24 @@ impl Resolver<'_> {
                     }
                 }
                 match reqwest::Url::parse(u.get_ref()) {
-                    Ok(url) if matches!(url.scheme(), "http" | "https") => {
-                        Some(EngineTarget::Attach {
-                            url: u.get_ref().trim_end_matches('/').to_string(),
-                        })
+                    Ok(url) if url.scheme() == "http" => Some(EngineTarget::Attach {
+                        url: u.get_ref().trim_end_matches('/').to_string(),
+                    }),
+                    Ok(url) if url.scheme() == "https" => {
+                        self.error_at(
+                            u.span(),
+                            format!("`{}`: runner speaks plain HTTP only (no TLS)", u.get_ref()),
+                            Some(
+                                "use the engine's plain HTTP port, or a local TLS-terminating proxy in front of it"
+                                    .into(),
+                            ),
+                        );
+                        None
                     }
                     _ => {
                         self.error_at(
                             u.span(),
-                            format!("`{}` is not an http(s) URL", u.get_ref()),
+                            format!("`{}` is not an http URL", u.get_ref()),
                             Some(
                                 "write the engine's base URL, e.g. \"http://127.0.0.1:8000\""
                                     .into(),

@@ -66,6 +66,8 @@ pub enum RunError {
     Write(#[from] WriteError),
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("cannot send requests to the engine: {0}")]
+    Endpoint(String),
     #[error("cannot resume {dir}: {why}")]
     Resume { dir: PathBuf, why: String },
 }
@@ -696,16 +698,9 @@ impl Run<'_> {
             api_key,
             expect_tokens: 0,
         };
-        crate::load::client::send(
-            &self.client,
-            &target,
-            body.to_string().into(),
-            Instant::now(),
-            0,
-            self.cancel.stopping(),
-        )
-        .await
-        .record
+        crate::load::client::send_alone(&target, body.to_string().into(), self.cancel.stopping())
+            .await
+            .record
     }
 
     /// `[engine.health] completion = true`: one real 1-token completion must succeed, retried
@@ -911,7 +906,6 @@ impl Run<'_> {
         let collector = tokio::spawn(collect(rx, file, acc, self.plan.repeat > 1));
 
         let timeouts = w.load.timeouts;
-        let client = http_client(timeouts.connect)?;
         let bodies = workload::bodies(spec, w);
         let done = Arc::new(AtomicU64::new(0));
         let ticker = self.progress.cell_ticker(cell, w.load.stop, done.clone());
@@ -937,25 +931,28 @@ impl Run<'_> {
         let mut child = child;
         let mut outcome = None;
         for run in 0..self.plan.repeat {
-            let level = Arc::new(Level {
-                client: client.clone(),
-                target: RequestTarget {
-                    url: format!("{base_url}{}", spec.api.path()),
-                    stream: w.stream,
-                    timeouts: Timeouts {
-                        connect: timeouts.connect,
-                        first_token: timeouts.first_token,
-                        idle: timeouts.idle,
-                        total: timeouts.total,
-                    },
-                    keep_text: false,
-                    retry: RetryPolicy {
-                        max: w.load.retries,
-                        max_wait: w.load.retry_max_wait,
-                    },
-                    api_key: api_key(spec),
-                    expect_tokens: w.max_tokens,
+            let target = RequestTarget {
+                url: format!("{base_url}{}", spec.api.path()),
+                stream: w.stream,
+                timeouts: Timeouts {
+                    connect: timeouts.connect,
+                    first_token: timeouts.first_token,
+                    idle: timeouts.idle,
+                    total: timeouts.total,
                 },
+                keep_text: false,
+                retry: RetryPolicy {
+                    max: w.load.retries,
+                    max_wait: w.load.retry_max_wait,
+                },
+                api_key: api_key(spec),
+                expect_tokens: w.max_tokens,
+            };
+            // Each run opens its own connections.
+            let endpoint = crate::load::client::endpoint(&target).map_err(RunError::Endpoint)?;
+            let level = Arc::new(Level {
+                endpoint,
+                target,
                 bodies: bodies.clone(),
                 load: cell.level,
                 arrival: w.load.arrival,
@@ -965,7 +962,6 @@ impl Run<'_> {
                 max_errors: w.load.max_errors,
                 max_error_rate: w.load.max_error_rate,
                 run,
-                preconnect_url: Some(format!("{base_url}{}", spec.health.path)),
             });
             let level_run = run_level(level, level_cancel.clone(), done.clone(), tx.clone());
             let mut died = false;
