@@ -1129,19 +1129,34 @@ fn client_cpu_s() -> f64 {
 
 /// Folds records into the cell's accumulator (and, with `per_run`, one per run of the cell) and
 /// appends each to the journal, flushed at least once a second so a killed runner loses at
-/// most a second of records.
+/// most a second of records. Lines are gathered here and written by a thread of their own: a
+/// write that blocks (the page cache throttling a slow disk) must not stall the load, which
+/// shares this runtime.
 async fn collect(
     mut rx: mpsc::Receiver<RequestRecord>,
     file: std::fs::File,
     mut acc: Accumulator,
     per_run: bool,
 ) -> (Accumulator, Vec<Accumulator>, Option<std::io::Error>) {
+    const BATCH: usize = 64 * 1024;
     let template = acc.clone();
     let mut runs: Vec<Accumulator> = Vec::new();
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, file);
-    let mut err = None;
-    let mut last_flush = Instant::now();
-    let mut line = Vec::with_capacity(512);
+    let (to_writer, batches) = std::sync::mpsc::channel::<Vec<u8>>();
+    let writer = std::thread::Builder::new()
+        .name("runner-records".into())
+        .spawn(move || {
+            let mut file = file;
+            for batch in batches {
+                file.write_all(&batch)?;
+            }
+            file.flush()
+        });
+    let writer = match writer {
+        Ok(w) => w,
+        Err(e) => return (acc, runs, Some(e)),
+    };
+    let mut last_sent = Instant::now();
+    let mut lines = Vec::with_capacity(BATCH + 4096);
     while let Some(r) = rx.recv().await {
         acc.add(&r);
         if per_run {
@@ -1151,28 +1166,27 @@ async fn collect(
             }
             runs[run].add(&r);
         }
-        if err.is_some() {
-            continue;
+        if serde_json::to_writer(&mut lines, &r).is_ok() {
+            lines.push(b'\n');
         }
-        line.clear();
-        if serde_json::to_writer(&mut line, &r).is_ok() {
-            line.push(b'\n');
-            if let Err(e) = out.write_all(&line) {
-                err = Some(e);
-            }
-        }
-        if last_flush.elapsed().as_secs() >= 1 {
-            last_flush = Instant::now();
-            if let Err(e) = out.flush() {
-                err = Some(e);
-            }
+        if lines.len() >= BATCH || last_sent.elapsed().as_secs() >= 1 {
+            last_sent = Instant::now();
+            // A send fails only when the writer stopped on an error, which the join reports.
+            let _ = to_writer.send(std::mem::replace(
+                &mut lines,
+                Vec::with_capacity(BATCH + 4096),
+            ));
         }
     }
-    if err.is_none() {
-        if let Err(e) = out.flush() {
-            err = Some(e);
-        }
+    if !lines.is_empty() {
+        let _ = to_writer.send(lines);
     }
+    drop(to_writer);
+    let err = match tokio::task::spawn_blocking(move || writer.join()).await {
+        Ok(Ok(Ok(()))) => None,
+        Ok(Ok(Err(e))) => Some(e),
+        _ => Some(std::io::Error::other("the record writer thread panicked")),
+    };
     (acc, runs, err)
 }
 
