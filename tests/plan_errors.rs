@@ -63,6 +63,14 @@ fn duplicate_engine_name() {
 }
 
 #[test]
+fn https_engine_url() {
+    insta::assert_snapshot!(validate_with(
+        "launch = \"{runner} engine sim --port {port} --model m\"",
+        "url = \"https://llm.example.com\""
+    ));
+}
+
+#[test]
 fn empty_grid() {
     insta::assert_snapshot!(validate_with("concurrency = [1, 4]", "concurrency = []"));
 }
