@@ -37,8 +37,9 @@ pub struct Endpoint {
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
 }
 
-/// A connection taken from the endpoint, and whether it had served a request before (a
-/// reused keep-alive connection the server closed meanwhile is retried on a new one).
+/// A connection taken from the endpoint, and whether it came from the idle list (opened ahead
+/// or used before): the server may have closed such a connection meanwhile, so a request that
+/// fails on it before any answer is sent again on a new one.
 pub struct Conn {
     sender: SendRequest<Full<Bytes>>,
     reused: bool,
