@@ -30,6 +30,18 @@ pub mod exit {
     pub const INTERRUPTED: i32 = 130;
 }
 
+/// An error and its causes on one line: a library's top-level message alone rarely says why.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
 /// Parses arguments, runs the command, prints any error once, returns the exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();

@@ -513,43 +513,37 @@ impl<'a> Scan<'a> {
     /// An object, calling `field` with each key (which must have no escapes) with the cursor
     /// at its value; `field` consumes the value.
     fn object(&mut self, mut field: impl FnMut(&mut Self, &[u8]) -> Option<()>) -> Option<()> {
-        self.eat(b'{')?;
-        self.nest()?;
-        if self.peek()? == b'}' {
-            self.i += 1;
-        } else {
-            loop {
-                let key = self.string()?;
-                if key.contains(&b'\\') {
-                    return None;
-                }
-                self.eat(b':')?;
-                field(self, key)?;
-                match self.peek()? {
-                    b',' => self.i += 1,
-                    b'}' => {
-                        self.i += 1;
-                        break;
-                    }
-                    _ => return None,
-                }
+        self.list(b'{', b'}', |s| {
+            let key = s.string()?;
+            if key.contains(&b'\\') {
+                return None;
             }
-        }
-        self.depth -= 1;
-        Some(())
+            s.eat(b':')?;
+            field(s, key)
+        })
     }
 
-    fn array(&mut self, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-        self.eat(b'[')?;
+    fn array(&mut self, item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.list(b'[', b']', item)
+    }
+
+    /// `open`, comma-separated entries read by `entry`, `close`.
+    fn list(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut entry: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        self.eat(open)?;
         self.nest()?;
-        if self.peek()? == b']' {
+        if self.peek()? == close {
             self.i += 1;
         } else {
             loop {
-                item(self)?;
+                entry(self)?;
                 match self.peek()? {
                     b',' => self.i += 1,
-                    b']' => {
+                    c if c == close => {
                         self.i += 1;
                         break;
                     }

@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
+use crate::error_chain;
 use crate::metrics::record::ErrorClass;
 
 /// A failed request: its class and the message to keep.
@@ -216,16 +217,4 @@ pub async fn next_chunk(body: &mut Incoming) -> Option<Result<Bytes, Failure>> {
             }
         }
     }
-}
-
-/// An error and its causes on one line: the top-level message alone rarely says why.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
 }

@@ -25,22 +25,11 @@ pub enum RenderError {
     Template { name: String, detail: String },
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
-}
-
 /// Renders `template` (its text) with the report data.
 pub fn render_with(name: &str, template: &str, data: &ReportData) -> Result<String, RenderError> {
     let err = |e: tera::Error| RenderError::Template {
         name: name.to_string(),
-        detail: chain(&e),
+        detail: crate::error_chain(&e),
     };
     let ctx = tera::Context::from_serialize(data).map_err(err)?;
     let mut tera = tera::Tera::default();
