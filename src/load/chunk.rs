@@ -602,6 +602,16 @@ mod tests {
         out
     }
 
+    /// A fixed-seed pseudo-random sequence (xorshift64), so mutation tests are reproducible.
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+
     /// What the client would record from a reader's answer.
     fn verdict(r: Result<Facts, serde_json::Error>) -> Result<Facts, String> {
         r.map_err(|e| e.to_string())
@@ -670,13 +680,7 @@ mod tests {
     #[test]
     fn the_scan_agrees_with_serde_on_mutated_chunks() {
         let alphabet = b"{}[]\":,\\ 0123456789-+.eEnulltrufasx\x01\t";
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15u64);
         let (mut checked, mut remembered) = (0, 0);
         for c in corpus() {
             for _ in 0..300 {
@@ -739,13 +743,7 @@ mod tests {
             b"\xFF",
             b"}",
         ];
-        let mut seed = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x2545_F491_4F6C_DD1Du64);
         let (mut answered, mut deferred) = (0, 0);
         for c in corpus() {
             let mut r = Reader::new();
