@@ -73,7 +73,11 @@ fn quickstart_bundle_renders_every_chart_and_compares_across_speeds() {
     let s = Scratch::new();
     // Each cell twice (`repeat = 2`), so comparisons judge differences against the spread of
     // runs (Welch's t-test) rather than one run against another: on a loaded 2-core CI machine
-    // a one-wave cell's throughput moved by 5% between identical single runs.
+    // a one-wave cell's throughput moved by 5% between identical single runs. The dispatch-lag
+    // guard is raised to 50 ms: this test is about the bundle, the report and `compare`, its
+    // runner and engines are debug builds sharing two cores with the test, and a lag p99 of
+    // 10.8-11.6 ms marked a cell client-bound in two full-suite runs (the guard itself is pinned
+    // in tests/measurement.rs).
     let plan = s.write(
         "quickstart.toml",
         &std::fs::read_to_string(root().join("plans/quickstart.toml"))
@@ -82,13 +86,13 @@ fn quickstart_bundle_renders_every_chart_and_compares_across_speeds() {
                 "name = \"quickstart\"\n",
                 "name = \"quickstart\"\nrepeat = 2\n",
                 1,
-            ),
+            )
+            .replacen("[load]\n", "[load]\nmax_dispatch_lag = \"50ms\"\n", 1),
     );
+    let written = std::fs::read_to_string(&plan).expect("plan");
     assert!(
-        std::fs::read_to_string(&plan)
-            .expect("plan")
-            .contains("repeat = 2"),
-        "the quickstart plan's name line moved"
+        written.contains("repeat = 2") && written.contains("max_dispatch_lag"),
+        "the quickstart plan's name or [load] line moved"
     );
     let run = |results: &str, plan: &Path| {
         let out = Command::new(RUNNER)
