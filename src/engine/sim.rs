@@ -189,6 +189,10 @@ struct Gauges {
     running: AtomicU64,
     waiting: AtomicU64,
     generated: AtomicU64,
+    /// Decode steps run, and their modelled cost: the engine's own clock, which no load on the
+    /// machine changes, so tests can judge batching by it (tokens per modelled second).
+    steps: AtomicU64,
+    model_ns: AtomicU64,
 }
 
 /// Serves until the process is signalled. Prints one line when listening.
@@ -290,8 +294,11 @@ async fn scheduler(mut rx: mpsc::UnboundedReceiver<Sequence>, args: SimArgs, g: 
         let step_ms = args.step_ms
             + args.step_ms_per_seq * running.len() as f64
             + args.prefill_ms_per_token * prefill_tokens as f64;
-        deadline += Duration::from_secs_f64(step_ms.max(0.0) / 1000.0);
+        let step = Duration::from_secs_f64(step_ms.max(0.0) / 1000.0);
+        deadline += step;
         tokio::time::sleep_until(deadline).await;
+        g.steps.fetch_add(1, Ordering::Relaxed);
+        g.model_ns.fetch_add(ns(step), Ordering::Relaxed);
         g.generated
             .fetch_add(running.len() as u64, Ordering::Relaxed);
         running.retain_mut(|(s, emitted)| {
@@ -362,10 +369,18 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
          sim:num_requests_waiting{{model_name=\"{m}\"}} {}\n\
          # HELP sim:generation_tokens_total Tokens generated.\n\
          # TYPE sim:generation_tokens_total counter\n\
-         sim:generation_tokens_total{{model_name=\"{m}\"}} {}\n",
+         sim:generation_tokens_total{{model_name=\"{m}\"}} {}\n\
+         # HELP sim:steps_total Decode steps run by the batching model.\n\
+         # TYPE sim:steps_total counter\n\
+         sim:steps_total{{model_name=\"{m}\"}} {}\n\
+         # HELP sim:model_busy_seconds_total Modelled cost of those steps (the engine's own clock).\n\
+         # TYPE sim:model_busy_seconds_total counter\n\
+         sim:model_busy_seconds_total{{model_name=\"{m}\"}} {}\n",
         g.running.load(Ordering::Relaxed),
         g.waiting.load(Ordering::Relaxed),
         g.generated.load(Ordering::Relaxed),
+        g.steps.load(Ordering::Relaxed),
+        g.model_ns.load(Ordering::Relaxed) as f64 / 1e9,
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

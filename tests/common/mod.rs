@@ -176,3 +176,33 @@ pub fn wait_for_journal(results: &Path, plan: &str, cell: &str) -> PathBuf {
     }
     panic!("no record of {cell} was journaled");
 }
+
+/// Copies a bundle directory, applying `edit` to every JSON file (by its path inside it).
+pub fn derive_bundle(from: &Path, to: &Path, edit: &dyn Fn(&str, &mut serde_json::Value)) {
+    for entry in walk(from) {
+        let rel = entry.strip_prefix(from).expect("inside");
+        let dest = to.join(rel);
+        std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
+        let name = rel.to_string_lossy().into_owned();
+        if name.ends_with(".json") {
+            let mut v = read_json(&entry);
+            edit(&name, &mut v);
+            std::fs::write(&dest, serde_json::to_vec_pretty(&v).expect("json")).expect("write");
+        } else {
+            std::fs::copy(&entry, &dest).expect("copy");
+        }
+    }
+}
+
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
