@@ -5,5 +5,6 @@ pub mod gpu;
 pub mod record;
 pub mod sampler;
 pub mod slo;
+pub mod stats;
 pub mod summary;
 pub mod telemetry;

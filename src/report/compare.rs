@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::bundle::format::CellSummary;
 use crate::bundle::read::LoadedBundle;
 use crate::metrics::record::RequestRecord;
+use crate::metrics::stats::{self, Statistic};
 use crate::metrics::summary::CellMetrics;
 
 /// Whether bigger is better for a metric.
@@ -111,8 +112,8 @@ fn run_values(c: &CellSummary, pick: fn(&CellMetrics) -> Option<f64>) -> Vec<f64
     c.repeats.iter().filter_map(pick).collect()
 }
 
-/// The standard error of a latency statistic of a cell, by bootstrap (500 resamples, fixed
-/// seed) over the successful requests in its journal; `None` without a journal.
+/// The standard error of a latency statistic of a cell, by bootstrap over the successful
+/// requests in its journal; `None` without a journal.
 fn bootstrap_se(dir: &std::path::Path, c: &CellSummary, s: Sample) -> Option<f64> {
     let text = std::fs::read_to_string(dir.join(c.records.as_ref()?)).ok()?;
     let values: Vec<f64> = text
@@ -121,70 +122,11 @@ fn bootstrap_se(dir: &std::path::Path, c: &CellSummary, s: Sample) -> Option<f64
         .filter(|r| r.ok)
         .filter_map(|r| (s.value)(&r))
         .collect();
-    if values.len() < 2 {
-        return None;
-    }
-    let stat = |v: &mut Vec<f64>| match s.quantile {
-        Some(q) => {
-            v.sort_by(f64::total_cmp);
-            v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1]
-        }
-        None => v.iter().sum::<f64>() / v.len() as f64,
+    let stat = match s.quantile {
+        Some(q) => Statistic::Quantile(q),
+        None => Statistic::Mean,
     };
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let n = values.len();
-    let mut resample = vec![0.0; n];
-    let stats: Vec<f64> = (0..500)
-        .map(|_| {
-            for slot in resample.iter_mut() {
-                *slot = values[(next() % n as u64) as usize];
-            }
-            stat(&mut resample)
-        })
-        .collect();
-    Some(mean_se(&stats).1 * (stats.len() as f64).sqrt())
-}
-
-/// Mean and standard error of the mean.
-pub fn mean_se(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    let mean = v.iter().sum::<f64>() / n;
-    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-    (mean, (var / n).sqrt())
-}
-
-/// Two-sided 95% critical values of Student's t for 1..=30 degrees of freedom.
-pub fn t95(df: f64) -> f64 {
-    const T: [f64; 30] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-        2.052, 2.048, 2.045, 2.042,
-    ];
-    let i = df.floor().clamp(1.0, 30.0) as usize;
-    if df > 30.0 {
-        1.96
-    } else {
-        T[i - 1]
-    }
-}
-
-/// Whether two sets of repeated runs differ: Welch's t-test at 95%.
-fn significant(a: &[f64], b: &[f64]) -> bool {
-    let ((ma, sa), (mb, sb)) = (mean_se(a), mean_se(b));
-    let se = (sa * sa + sb * sb).sqrt();
-    if se == 0.0 {
-        return ma != mb;
-    }
-    let df = (sa * sa + sb * sb).powi(2)
-        / (sa.powi(4) / (a.len() as f64 - 1.0).max(1.0)
-            + sb.powi(4) / (b.len() as f64 - 1.0).max(1.0));
-    ((ma - mb) / se).abs() > t95(df)
+    stats::bootstrap_se(&values, stat)
 }
 
 /// Compares `other` against `base`. A difference within `threshold` (relative) is noise; with
@@ -229,7 +171,7 @@ pub fn compare(base: &LoadedBundle, other: &LoadedBundle, threshold: f64) -> Com
             let resolvable = !tail || (vb - va).abs() > 2.0;
             let large = (ratio - 1.0).abs() > limit && resolvable;
             let differs = if repeated {
-                large && significant(&ra, &rb)
+                large && stats::welch_differ(&ra, &rb)
             } else if let (Some(sample), true) = (def.sample, large) {
                 // One run each: a latency statistic's own sampling noise, by bootstrap over
                 // the cell's raw records, must not explain the difference.

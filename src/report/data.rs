@@ -222,8 +222,8 @@ pub fn spread(
         return None;
     }
     let v: Vec<f64> = c.repeats.iter().map(pick).collect();
-    let (mean, se) = super::compare::mean_se(&v);
-    let half = super::compare::t95(v.len() as f64 - 1.0) * se;
+    let (mean, se) = crate::metrics::stats::mean_se(&v);
+    let half = crate::metrics::stats::t95(v.len() as f64 - 1.0) * se;
     Some(format!("{mean:.1} ± {half:.1}"))
 }
 
