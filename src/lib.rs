@@ -46,7 +46,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     match cli.command {
-        Command::Engine(EngineCommand::Sim(args)) => match engine::sim::serve(args) {
+        Command::Engine(EngineCommand::Sim(args)) => match engine::sim::serve(*args) {
             Ok(()) => exit::OK,
             Err(e) => {
                 eprintln!("error: the sim engine failed: {e}");

@@ -36,6 +36,15 @@ pub enum ErrorClass {
     TimeoutTotal,
     /// The run was interrupted while the request was in flight.
     Cancelled,
+    /// A 2xx response that generated nothing: no content, reasoning or tool-call output
+    /// (unless the workload sets `allow_empty_output`).
+    EmptyOutput,
+    /// The server ended the response with `finish_reason` `abort` or `error`.
+    Aborted,
+    /// The stream carried a non-standard SSE `error:` field and ended without a finish reason.
+    StreamError,
+    /// The engine process exited while the request was in flight.
+    EngineDied,
 }
 
 impl ErrorClass {
@@ -52,6 +61,10 @@ impl ErrorClass {
             ErrorClass::TimeoutIdle => "timeout:idle",
             ErrorClass::TimeoutTotal => "timeout:total",
             ErrorClass::Cancelled => "cancelled",
+            ErrorClass::EmptyOutput => "empty_output",
+            ErrorClass::Aborted => "aborted",
+            ErrorClass::StreamError => "stream_error",
+            ErrorClass::EngineDied => "engine_died",
         }
     }
 }

@@ -967,6 +967,7 @@ impl Resolver<'_> {
                     min_tokens,
                     temperature,
                     ignore_eos: w.ignore_eos.unwrap_or(false),
+                    allow_empty_output: w.allow_empty_output.unwrap_or(false),
                     stream: w.stream.unwrap_or(true),
                     repeat: repeat as u32,
                     load,

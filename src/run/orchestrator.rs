@@ -697,6 +697,8 @@ impl Run<'_> {
             retry: RetryPolicy::default(),
             api_key,
             expect_tokens: 0,
+            // These check that the engine answers; a 1-token answer may well be empty.
+            allow_empty_output: true,
         };
         crate::load::client::send_alone(&target, body.to_string().into(), self.cancel.stopping())
             .await
@@ -947,6 +949,7 @@ impl Run<'_> {
                 },
                 api_key: api_key(spec),
                 expect_tokens: w.max_tokens,
+                allow_empty_output: w.allow_empty_output,
             };
             // Each run opens its own connections.
             let endpoint = crate::load::client::endpoint(&target).map_err(RunError::Endpoint)?;
