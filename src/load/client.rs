@@ -734,6 +734,45 @@ mod tests {
     }
 
     #[test]
+    fn nothing_generated_fails_unless_the_workload_allows_it() {
+        let events = [
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":""},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":0}}"#,
+            "[DONE]",
+        ];
+        let (_, res) = feed_events(&events);
+        assert_eq!(res.map_err(|f| f.0), Err(ErrorClass::EmptyOutput));
+        let mut r = blank_record(0);
+        let mut reader = StreamReader::new(true, None).allow_empty(true);
+        for e in events {
+            reader
+                .feed(format!("data: {e}\n\n").as_bytes(), 1, &mut r)
+                .expect("feed");
+        }
+        reader.finish(2, &mut r).expect("allowed");
+        assert_eq!((r.output_tokens, r.chunks), (0, 0));
+    }
+
+    #[test]
+    fn a_non_streamed_answer_that_aborted_or_is_empty_fails() {
+        for (body, class) in [
+            (
+                &br#"{"choices":[{"index":0,"text":"ab","finish_reason":"abort"}]}"#[..],
+                ErrorClass::Aborted,
+            ),
+            (
+                br#"{"choices":[{"index":0,"text":"","finish_reason":"stop"}],"usage":{"completion_tokens":0}}"#,
+                ErrorClass::EmptyOutput,
+            ),
+        ] {
+            let mut r = blank_record(0);
+            let mut reader = StreamReader::new(false, None);
+            reader.feed(body, 1, &mut r).expect("feed");
+            assert_eq!(reader.finish(2, &mut r).map_err(|f| f.0), Err(class));
+        }
+    }
+
+    #[test]
     fn non_streamed_completion_is_read_with_usage() {
         let mut r = blank_record(0);
         let mut text = String::new();
