@@ -273,7 +273,15 @@ max_steps = 6
     assert_eq!(records.lines().count(), 4);
     let report = std::fs::read_to_string(bundle.join("report.md")).expect("report");
     assert!(report.contains(">= 4 concurrent requests"), "{report}");
-    assert!(!text(&out).contains("capacity for w: 4 "), "{}", text(&out));
+    assert!(
+        report.contains("| highest load meeting the SLO | >= 4 |"),
+        "{report}"
+    );
+    assert!(
+        text(&out).contains("capacity for w: >= 4 (probed 1 ok, 2 ok, 4 ok)"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

@@ -142,9 +142,21 @@ pub fn build(b: &LoadedBundle) -> Study {
                     .is_some_and(|v| v.passed)
             })
         };
+        // A search that never failed a probe found a floor: its capacity is `>= max`.
+        let at_max = |e: &str, l: LoadLevel| {
+            b.manifest.searches.iter().any(|s| {
+                s.engine == e && s.workload == w.name && s.capacity_at_max && s.capacity == Some(l)
+            })
+        };
         if !w.slo.is_empty() {
             rows.push(row("highest load meeting the SLO".into(), &|e| {
-                Some(capacity(e).map_or("none".into(), |l| l.label()))
+                Some(capacity(e).map_or("none".into(), |l| {
+                    if at_max(e, l) {
+                        format!(">= {}", l.label())
+                    } else {
+                        l.label()
+                    }
+                }))
             }));
         }
         // Cost per token at the level that matters: the highest meeting the SLO, else the
@@ -232,16 +244,8 @@ pub fn build(b: &LoadedBundle) -> Study {
         }
         if !w.slo.is_empty() {
             for e in &engines {
-                let at_max = |l: LoadLevel| {
-                    b.manifest.searches.iter().any(|s| {
-                        &s.engine == e
-                            && s.workload == w.name
-                            && s.capacity_at_max
-                            && s.capacity == Some(l)
-                    })
-                };
                 findings.push(match capacity(e) {
-                    Some(l) if at_max(l) => format!(
+                    Some(l) if at_max(e, l) => format!(
                         "`{}`: {e} meets the SLO at every level probed, up to the search's max of {}: its capacity is at least that.",
                         w.name,
                         level_phrase(l)
