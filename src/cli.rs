@@ -148,7 +148,7 @@ pub enum EngineCommand {
     /// Serve the built-in simulated engine: an OpenAI-compatible server (completions and chat,
     /// streamed or not) whose timing follows a simple model of batched LLM serving. Plans launch
     /// it as `{runner} engine sim --port {port} ...`; it needs no GPU and no model.
-    Sim(SimArgs),
+    Sim(Box<SimArgs>),
     /// Serve a recorded response body byte for byte to every completion request (optionally in
     /// small writes): to see how `runner` reads a stream some server produced.
     Replay(ReplayArgs),

@@ -27,6 +27,8 @@ pub mod exit {
     pub const ERROR: i32 = 1;
     pub const INVALID: i32 = 2;
     pub const CELLS_FAILED: i32 = 3;
+    /// Every cell was measured and is valid, but some requests failed in them.
+    pub const REQUESTS_FAILED: i32 = 4;
     pub const INTERRUPTED: i32 = 130;
 }
 
@@ -46,7 +48,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     match cli.command {
-        Command::Engine(EngineCommand::Sim(args)) => match engine::sim::serve(args) {
+        Command::Engine(EngineCommand::Sim(args)) => match engine::sim::serve(*args) {
             Ok(()) => exit::OK,
             Err(e) => {
                 eprintln!("error: the sim engine failed: {e}");
@@ -421,10 +423,23 @@ fn exec(path: &Path, results: &Path, quiet: bool, resume: Option<std::path::Path
                 bundle::format::RunStatus::Interrupted => exit::INTERRUPTED,
                 _ if out.cells_failed > 0 || out.cells_invalid > 0 => {
                     eprintln!(
-                        "runner: {} cells failed or rejected, {} invalid (client-bound); see the report",
+                        "runner: {} cells failed or rejected, {} invalid (not results); see the report",
                         out.cells_failed, out.cells_invalid
                     );
+                    for line in &out.requests_failed {
+                        eprintln!("runner: {line}");
+                    }
                     exit::CELLS_FAILED
+                }
+                _ if !out.requests_failed.is_empty() => {
+                    eprintln!(
+                        "runner: every cell was measured, but {} finished with failed requests:",
+                        out.requests_failed.len()
+                    );
+                    for line in &out.requests_failed {
+                        eprintln!("runner: {line}");
+                    }
+                    exit::REQUESTS_FAILED
                 }
                 _ => exit::OK,
             }

@@ -102,6 +102,7 @@ pub async fn run(spec: &ProbeSpec) -> Result<ProbeReport, String> {
             .as_deref()
             .and_then(|k| std::env::var(k).ok()),
         expect_tokens: spec.max_tokens,
+        allow_empty_output: false,
     };
     let out = client::send_alone(&target, body.to_string().into(), std::future::pending()).await;
     Ok(report(&out.record, out.text, target.url, model))

@@ -186,7 +186,8 @@ fn busy_answers_are_retried_only_when_the_plan_says_so() {
         ),
     );
     let (out, bundle) = s.exec("plan.toml");
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // 4: finished with failed requests (docs/bundle.md).
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     let c = cell(&bundle, "e.w.c1");
     assert_eq!(c["metrics"]["requests_failed"], 3, "{c}");
     assert_eq!(c["metrics"]["failures"]["http_status:429"], 3);

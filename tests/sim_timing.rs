@@ -55,6 +55,7 @@ async fn one(base: &str, prompt: &str, max_tokens: u32, stream: bool) -> Request
         retry: Default::default(),
         api_key: None,
         expect_tokens: 0,
+        allow_empty_output: false,
     };
     send_alone(
         &target,
@@ -137,6 +138,7 @@ async fn non_streamed_requests_and_wrong_models_are_answered() {
         retry: Default::default(),
         api_key: None,
         expect_tokens: 0,
+        allow_empty_output: false,
     };
     let wrong = Bytes::from(
         r#"{"model":"other","messages":[{"role":"user","content":"x"}],"stream":true}"#,

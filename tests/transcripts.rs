@@ -177,6 +177,21 @@ const CASES: &[Expect] = &[
         ErrorClass::Truncated,
         "without a finish reason or [DONE]",
     ),
+    fails(
+        "vllm_empty_stop.sse",
+        ErrorClass::EmptyOutput,
+        "usage completion_tokens 0, finish_reason stop",
+    ),
+    fails(
+        "vllm_abort.sse",
+        ErrorClass::Aborted,
+        "finish_reason \"abort\"",
+    ),
+    fails(
+        "error_field_then_done.sse",
+        ErrorClass::StreamError,
+        "CUDA out of memory",
+    ),
     ok(
         "packed_tokens.sse",
         8,

@@ -66,6 +66,10 @@ pub struct SearchRecord {
     pub over: SearchOver,
     /// The highest level that met the SLO; null when even the first level failed.
     pub capacity: Option<LoadLevel>,
+    /// The capacity is the search's `max`: the engine never failed a probe, so it can sustain
+    /// that or more (reports write `>= max`).
+    #[serde(default)]
+    pub capacity_at_max: bool,
     /// Every probed level, in order; each is also a cell of the bundle.
     pub probes: Vec<SearchProbe>,
     /// False when the search was cut short (interrupted, or the engine died).
@@ -77,6 +81,10 @@ pub struct SearchRecord {
 pub struct SearchProbe {
     pub level: LoadLevel,
     pub passed: bool,
+    /// The level was already measured (by the grid, or an earlier probe): its cell was
+    /// judged again, not measured again, so no result is overwritten.
+    #[serde(default)]
+    pub reused: bool,
 }
 
 /// The plan behind the bundle.

@@ -95,12 +95,53 @@ pub struct Faults {
     /// The Retry-After header sent with those 429s.
     #[arg(long, hide = true)]
     pub retry_after: Option<String>,
+    /// Generate nothing: every token's text is empty and usage says 0 completion tokens.
+    #[arg(long, hide = true)]
+    pub empty_output: bool,
+    /// The finish reason of every response (default `length`), e.g. `abort` or `error`.
+    #[arg(long, hide = true)]
+    pub finish_reason: Option<String>,
+    /// Report this many completion tokens in `usage`, whatever was generated.
+    #[arg(long, hide = true)]
+    pub lie_usage: Option<u64>,
+    /// Kill the parent process (SIGKILL) when request number N + 1 arrives and keep serving:
+    /// launched as `sh -c 'runner engine sim ...; exit'`, the engine's leader dies while the
+    /// requests in flight stay open.
+    #[arg(long, hide = true)]
+    pub kill_parent_after: Option<u64>,
 }
 
 impl Faults {
     /// Whether a fault acts on the token stream (then the zero-cost shortcut is not taken).
     fn any_stream_fault(&self) -> bool {
-        self.hang_after_tokens.is_some() || self.reset_after_tokens.is_some()
+        self.hang_after_tokens.is_some()
+            || self.reset_after_tokens.is_some()
+            || self.empty_output
+            || self.finish_reason.is_some()
+            || self.lie_usage.is_some()
+    }
+
+    /// The finish reason as a JSON string literal.
+    fn finish_json(&self) -> String {
+        Value::from(self.finish_reason.as_deref().unwrap_or("length")).to_string()
+    }
+
+    /// The completion tokens `usage` reports for `generated` tokens.
+    fn usage_tokens(&self, generated: u64) -> u64 {
+        match (self.lie_usage, self.empty_output) {
+            (Some(n), _) => n,
+            (None, true) => 0,
+            (None, false) => generated,
+        }
+    }
+
+    /// A token's text.
+    fn word(&self, i: u64) -> &'static str {
+        if self.empty_output {
+            ""
+        } else {
+            WORDS[(i as usize - 1) % WORDS.len()]
+        }
     }
 }
 
@@ -469,6 +510,11 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
         eprintln!("sim engine: crashing on request {n} (--crash-after)");
         std::process::exit(3);
     }
+    if f.kill_parent_after.is_some_and(|c| n == c + 1) {
+        let parent = nix::unistd::getppid();
+        eprintln!("sim engine: killing parent {parent} on request {n} (--kill-parent-after)");
+        let _ = nix::sys::signal::kill(parent, nix::sys::signal::Signal::SIGKILL);
+    }
     if s.started.elapsed() < s.args.load_time {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -571,6 +617,7 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
             } else {
                 Arc::new(Emitted::default())
             },
+            faults: s.args.faults.clone(),
         };
         let (hang, reset) = (
             s.args.faults.hang_after_tokens,
@@ -600,23 +647,26 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
         let mut rx = rx;
         let mut text = String::new();
         let mut n = 0;
+        let f = &s.args.faults;
         while let Some(i) = rx.recv().await {
-            text.push_str(WORDS[(i as usize - 1) % WORDS.len()]);
+            text.push_str(f.word(i));
             n = i;
             if i >= max_tokens {
                 break;
             }
         }
+        let n = f.usage_tokens(n);
+        let finish = f.finish_reason.as_deref().unwrap_or("length");
         let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n});
         let v = match kind {
             Kind::Chat => json!({
                 "id": format!("chatcmpl-{id}"), "object": "chat.completion", "created": 0, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
                 "usage": usage,
             }),
             Kind::Completion => json!({
                 "id": format!("cmpl-{id}"), "object": "text_completion", "created": 0, "model": model,
-                "choices": [{"index": 0, "text": text, "finish_reason": "length"}],
+                "choices": [{"index": 0, "text": text, "finish_reason": finish}],
                 "usage": usage,
             }),
         };
@@ -667,6 +717,7 @@ fn zero_cost(
                     first: None,
                     last: None,
                     stats: Arc::new(Emitted::default()),
+                    faults: Faults::default(),
                 };
                 c.render_all()
             })
@@ -695,6 +746,7 @@ struct Chunks {
     first: Option<Instant>,
     last: Option<Instant>,
     stats: Arc<Emitted>,
+    faults: Faults,
 }
 
 impl Chunks {
@@ -711,17 +763,17 @@ impl Chunks {
                     Some(i) => {
                         self.tokens_sent += 1;
                         self.stamp();
-                        let word = WORDS[(i as usize - 1) % WORDS.len()];
+                        let word = self.faults.word(i);
                         let finish = if i >= self.max_tokens {
                             self.stage = Stage::Usage;
-                            "\"length\""
+                            self.faults.finish_json()
                         } else {
-                            "null"
+                            "null".to_string()
                         };
                         let delta = format!(r#"{{"content":"{word}"}}"#);
                         let text = format!("\"{word}\"");
                         let part = if self.kind == Kind::Chat { delta } else { text };
-                        return Some(self.chunk(&part, finish));
+                        return Some(self.chunk(&part, &finish));
                     }
                     None => self.stage = Stage::End,
                 },
@@ -730,7 +782,7 @@ impl Chunks {
                     if self.include_usage {
                         let (object, prefix) = self.names();
                         let p = self.prompt_tokens;
-                        let c = self.max_tokens;
+                        let c = self.faults.usage_tokens(self.max_tokens);
                         return Some(Bytes::from(format!(
                             "data: {{\"id\":\"{prefix}-{}\",\"object\":\"{object}\",\"created\":0,\"model\":{},\"choices\":[],\"usage\":{{\"prompt_tokens\":{p},\"total_tokens\":{},\"completion_tokens\":{c}}}}}\n\n",
                             self.id, self.model, p + c

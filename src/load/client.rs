@@ -84,6 +84,9 @@ pub struct RequestTarget {
     /// How many content events to expect (the request's `max_tokens`), so the record's
     /// instants are allocated once rather than grown; 0 when unknown.
     pub expect_tokens: u32,
+    /// A 2xx response that generated nothing counts as a success (`allow_empty_output`);
+    /// otherwise it fails as `empty_output`.
+    pub allow_empty_output: bool,
 }
 
 /// Builds the HTTP client for everything but the load's requests (health and model checks,
@@ -300,18 +303,19 @@ async fn exchange(
             format!("HTTP {status}: {message}{asked}"),
         ));
     }
-    let mut reader = StreamReader::new(target.stream, text);
+    let mut reader = StreamReader::new(target.stream, text).allow_empty(target.allow_empty_output);
     loop {
-        // Before the first token, the first-token deadline bounds each wait too.
-        let idle_deadline = tokio::time::Instant::now() + t.idle;
+        // Until the first token only the first-token deadline applies (a server may send its
+        // headers and a role chunk at once and think for long after); the idle clock starts
+        // at the first token.
         let deadline = if rec.content_us.is_empty() {
-            idle_deadline.min(first_token_deadline)
+            first_token_deadline
         } else {
-            idle_deadline
+            tokio::time::Instant::now() + t.idle
         };
         let next = match tokio::time::timeout_at(deadline, conn::next_chunk(&mut body)).await {
             Ok(n) => n,
-            Err(_) if rec.content_us.is_empty() && deadline == first_token_deadline => {
+            Err(_) if rec.content_us.is_empty() => {
                 return Err(first_token_timeout(t.first_token));
             }
             Err(_) => {
@@ -361,6 +365,8 @@ pub struct StreamReader<'t> {
     usage: bool,
     failure: Option<Failure>,
     text: Option<&'t mut String>,
+    /// An answer without generated output is a success.
+    allow_empty: bool,
 }
 
 impl<'t> StreamReader<'t> {
@@ -374,7 +380,15 @@ impl<'t> StreamReader<'t> {
             usage: false,
             failure: None,
             text,
+            allow_empty: false,
         }
+    }
+
+    /// Whether an answer that generated nothing is a success (the workload's
+    /// `allow_empty_output`); by default it fails as `empty_output`.
+    pub fn allow_empty(mut self, allow: bool) -> StreamReader<'t> {
+        self.allow_empty = allow;
+        self
     }
 
     /// `[DONE]` was seen: nothing more needs to be read.
@@ -418,7 +432,8 @@ impl<'t> StreamReader<'t> {
     /// The body ended at `now`: settles token counts and the verdict.
     pub fn finish(mut self, now: u64, rec: &mut RequestRecord) -> Result<(), Failure> {
         if !self.stream {
-            return read_whole(&self.whole, now, rec, self.text.as_deref_mut());
+            read_whole(&self.whole, now, rec, self.text.as_deref_mut())?;
+            return judge(rec, self.allow_empty);
         }
         if let Some(f) = self.failure {
             return Err(f);
@@ -427,18 +442,58 @@ impl<'t> StreamReader<'t> {
             rec.output_tokens = rec.chunks;
             rec.output_tokens_source = TokenSource::Chunks;
         }
-        if self.done || rec.finish_reason.is_some() {
-            Ok(())
-        } else {
-            Err((
-                ErrorClass::Truncated,
-                format!(
-                    "the stream ended after {} content chunks without a finish reason or [DONE]",
-                    rec.chunks
-                ),
-            ))
+        if rec.finish_reason.is_none() {
+            if let Some(e) = self.parser.stray_error() {
+                let e = String::from_utf8_lossy(e);
+                let msg = server_message(&e).unwrap_or_else(|| truncate(&e, 500));
+                return Err((
+                    ErrorClass::StreamError,
+                    format!(
+                        "the stream carried an `error:` field ({msg}) and ended after {} content chunks without a finish reason",
+                        rec.chunks
+                    ),
+                ));
+            }
+            if !self.done {
+                return Err((
+                    ErrorClass::Truncated,
+                    format!(
+                        "the stream ended after {} content chunks without a finish reason or [DONE]",
+                        rec.chunks
+                    ),
+                ));
+            }
         }
+        judge(rec, self.allow_empty)
     }
+}
+
+/// The verdict on a response that arrived whole and well-formed: a finish reason that says
+/// generation failed, or no generated output at all, is not a success.
+fn judge(rec: &RequestRecord, allow_empty: bool) -> Result<(), Failure> {
+    if let Some(reason @ ("abort" | "error")) = rec.finish_reason.as_deref() {
+        return Err((
+            ErrorClass::Aborted,
+            format!(
+                "the server ended the response with finish_reason \"{reason}\" after {} content chunks",
+                rec.chunks
+            ),
+        ));
+    }
+    if rec.content_us.is_empty() && !allow_empty {
+        let usage = match rec.output_tokens_source {
+            TokenSource::Usage => format!("usage completion_tokens {}", rec.output_tokens),
+            TokenSource::Chunks => "no usage".to_string(),
+        };
+        let finish = rec.finish_reason.as_deref().unwrap_or("none");
+        return Err((
+            ErrorClass::EmptyOutput,
+            format!(
+                "the server answered but generated nothing (no content, {usage}, finish_reason {finish}); set `allow_empty_output = true` in the workload if empty outputs are expected"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn on_event(
@@ -676,6 +731,45 @@ mod tests {
             (r.output_tokens, r.output_tokens_source),
             (1, TokenSource::Chunks)
         );
+    }
+
+    #[test]
+    fn nothing_generated_fails_unless_the_workload_allows_it() {
+        let events = [
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":""},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":0}}"#,
+            "[DONE]",
+        ];
+        let (_, res) = feed_events(&events);
+        assert_eq!(res.map_err(|f| f.0), Err(ErrorClass::EmptyOutput));
+        let mut r = blank_record(0);
+        let mut reader = StreamReader::new(true, None).allow_empty(true);
+        for e in events {
+            reader
+                .feed(format!("data: {e}\n\n").as_bytes(), 1, &mut r)
+                .expect("feed");
+        }
+        reader.finish(2, &mut r).expect("allowed");
+        assert_eq!((r.output_tokens, r.chunks), (0, 0));
+    }
+
+    #[test]
+    fn a_non_streamed_answer_that_aborted_or_is_empty_fails() {
+        for (body, class) in [
+            (
+                &br#"{"choices":[{"index":0,"text":"ab","finish_reason":"abort"}]}"#[..],
+                ErrorClass::Aborted,
+            ),
+            (
+                br#"{"choices":[{"index":0,"text":"","finish_reason":"stop"}],"usage":{"completion_tokens":0}}"#,
+                ErrorClass::EmptyOutput,
+            ),
+        ] {
+            let mut r = blank_record(0);
+            let mut reader = StreamReader::new(false, None);
+            reader.feed(body, 1, &mut r).expect("feed");
+            assert_eq!(reader.finish(2, &mut r).map_err(|f| f.0), Err(class));
+        }
     }
 
     #[test]

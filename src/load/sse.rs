@@ -50,6 +50,9 @@ pub struct Parser {
     head: Vec<u8>,
     /// The previous chunk ended in CR: a following LF belongs to it.
     pending_cr: bool,
+    /// The value of the first non-standard `error:` field seen, which the spec ignores but
+    /// some servers use to say that generation failed.
+    stray_error: Option<Vec<u8>>,
 }
 
 /// The current event's data while a read is being scanned: still a slice of that read (the
@@ -62,6 +65,12 @@ enum Data<'b> {
 impl Parser {
     pub fn new() -> Parser {
         Parser::default()
+    }
+
+    /// The value of the first `error:` field the stream carried, if any. The SSE specification
+    /// ignores unknown fields, so it is not an event; the client judges it at the stream's end.
+    pub fn stray_error(&self) -> Option<&[u8]> {
+        self.stray_error.as_deref()
     }
 
     /// Consumes `bytes`, calling `on_event` for each event completed by them.
@@ -178,8 +187,11 @@ impl Parser {
                 self.event.clear();
                 self.event.extend_from_slice(value);
             }
+            b"error" if self.stray_error.is_none() => {
+                self.stray_error = Some(value.to_vec());
+            }
             // `id` and `retry` change reconnection state, which a benchmark client never uses;
-            // unknown fields are ignored, as the spec says.
+            // other unknown fields are ignored, as the spec says.
             _ => {}
         }
     }
@@ -236,6 +248,18 @@ mod tests {
                 "split at {i}"
             );
         }
+    }
+
+    #[test]
+    fn a_non_standard_error_field_is_kept_apart_and_dispatches_nothing() {
+        let mut p = Parser::new();
+        let mut n = 0;
+        p.feed(
+            b"data: a\n\nerror: CUDA out of memory\n\nerror: second\n\n",
+            |_| n += 1,
+        );
+        assert_eq!(n, 1);
+        assert_eq!(p.stray_error(), Some(&b"CUDA out of memory"[..]));
     }
 
     #[test]

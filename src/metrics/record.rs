@@ -36,6 +36,15 @@ pub enum ErrorClass {
     TimeoutTotal,
     /// The run was interrupted while the request was in flight.
     Cancelled,
+    /// A 2xx response that generated nothing: no content, reasoning or tool-call output
+    /// (unless the workload sets `allow_empty_output`).
+    EmptyOutput,
+    /// The server ended the response with `finish_reason` `abort` or `error`.
+    Aborted,
+    /// The stream carried a non-standard SSE `error:` field and ended without a finish reason.
+    StreamError,
+    /// The engine process exited while the request was in flight.
+    EngineDied,
 }
 
 impl ErrorClass {
@@ -52,6 +61,10 @@ impl ErrorClass {
             ErrorClass::TimeoutIdle => "timeout:idle",
             ErrorClass::TimeoutTotal => "timeout:total",
             ErrorClass::Cancelled => "cancelled",
+            ErrorClass::EmptyOutput => "empty_output",
+            ErrorClass::Aborted => "aborted",
+            ErrorClass::StreamError => "stream_error",
+            ErrorClass::EngineDied => "engine_died",
         }
     }
 }
@@ -113,7 +126,46 @@ pub struct RequestRecord {
     pub chunks: u64,
 }
 
+/// A streamed response whose `usage` claims more than this many tokens per content chunk
+/// received is not believed. Servers do pack tokens into chunks (speculative decoding, a stream
+/// interval), but by a few, not by an order of magnitude.
+pub const MAX_TOKENS_PER_CHUNK: u64 = 16;
+
 impl RequestRecord {
+    /// Why the server's `usage` count of a successful request cannot be true, if it cannot:
+    /// more completion tokens than `max_tokens` allows, or (streamed) more than
+    /// [`MAX_TOKENS_PER_CHUNK`] per content chunk received.
+    pub fn usage_problem(&self, max_tokens: Option<u64>) -> Option<String> {
+        if self.output_tokens_source != TokenSource::Usage {
+            return None;
+        }
+        let n = self.output_tokens;
+        if let Some(max) = max_tokens.filter(|&m| m > 0 && n > m) {
+            return Some(format!(
+                "usage says {n} completion tokens, above the request's max_tokens {max}"
+            ));
+        }
+        // A streamed response (it had SSE events) is cross-checked against its chunks.
+        let streamed = self.first_event_us.is_some();
+        if streamed && n > MAX_TOKENS_PER_CHUNK * self.chunks.max(1) {
+            return Some(format!(
+                "usage says {n} completion tokens for {} content chunks received (more than {MAX_TOKENS_PER_CHUNK} per chunk)",
+                self.chunks
+            ));
+        }
+        None
+    }
+
+    /// The output tokens to count: the server's `usage` when it is believable, else the
+    /// content events received.
+    pub fn trusted_output_tokens(&self, max_tokens: Option<u64>) -> u64 {
+        if self.usage_problem(max_tokens).is_some() {
+            self.chunks.max(self.content_us.len() as u64)
+        } else {
+            self.output_tokens
+        }
+    }
+
     /// End-to-end latency: scheduled send to the end of the response.
     pub fn e2e_us(&self) -> u64 {
         self.end_us.saturating_sub(self.scheduled_us)
@@ -199,6 +251,32 @@ pub(crate) mod tests {
         // (81 - 50) / 3 ms
         assert_eq!(r.tpot_us(), Some(31_000.0 / 3.0));
         assert_eq!(r.itl_us().collect::<Vec<_>>(), [10_000, 10_000, 10_000]);
+    }
+
+    #[test]
+    fn impossible_usage_is_not_believed() {
+        // 4 chunks, usage within max_tokens: believed.
+        let r = record(0, &[1, 2, 3, 4], 5, 4);
+        assert_eq!(r.usage_problem(Some(4)), None);
+        assert_eq!(r.trusted_output_tokens(Some(4)), 4);
+        // Above max_tokens.
+        let r = record(0, &[1, 2, 3, 4], 5, 5);
+        let why = r.usage_problem(Some(4)).expect("above max_tokens");
+        assert!(why.contains("above the request's max_tokens 4"), "{why}");
+        assert_eq!(r.trusted_output_tokens(Some(4)), 4);
+        // Far above the chunks received, with no max_tokens to compare.
+        let r = record(0, &[1, 2], 5, 500);
+        assert!(r
+            .usage_problem(None)
+            .expect("far above")
+            .contains("2 content chunks"));
+        assert_eq!(r.trusted_output_tokens(None), 2);
+        // Packed, but plausibly (8 per chunk): believed.
+        assert_eq!(record(0, &[1, 2], 5, 16).usage_problem(None), None);
+        // Counted from chunks: nothing to disbelieve.
+        let mut r = record(0, &[1], 5, 500);
+        r.output_tokens_source = TokenSource::Chunks;
+        assert_eq!(r.usage_problem(Some(4)), None);
     }
 
     #[test]

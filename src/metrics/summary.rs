@@ -94,6 +94,13 @@ pub struct CellMetrics {
     pub requests_retried: u64,
     /// Successful requests that returned fewer output tokens than `max_tokens` asked for.
     pub short_outputs: u64,
+    /// Successful requests whose `usage` count was impossible (above `max_tokens`, or far above
+    /// the chunks received): their tokens are counted from chunks, and the cell is invalid.
+    #[serde(default)]
+    pub usage_untrusted: u64,
+    /// Why, for the first of them.
+    #[serde(default)]
+    pub usage_untrusted_example: Option<String>,
     /// Requests per second that met every per-request SLO bound (docs/metrics.md); absent
     /// when the workload has no SLO on TTFT, TPOT or end-to-end latency.
     pub goodput_req_per_s: Option<f64>,
@@ -108,6 +115,42 @@ pub struct CellMetrics {
     /// Open loop: requests scheduled per second of schedule, and actually sent per second.
     pub offered_req_per_s: Option<f64>,
     pub sent_req_per_s: Option<f64>,
+}
+
+impl CellMetrics {
+    /// "3 of 6 requests failed (mostly http_status:500: CUDA out of memory)" when any failed:
+    /// the most frequent failure and the first message the server gave for it.
+    pub fn failed_requests_line(&self) -> Option<String> {
+        if self.requests_failed == 0 {
+            return None;
+        }
+        let example = self
+            .failures
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(k, _)| match self.failure_examples.get(k) {
+                Some(msg) => format!(" (mostly {k}: {msg})"),
+                None => format!(" (mostly {k})"),
+            })
+            .unwrap_or_default();
+        Some(format!(
+            "{} of {} requests failed{example}",
+            self.requests_failed, self.requests_total
+        ))
+    }
+
+    /// `None` when the cell's token counts can be believed, else why not: a server whose
+    /// `usage` is impossible makes every throughput figure of the cell a fiction.
+    pub fn counts_verdict(&self) -> Option<String> {
+        (self.usage_untrusted > 0).then(|| {
+            format!(
+                "token counts cannot be trusted: {} of {} successful requests reported impossible usage ({}); output tokens are counted from chunks and the cell is not compared",
+                self.usage_untrusted,
+                self.requests_ok,
+                self.usage_untrusted_example.as_deref().unwrap_or("no example kept")
+            )
+        })
+    }
 }
 
 /// Per-request bounds for goodput, in microseconds.
@@ -175,6 +218,8 @@ pub struct Accumulator {
     from_usage: u64,
     from_chunks: u64,
     mismatches: u64,
+    untrusted: u64,
+    untrusted_example: Option<String>,
     ttft: LatencyHistogram,
     tpot: LatencyHistogram,
     itl: LatencyHistogram,
@@ -237,14 +282,22 @@ impl Accumulator {
             return;
         }
         self.ok += 1;
-        if self.max_tokens.is_some_and(|m| r.output_tokens < m) {
+        let output_tokens = match r.usage_problem(self.max_tokens) {
+            Some(why) => {
+                self.untrusted += 1;
+                self.untrusted_example.get_or_insert(why);
+                r.trusted_output_tokens(self.max_tokens)
+            }
+            None => r.output_tokens,
+        };
+        if self.max_tokens.is_some_and(|m| output_tokens < m) {
             self.short += 1;
         }
         if let Some(t) = r.ttfb_us() {
             self.ttfb.record(t);
         }
         self.input_tokens += r.input_tokens.unwrap_or(0);
-        self.output_tokens += r.output_tokens;
+        self.output_tokens += output_tokens;
         match r.output_tokens_source {
             TokenSource::Usage => {
                 self.from_usage += 1;
@@ -298,6 +351,8 @@ impl Accumulator {
             .to_string(),
             token_count_mismatches: self.mismatches,
             short_outputs: self.short,
+            usage_untrusted: self.untrusted,
+            usage_untrusted_example: self.untrusted_example.clone(),
             retries: self.retries,
             requests_retried: self.retried,
             goodput_req_per_s: self.goodput.map(|_| rate(self.good)),
@@ -362,6 +417,23 @@ mod tests {
         assert_eq!(m.requests_failed, 1);
         assert_eq!(m.failures.get("http_status:503"), Some(&1));
         assert_eq!(m.e2e_ms.expect("e2e").count, 1);
+    }
+
+    #[test]
+    fn impossible_usage_is_counted_apart_and_never_becomes_throughput() {
+        let mut acc = Accumulator::new(Some(4), None);
+        // Four chunks each, but usage claims 400 tokens for one of the two.
+        acc.add(&record(0, &[10, 20, 30, 40], 1_000_000, 4));
+        acc.add(&record(0, &[10, 20, 30, 40], 1_000_000, 400));
+        let m = acc.finish();
+        assert_eq!(m.usage_untrusted, 1);
+        assert!(m
+            .usage_untrusted_example
+            .as_deref()
+            .is_some_and(|w| w.contains("400 completion tokens")));
+        // 4 + 4 tokens over 1 s, not 404.
+        assert_eq!(m.output_tokens, 8);
+        assert!((m.output_tok_per_s - 8.0).abs() < 1e-9);
     }
 
     #[test]

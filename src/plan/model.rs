@@ -168,6 +168,9 @@ pub struct WorkloadSpec {
     pub min_tokens: Option<u32>,
     pub temperature: f64,
     pub ignore_eos: bool,
+    /// A response that generated nothing is a success, not an `empty_output` failure.
+    #[serde(default)]
+    pub allow_empty_output: bool,
     pub stream: bool,
     pub repeat: u32,
     pub load: LoadSpec,

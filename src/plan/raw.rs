@@ -110,6 +110,8 @@ pub struct RawWorkload {
     #[serde(default)]
     pub ignore_eos: Option<bool>,
     #[serde(default)]
+    pub allow_empty_output: Option<bool>,
+    #[serde(default)]
     pub stream: Option<bool>,
     #[serde(default)]
     pub repeat: Option<Spanned<i64>>,

@@ -937,7 +937,7 @@ impl Resolver<'_> {
             }
         };
         let slo = w.slo.as_ref().map(|s| self.slo(s)).unwrap_or_default();
-        let search = match &w.search {
+        let mut search = match &w.search {
             None => None,
             Some(sp) => {
                 if slo.is_empty() {
@@ -957,6 +957,9 @@ impl Resolver<'_> {
             prompts.len() as u64 * repeat.unwrap_or(1),
             search.is_some(),
         );
+        if let Some(l) = &load {
+            self.check_reach(&name, w, l, search.as_mut());
+        }
         match (load, name_ok, max_tokens, repeat, min_tokens) {
             (Some(load), true, Some(max_tokens), Some(repeat), Some(min_tokens)) => {
                 Some(WorkloadSpec {
@@ -967,6 +970,7 @@ impl Resolver<'_> {
                     min_tokens,
                     temperature,
                     ignore_eos: w.ignore_eos.unwrap_or(false),
+                    allow_empty_output: w.allow_empty_output.unwrap_or(false),
                     stream: w.stream.unwrap_or(true),
                     repeat: repeat as u32,
                     load,
@@ -1180,6 +1184,69 @@ impl Resolver<'_> {
             retries,
             retry_max_wait,
         })
+    }
+
+    /// A closed-loop level has at most `requests` in flight: a concurrency above the requests
+    /// per level is never reached. A search is capped there (so it never reports a level it
+    /// did not reach), with a warning; a search whose `min` is above it is refused; grid
+    /// levels above it are warned about.
+    fn check_reach(
+        &mut self,
+        name: &str,
+        w: &RawWorkload,
+        load: &LoadSpec,
+        search: Option<&mut SearchSpec>,
+    ) {
+        let StopRule::Requests(n) = load.stop else {
+            return;
+        };
+        if let (Some(s), Some(raw)) = (search, &w.search) {
+            let reach = n as f64;
+            if s.over == SearchOver::Concurrency && s.min > reach {
+                self.error_at(
+                    raw.span(),
+                    format!(
+                        "workload `{name}` searches from concurrency {} but sends {n} requests per level: no level of the search is ever reached",
+                        s.min
+                    ),
+                    Some(format!(
+                        "send at least {} requests per level (`requests` in `[workload.load]`)",
+                        s.max
+                    )),
+                );
+            } else if s.over == SearchOver::Concurrency && s.max > reach {
+                self.warn_at(
+                    raw.span(),
+                    format!(
+                        "workload `{name}` searches up to concurrency {} but sends {n} requests per level: the search stops at {n}, the most a level can have in flight",
+                        s.max
+                    ),
+                    Some(format!(
+                        "send at least {} requests per level (`requests` in `[workload.load]`) to search that high",
+                        s.max
+                    )),
+                );
+                s.max = reach;
+            }
+        }
+        let unreached: Vec<String> = load
+            .levels
+            .iter()
+            .filter_map(|l| match l {
+                LoadLevel::Concurrency(c) if u64::from(*c) > n => Some(c.to_string()),
+                _ => None,
+            })
+            .collect();
+        if !unreached.is_empty() {
+            self.warn_at(
+                w.name.span(),
+                format!(
+                    "workload `{name}` sends {n} requests per level, fewer than concurrency {}: those levels never have that many requests in flight",
+                    unreached.join(", ")
+                ),
+                Some("raise `requests` to at least the highest concurrency, or use `duration`".into()),
+            );
+        }
     }
 
     fn search(&mut self, s: &RawSearch) -> Option<SearchSpec> {

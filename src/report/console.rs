@@ -84,9 +84,18 @@ pub fn summary(d: &ReportData) -> String {
                 c.engine, c.text
             ));
         }
-        for r in w.rows.iter().filter(|r| r.status == "INVALID") {
-            if let Some(why) = &r.reason {
-                out.push_str(&format!("  INVALID {} at {}: {why}\n", r.engine, r.level));
+        for r in &w.rows {
+            match (&r.reason, &r.failed_requests) {
+                (Some(why), _) if r.status == "INVALID" => {
+                    out.push_str(&format!("  INVALID {} at {}: {why}\n", r.engine, r.level));
+                }
+                (_, Some(failed)) => {
+                    out.push_str(&format!(
+                        "  FAILED REQUESTS {} at {}: {failed}\n",
+                        r.engine, r.level
+                    ));
+                }
+                _ => {}
             }
         }
     }

@@ -135,7 +135,10 @@ pub struct Row {
     /// The load level: a concurrency, or a rate with "req/s".
     pub level: String,
     pub status: String,
+    /// Why the cell is invalid, failed or partial, and how many of its requests failed.
     pub reason: Option<String>,
+    /// "3 of 6 requests failed (mostly ...)" when any did, with the server's message.
+    pub failed_requests: Option<String>,
     pub requests_ok: String,
     pub failures: String,
     pub request_per_s: String,
@@ -227,11 +230,12 @@ pub fn spread(
     Some(format!("{mean:.1} ± {half:.1}"))
 }
 
-/// A cell's throughput, when it is a result: measured, and not limited by the client.
+/// A cell's throughput, when it is a result to compare (measured to the end, valid, no failed
+/// request: `study::comparable`).
 fn tok_per_s(c: &CellSummary) -> Option<f64> {
     c.metrics
         .as_ref()
-        .filter(|m| m.requests_ok > 0 && c.valid)
+        .filter(|_| super::study::comparable(c))
         .map(|m| m.output_tok_per_s)
 }
 
@@ -375,7 +379,14 @@ pub fn build(b: &LoadedBundle) -> ReportData {
                         } else {
                             "INVALID".into()
                         },
-                        reason: cell.invalid_reason.clone().or(cell.reason.clone()),
+                        reason: {
+                            let why = cell.invalid_reason.clone().or(cell.reason.clone());
+                            match (why, super::study::failed_requests_line(cell)) {
+                                (Some(w), Some(f)) => Some(format!("{w}; {f}")),
+                                (w, f) => w.or(f),
+                            }
+                        },
+                        failed_requests: super::study::failed_requests_line(cell),
                         requests_ok: met.map_or(DASH.into(), |m| m.requests_ok.to_string()),
                         failures: met.map_or(DASH.into(), |m| m.requests_failed.to_string()),
                         request_per_s: met.map_or(DASH.into(), |m| f(m.request_per_s, 2)),
@@ -442,6 +453,10 @@ pub fn build(b: &LoadedBundle) -> ReportData {
                             LoadLevel::Concurrency(c) => format!("{c} concurrent requests"),
                             LoadLevel::Rate(_) => l.label(),
                         });
+                        // A search that never failed a probe found a floor, not a capacity.
+                        if search.is_some_and(|s| s.capacity_at_max && s.capacity == best) {
+                            text = format!(">= {text} (the search's max: no probe failed)");
+                        }
                         if let Some(s) = search {
                             text.push_str(&format!(
                                 " (capacity search over {} probes: {}{})",

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::bundle::format::CellSummary;
+use crate::bundle::format::{CellStatus, CellSummary};
 use crate::bundle::read::LoadedBundle;
 use crate::plan::LoadLevel;
 
@@ -44,8 +44,20 @@ pub struct Study {
     pub costs: Vec<CostRow>,
 }
 
-fn valid(c: &CellSummary) -> bool {
-    c.valid && c.metrics.as_ref().is_some_and(|m| m.requests_ok > 0)
+/// Whether a cell is a result to compare: measured to the end (`ok`, not stopped early), valid,
+/// and with every request successful. A failed, partial or invalid cell is never compared.
+pub fn comparable(c: &CellSummary) -> bool {
+    c.status == CellStatus::Ok
+        && c.reason.is_none()
+        && c.valid
+        && c.metrics
+            .as_ref()
+            .is_some_and(|m| m.requests_ok > 0 && m.requests_failed == 0)
+}
+
+/// One line on a cell that some requests failed in, with the server's message.
+pub fn failed_requests_line(c: &CellSummary) -> Option<String> {
+    c.metrics.as_ref()?.failed_requests_line()
 }
 
 /// Builds the study of a bundle.
@@ -59,7 +71,7 @@ pub fn build(b: &LoadedBundle) -> Study {
         let cells: Vec<&CellSummary> = b
             .cells
             .iter()
-            .filter(|c| c.workload == w.name && valid(c))
+            .filter(|c| c.workload == w.name && comparable(c))
             .collect();
         if cells.is_empty() {
             continue;
@@ -130,9 +142,21 @@ pub fn build(b: &LoadedBundle) -> Study {
                     .is_some_and(|v| v.passed)
             })
         };
+        // A search that never failed a probe found a floor: its capacity is `>= max`.
+        let at_max = |e: &str, l: LoadLevel| {
+            b.manifest.searches.iter().any(|s| {
+                s.engine == e && s.workload == w.name && s.capacity_at_max && s.capacity == Some(l)
+            })
+        };
         if !w.slo.is_empty() {
             rows.push(row("highest load meeting the SLO".into(), &|e| {
-                Some(capacity(e).map_or("none".into(), |l| l.label()))
+                Some(capacity(e).map_or("none".into(), |l| {
+                    if at_max(e, l) {
+                        format!(">= {}", l.label())
+                    } else {
+                        l.label()
+                    }
+                }))
             }));
         }
         // Cost per token at the level that matters: the highest meeting the SLO, else the
@@ -221,6 +245,11 @@ pub fn build(b: &LoadedBundle) -> Study {
         if !w.slo.is_empty() {
             for e in &engines {
                 findings.push(match capacity(e) {
+                    Some(l) if at_max(e, l) => format!(
+                        "`{}`: {e} meets the SLO at every level probed, up to the search's max of {}: its capacity is at least that.",
+                        w.name,
+                        level_phrase(l)
+                    ),
                     Some(l) => {
                         format!("`{}`: {e} meets the SLO up to {}.", w.name, level_phrase(l))
                     }
@@ -239,10 +268,23 @@ pub fn build(b: &LoadedBundle) -> Study {
             findings.push(format!("{} failed: {f}", e.name));
         }
     }
-    let invalid = b.cells.iter().filter(|c| !c.valid).count();
-    if invalid > 0 {
+    for c in &b.cells {
+        if let Some(line) = failed_requests_line(c) {
+            findings.push(format!(
+                "`{}`: {} at {}: {line}; not compared.",
+                c.workload,
+                c.engine,
+                c.level.label()
+            ));
+        }
+    }
+    for c in b.cells.iter().filter(|c| !c.valid) {
         findings.push(format!(
-            "{invalid} cells are invalid: the client, not the engine, set their pace; they are not results."
+            "`{}`: {} at {} is invalid, not a result: {}.",
+            c.workload,
+            c.engine,
+            c.level.label(),
+            c.invalid_reason.as_deref().unwrap_or("no reason recorded")
         ));
     }
     Study {

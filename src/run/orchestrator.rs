@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,7 +25,7 @@ use crate::load::client::{http_client, RequestTarget, RetryPolicy, Timeouts};
 use crate::load::driver::{run_level, Level};
 use crate::load::workload;
 use crate::metrics::gpu::{Gpu, GpuInventory};
-use crate::metrics::record::RequestRecord;
+use crate::metrics::record::{ErrorClass, RequestRecord};
 use crate::metrics::sampler::Sampler;
 use crate::metrics::summary::{Accumulator, GoodputBounds};
 use crate::metrics::{client_check, slo, telemetry};
@@ -51,8 +51,11 @@ pub struct ExecOutcome {
     pub bundle_dir: PathBuf,
     pub status: RunStatus,
     pub cells_failed: usize,
-    /// Cells the client could not drive (not results).
+    /// Cells whose numbers are not results (client-bound, or untrustworthy token counts).
     pub cells_invalid: usize,
+    /// Cells measured to the end in which some requests failed, one line each: the cell, how
+    /// many failed, and the server's message.
+    pub requests_failed: Vec<String>,
     /// The console summary table (empty if the report could not be rendered).
     pub summary: String,
     /// Why the report could not be rendered, if it could not.
@@ -221,23 +224,39 @@ pub async fn exec(
     }
 
     let interrupted = run.cancel.is_stopping();
-    run.manifest.status = if interrupted {
-        RunStatus::Interrupted
-    } else {
-        RunStatus::Complete
-    };
-    if interrupted {
-        run.manifest.message =
-            Some("stopped by a signal; cells not reached are marked interrupted".into());
-    }
-    run.manifest.finished_at = Some(Utc::now());
-    run.save_manifest()?;
     let cells_failed = run
         .manifest
         .cells
         .iter()
         .filter(|c| matches!(c.status, CellStatus::Failed | CellStatus::Rejected))
         .count();
+    let requests_failed: Vec<String> = run
+        .manifest
+        .cells
+        .iter()
+        .filter(|c| c.status == CellStatus::Ok)
+        .filter_map(|c| run.summaries.iter().find(|s| s.id == c.id))
+        .filter_map(|s| {
+            let line = s.metrics.as_ref()?.failed_requests_line()?;
+            Some(format!("{}: {line}", s.id))
+        })
+        .collect();
+    run.manifest.status = if interrupted {
+        RunStatus::Interrupted
+    } else {
+        RunStatus::Complete
+    };
+    run.manifest.message = if interrupted {
+        Some("stopped by a signal; cells not reached are marked interrupted".into())
+    } else {
+        completion_message(
+            run.manifest.cells.len(),
+            cells_failed,
+            requests_failed.len(),
+        )
+    };
+    run.manifest.finished_at = Some(Utc::now());
+    run.save_manifest()?;
     let cells_invalid = run.invalid;
     let bundle_dir = run.bundle.dir.clone();
     let status = run.manifest.status;
@@ -251,9 +270,36 @@ pub async fn exec(
         status,
         cells_failed,
         cells_invalid,
+        requests_failed,
         summary,
         report_error,
     })
+}
+
+/// How a run that went to its end qualifies `complete`: every cell failed, some did, or some
+/// finished with failed requests. `None` when every cell measured without a failure.
+pub fn completion_message(
+    cells: usize,
+    cells_failed: usize,
+    cells_with_failed_requests: usize,
+) -> Option<String> {
+    if cells > 0 && cells_failed == cells {
+        return Some(format!(
+            "every cell failed or was rejected ({cells_failed} of {cells}): nothing was measured"
+        ));
+    }
+    let mut parts = Vec::new();
+    if cells_failed > 0 {
+        parts.push(format!(
+            "{cells_failed} of {cells} cells failed or were rejected"
+        ));
+    }
+    if cells_with_failed_requests > 0 {
+        parts.push(format!(
+            "{cells_with_failed_requests} cells finished with failed requests"
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 fn pending_engine(e: &EngineSpec) -> EngineRecord {
@@ -476,6 +522,7 @@ impl Run<'_> {
                 continue;
             }
             let mut search = Search::new(search_spec);
+            let mut reused_levels: Vec<usize> = Vec::new();
             while let Some(level) = search.next() {
                 if self.cancel.is_stopping() || dead.is_some() {
                     break;
@@ -487,11 +534,24 @@ impl Run<'_> {
                         status: CellStatus::Pending,
                     });
                 }
-                let passed = self
-                    .run_one(ei, spec, &mut up, &cell, &mut dead)
-                    .await?
-                    .is_some_and(|s| s.valid && s.slo.as_ref().is_some_and(|v| v.passed));
+                // A level the grid (or a resumed run) already measured is judged from its
+                // summary, never measured again over it.
+                let measured = self
+                    .summaries
+                    .iter()
+                    .find(|s| s.id == cell.id && s.status == CellStatus::Ok)
+                    .cloned();
+                let reused = measured.is_some();
+                let summary = match measured {
+                    Some(s) => Some(s),
+                    None => self.run_one(ei, spec, &mut up, &cell, &mut dead).await?,
+                };
+                let passed =
+                    summary.is_some_and(|s| s.valid && s.slo.as_ref().is_some_and(|v| v.passed));
                 search.record(passed);
+                if reused {
+                    reused_levels.push(search.probes.len() - 1);
+                }
             }
             self.progress.search_done(&spec.name, &w.name, &search);
             self.manifest.searches.push(SearchRecord {
@@ -499,12 +559,15 @@ impl Run<'_> {
                 workload: w.name.clone(),
                 over: search_spec.over,
                 capacity: search.capacity(),
+                capacity_at_max: search.capacity_at_max(),
                 probes: search
                     .probes
                     .iter()
-                    .map(|(level, passed)| SearchProbe {
+                    .enumerate()
+                    .map(|(i, (level, passed))| SearchProbe {
                         level: *level,
                         passed: *passed,
+                        reused: reused_levels.contains(&i),
                     })
                     .collect(),
                 complete: search.next().is_none()
@@ -697,6 +760,8 @@ impl Run<'_> {
             retry: RetryPolicy::default(),
             api_key,
             expect_tokens: 0,
+            // These check that the engine answers; a 1-token answer may well be empty.
+            allow_empty_output: true,
         };
         crate::load::client::send_alone(&target, body.to_string().into(), self.cancel.stopping())
             .await
@@ -903,7 +968,14 @@ impl Run<'_> {
             acc = acc.open_loop();
         }
         let (tx, rx) = mpsc::channel::<RequestRecord>(1024);
-        let collector = tokio::spawn(collect(rx, file, acc, self.plan.repeat > 1));
+        // Set when the engine process exits under the level: requests then cut off are
+        // `engine_died`, not `cancelled` (nobody interrupted the run).
+        let died_flag = Arc::new(AtomicBool::new(false));
+        let death = EngineDeath {
+            died: died_flag.clone(),
+            engine: spec.name.clone(),
+        };
+        let collector = tokio::spawn(collect(rx, file, acc, self.plan.repeat > 1, death));
 
         let timeouts = w.load.timeouts;
         let bodies = workload::bodies(spec, w);
@@ -947,6 +1019,7 @@ impl Run<'_> {
                 },
                 api_key: api_key(spec),
                 expect_tokens: w.max_tokens,
+                allow_empty_output: w.allow_empty_output,
             };
             // Each run opens its own connections.
             let endpoint = crate::load::client::endpoint(&target).map_err(RunError::Endpoint)?;
@@ -973,6 +1046,8 @@ impl Run<'_> {
                         o = &mut level_run => o,
                         _ = c.wait() => {
                             died = true;
+                            // Before the stop below, so every request it cuts off sees it.
+                            died_flag.store(true, Ordering::SeqCst);
                             level_stop.escalate();
                             level_stop.escalate();
                             level_run.await
@@ -1054,7 +1129,14 @@ impl Run<'_> {
             },
             cores,
         };
-        let invalid_reason = client_check::verdict(&metrics, &usage, w.load.max_dispatch_lag);
+        let reasons: Vec<String> = [
+            client_check::verdict(&metrics, &usage, w.load.max_dispatch_lag),
+            metrics.counts_verdict(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let invalid_reason = (!reasons.is_empty()).then(|| reasons.join("; "));
         let (status, reason) = if self.cancel.is_stopping() {
             (
                 CellStatus::Interrupted,
@@ -1137,6 +1219,7 @@ async fn collect(
     file: std::fs::File,
     mut acc: Accumulator,
     per_run: bool,
+    death: EngineDeath,
 ) -> (Accumulator, Vec<Accumulator>, Option<std::io::Error>) {
     const BATCH: usize = 64 * 1024;
     let template = acc.clone();
@@ -1157,7 +1240,8 @@ async fn collect(
     };
     let mut last_sent = Instant::now();
     let mut lines = Vec::with_capacity(BATCH + 4096);
-    while let Some(r) = rx.recv().await {
+    while let Some(mut r) = rx.recv().await {
+        death.reclassify(&mut r);
         acc.add(&r);
         if per_run {
             let run = r.run as usize;
@@ -1188,6 +1272,26 @@ async fn collect(
         _ => Some(std::io::Error::other("the record writer thread panicked")),
     };
     (acc, runs, err)
+}
+
+/// Whether the engine process exited under a cell, and its name.
+struct EngineDeath {
+    died: Arc<AtomicBool>,
+    engine: String,
+}
+
+impl EngineDeath {
+    /// A request cancelled because the engine exited is `engine_died`: it was in flight when
+    /// the engine died, and no one interrupted the run.
+    fn reclassify(&self, r: &mut RequestRecord) {
+        if r.error_class == Some(ErrorClass::Cancelled) && self.died.load(Ordering::SeqCst) {
+            r.error_class = Some(ErrorClass::EngineDied);
+            r.error_message = Some(format!(
+                "engine `{}` exited while this request was in flight",
+                self.engine
+            ));
+        }
+    }
 }
 
 /// An attached engine must serve the plan's model, so the run never benchmarks the wrong

@@ -148,9 +148,8 @@ impl Progress {
             .collect();
         self.say(&format!(
             "[{engine}] capacity for {workload}: {} (probed {})",
-            s.capacity()
-                .map_or("none (the first level failed its SLO)".into(), |l| l
-                    .label()),
+            s.capacity_text()
+                .unwrap_or_else(|| "none (the first level failed its SLO)".into()),
             probes.join(", ")
         ));
     }

@@ -80,6 +80,23 @@ impl Search {
     pub fn capacity(&self) -> Option<LoadLevel> {
         self.highest_pass.map(|x| self.level(x))
     }
+
+    /// The capacity is the search's `max`: the engine met the SLO at the highest level the
+    /// search may probe, so its true capacity is that or more (written `>= max`).
+    pub fn capacity_at_max(&self) -> bool {
+        self.highest_pass.is_some_and(|p| p >= self.spec.max)
+    }
+
+    /// The capacity as the report and the console write it: `>= max` when the search never
+    /// found a level the engine failed.
+    pub fn capacity_text(&self) -> Option<String> {
+        let l = self.capacity()?;
+        Some(if self.capacity_at_max() {
+            format!(">= {}", l.label())
+        } else {
+            l.label()
+        })
+    }
 }
 
 #[cfg(test)]
@@ -119,6 +136,12 @@ mod tests {
         assert_eq!(s.capacity(), Some(LoadLevel::Concurrency(8)));
         let s = run(conc(1.0, 100.0, 20), |_| true);
         assert_eq!(s.capacity(), Some(LoadLevel::Concurrency(100)));
+        // Never failed: the capacity is at least the maximum, not the maximum.
+        assert!(s.capacity_at_max());
+        assert_eq!(s.capacity_text().as_deref(), Some(">= 100"));
+        let s = run(conc(1.0, 256.0, 20), |x| x <= 37.0);
+        assert!(!s.capacity_at_max());
+        assert_eq!(s.capacity_text().as_deref(), Some("37"));
         let s = run(conc(2.0, 100.0, 20), |_| false);
         assert_eq!(s.capacity(), None);
         assert_eq!(s.probes.len(), 1);
