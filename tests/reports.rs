@@ -189,7 +189,8 @@ fn a_template_named_like_a_bundle_file_is_refused_and_the_bundle_kept() {
         assert_eq!(out.status.code(), Some(1), "{name}: {}", text(&out));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            stderr.contains("a file of the bundle itself") && stderr.contains("rename the template"),
+            stderr.contains("a file of the bundle itself")
+                && stderr.contains("rename the template"),
             "{stderr}"
         );
     }

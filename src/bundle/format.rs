@@ -147,6 +147,9 @@ pub struct EngineRecord {
     pub log_tail: Option<String>,
     /// The engine's stdout and stderr, relative to the bundle.
     pub log: Option<String>,
+    /// Set when the engine wrote more than `log_limit`: the log keeps the head and the tail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_truncated: Option<crate::engine::log::LogTruncation>,
     pub stop: Option<StopReport>,
     /// With NVML: GPU memory before launch and after teardown.
     #[serde(default)]

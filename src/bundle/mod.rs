@@ -2,4 +2,5 @@
 
 pub mod format;
 pub mod read;
+pub mod redact;
 pub mod write;

@@ -17,6 +17,7 @@ use super::progress::Progress;
 use super::search::Search;
 use super::signal::Cancel;
 use crate::bundle::format::*;
+use crate::bundle::redact::{self, Redactor};
 use crate::bundle::write::{Bundle, WriteError};
 use crate::engine::health::{wait_ready, NotReady};
 use crate::engine::spawn::{self, log_tail, Spawned};
@@ -34,6 +35,16 @@ use crate::report;
 
 /// Lines of an engine's log shown when it fails.
 const LOG_TAIL_LINES: usize = 20;
+
+/// How long an engine's log may take to reach its end once the engine is gone (a child that
+/// escaped teardown may hold the pipe open).
+const LOG_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The tail of a launched engine's log once it exited: its last words are copied first.
+fn exited_log_tail(sp: &Spawned) -> String {
+    sp.log.settle(LOG_SETTLE);
+    log_tail(&sp.log_path, LOG_TAIL_LINES)
+}
 
 /// Options of `runner exec` beyond the plan.
 #[derive(Debug, Clone)]
@@ -77,6 +88,7 @@ fn resume_bundle(
     dir: &std::path::Path,
     plan: &Plan,
     inventory: GpuInventory,
+    redactor: Redactor,
 ) -> Result<(Bundle, Manifest, HashSet<String>, Vec<CellSummary>), RunError> {
     let err = |why: String| RunError::Resume {
         dir: dir.to_path_buf(),
@@ -116,7 +128,12 @@ fn resume_bundle(
         .into_iter()
         .filter(|c| manifest.cells.iter().any(|i| i.id == c.id))
         .collect();
-    Ok((Bundle::open(dir), manifest, done, kept))
+    Ok((
+        Bundle::open(dir).with_redactor(redactor),
+        manifest,
+        done,
+        kept,
+    ))
 }
 
 struct Run<'a> {
@@ -155,11 +172,14 @@ pub async fn exec(
             },
         )
     };
+    let redactor = Redactor::for_plan(plan, plan_bytes, std::env::vars());
     let (bundle, manifest, done, summaries) = match &opts.resume {
-        Some(dir) => resume_bundle(dir, plan, inventory)?,
+        Some(dir) => resume_bundle(dir, plan, inventory, redactor)?,
         None => {
-            let bundle = Bundle::create(&opts.results_root, &plan.name)?;
-            bundle.write("plan.toml", plan_bytes)?;
+            let bundle = Bundle::create(&opts.results_root, &plan.name)?.with_redactor(redactor);
+            // The copy is the plan file but its secrets; the manifest keeps the original's hash.
+            let copy = bundle.redactor().plan_source(plan_bytes);
+            bundle.write("plan.toml", &copy)?;
             bundle.write_json("plan.resolved.json", &redacted(plan))?;
             if let Some(t) = &plan.report.template {
                 let text = std::fs::read(t).map_err(|e| WriteError {
@@ -273,6 +293,7 @@ fn pending_engine(e: &EngineSpec) -> EngineRecord {
         failure: None,
         log_tail: None,
         log: None,
+        log_truncated: None,
         stop: None,
         gpu_release: None,
         rejected_fields: Vec::new(),
@@ -287,12 +308,8 @@ fn redacted(plan: &Plan) -> Plan {
     for e in &mut p.engines {
         if let EngineTarget::Launch(l) = &mut e.target {
             for (k, v) in l.env.iter_mut() {
-                let up = k.to_ascii_uppercase();
-                if ["TOKEN", "KEY", "SECRET", "PASSWORD"]
-                    .iter()
-                    .any(|s| up.contains(s))
-                {
-                    *v = "<redacted>".into();
+                if redact::secret_name(k) {
+                    *v = redact::REDACTED.into();
                 }
             }
         }
@@ -565,7 +582,7 @@ impl Run<'_> {
                 let rec = &mut self.manifest.engines[ei];
                 rec.status = EngineStatus::Failed;
                 rec.failure = Some(why.clone());
-                rec.log_tail = Some(log_tail(&sp.log_path, LOG_TAIL_LINES));
+                rec.log_tail = Some(exited_log_tail(sp));
                 self.progress
                     .engine_failed(&spec.name, &why, rec.log_tail.as_deref());
                 summary.status = CellStatus::Failed;
@@ -768,8 +785,13 @@ impl Run<'_> {
                 let port = spawn::pick_port(l.port)
                     .map_err(|e| Failure::plain(format!("could not start: {e}")))?;
                 let log_rel = format!("logs/{}.log", spec.name);
-                let mut sp = spawn::spawn(l, port, &self.bundle.path(&log_rel))
-                    .map_err(|e| Failure::plain(format!("could not start: {e}")))?;
+                let mut sp = spawn::spawn(
+                    l,
+                    port,
+                    &self.bundle.path(&log_rel),
+                    self.bundle.redactor().clone(),
+                )
+                .map_err(|e| Failure::plain(format!("could not start: {e}")))?;
                 let base_url = format!("http://127.0.0.1:{port}");
                 {
                     let rec = &mut self.manifest.engines[ei];
@@ -871,7 +893,26 @@ impl Run<'_> {
         };
         let report = terminate::stop(&mut sp.child, sp.pgid, sp.port, grace, &self.cancel).await;
         self.progress.engine_stopped(&spec.name, &report);
+        // The log is complete once every process of the engine closed its end of the pipe.
+        let log = sp.log.clone();
+        tokio::task::spawn_blocking(move || log.settle(LOG_SETTLE))
+            .await
+            .ok();
+        if let Some(t) = sp.log.truncation() {
+            self.progress.warn(&format!(
+                "engine `{}` wrote {} bytes of output; its log {} keeps the first and last {} bytes ({} dropped; raise `log_limit` to keep more)",
+                spec.name,
+                t.written_bytes,
+                sp.log.path.display(),
+                t.limit_bytes / 2,
+                t.dropped_bytes
+            ));
+        }
+        if let Some(e) = sp.log.error() {
+            self.progress.warn(&e);
+        }
         let rec = &mut self.manifest.engines[ei];
+        rec.log_truncated = sp.log.truncation();
         if rec.status != EngineStatus::Failed && rec.status != EngineStatus::Skipped {
             rec.status = EngineStatus::Stopped;
         }
@@ -1249,9 +1290,10 @@ impl Failure {
         base_url: &str,
         spawned: Option<Spawned>,
     ) -> Failure {
-        let tail = spawned
-            .as_ref()
-            .map(|s| log_tail(&s.log_path, LOG_TAIL_LINES));
+        let tail = spawned.as_ref().map(|s| match e {
+            NotReady::Exited(_) => exited_log_tail(s),
+            _ => log_tail(&s.log_path, LOG_TAIL_LINES),
+        });
         let probe = format!(
             "GET {base_url}{} never answered {}",
             spec.health.path, spec.health.status
