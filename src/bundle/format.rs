@@ -22,7 +22,7 @@ pub fn label<T: Serialize>(value: &T) -> String {
 
 /// Names the runner writes at the top of a bundle (docs/bundle.md): nothing else, such as a
 /// custom report rendered into the bundle, may take one of them.
-pub const BUNDLE_FILES: [&str; 13] = [
+pub const BUNDLE_FILES: [&str; 12] = [
     "manifest.json",
     "plan.toml",
     "plan.resolved.json",
@@ -32,15 +32,10 @@ pub const BUNDLE_FILES: [&str; 13] = [
     "telemetry.jsonl",
     "report.md",
     "report.html",
-    LOCK_FILE,
     "cells",
     "logs",
     "charts",
 ];
-
-/// The file a runner holds an advisory lock (flock) on while it writes the bundle; it holds
-/// the holder's pid.
-pub const LOCK_FILE: &str = ".lock";
 
 /// Bumped on any change a reader of older bundles would misread.
 pub const FORMAT_VERSION: u32 = 1;

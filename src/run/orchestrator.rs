@@ -17,9 +17,10 @@ use super::progress::Progress;
 use super::search::Search;
 use super::signal::Cancel;
 use crate::bundle::format::*;
+use crate::bundle::lock::{self, BundleLock, LockError};
 use crate::bundle::redact::{self, Redactor};
 use crate::bundle::write::{Bundle, WriteError};
-use crate::engine::health::{wait_ready, NotReady};
+use crate::engine::health::{wait_ready, Miss, NotReady, Owner};
 use crate::engine::spawn::{self, log_tail, Spawned};
 use crate::engine::{terminate, version};
 use crate::load::client::{http_client, RequestTarget, RetryPolicy, Timeouts};
@@ -75,6 +76,8 @@ pub struct ExecOutcome {
 pub enum RunError {
     #[error(transparent)]
     Write(#[from] WriteError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
     #[error("cannot send requests to the engine: {0}")]
@@ -83,17 +86,28 @@ pub enum RunError {
     Resume { dir: PathBuf, why: String },
 }
 
+/// A bundle opened to finish: locked, its manifest, the cells already measured, their summaries.
+type Resumed = (
+    Bundle,
+    BundleLock,
+    Manifest,
+    HashSet<String>,
+    Vec<CellSummary>,
+);
+
 /// Opens a bundle to finish: same plan (by hash), format and runner; keeps its `ok` cells.
 fn resume_bundle(
     dir: &std::path::Path,
     plan: &Plan,
     inventory: GpuInventory,
     redactor: Redactor,
-) -> Result<(Bundle, Manifest, HashSet<String>, Vec<CellSummary>), RunError> {
+) -> Result<Resumed, RunError> {
     let err = |why: String| RunError::Resume {
         dir: dir.to_path_buf(),
         why,
     };
+    // Before anything is read: a bundle another runner is writing is not ours to finish.
+    let lock = lock::acquire(dir).map_err(|e| err(e.to_string()))?;
     let loaded = crate::bundle::read::load(dir).map_err(|e| err(e.to_string()))?;
     let mut manifest = loaded.manifest;
     if manifest.plan.sha256 != plan.sha256 {
@@ -130,6 +144,7 @@ fn resume_bundle(
         .collect();
     Ok((
         Bundle::open(dir).with_redactor(redactor),
+        lock,
         manifest,
         done,
         kept,
@@ -173,10 +188,12 @@ pub async fn exec(
         )
     };
     let redactor = Redactor::for_plan(plan, plan_bytes, std::env::vars());
-    let (bundle, manifest, done, summaries) = match &opts.resume {
+    // The lock is held until the report is rendered: the bundle is this run's until then.
+    let (bundle, _lock, manifest, done, summaries) = match &opts.resume {
         Some(dir) => resume_bundle(dir, plan, inventory, redactor)?,
         None => {
             let bundle = Bundle::create(&opts.results_root, &plan.name)?.with_redactor(redactor);
+            let lock = lock::acquire(&bundle.dir)?;
             // The copy is the plan file but its secrets; the manifest keeps the original's hash.
             let copy = bundle.redactor().plan_source(plan_bytes);
             bundle.write("plan.toml", &copy)?;
@@ -209,7 +226,7 @@ pub async fn exec(
                     })
                     .collect(),
             };
-            (bundle, manifest, HashSet::new(), Vec::new())
+            (bundle, lock, manifest, HashSet::new(), Vec::new())
         }
     };
     let sampler = Sampler::start(gpu, plan.gpu.interval, &bundle.path("samples.jsonl"));
@@ -606,11 +623,19 @@ impl Run<'_> {
         }
         let up = self.launch_and_wait(ei, spec).await?;
         let api_key = api_key(spec);
-        if let EngineTarget::Attach { url } = &spec.target {
-            if let Err(why) = check_model(&self.client, url, &spec.model, api_key.as_deref()).await
-            {
-                return Err(Failure::plain(why));
-            }
+        // Launched or attached, the engine must serve the plan's model.
+        if let Err(why) =
+            check_model(&self.client, &up.base_url, &spec.model, api_key.as_deref()).await
+        {
+            return Err(Failure {
+                message: why,
+                log_tail: up
+                    .spawned
+                    .as_ref()
+                    .map(|s| log_tail(&s.log_path, LOG_TAIL_LINES)),
+                spawned: up.spawned,
+                stopped: false,
+            });
         }
         if spec.health.completion {
             let deadline = tokio::time::Instant::now() + spec.health.timeout;
@@ -767,7 +792,21 @@ impl Run<'_> {
                 self.manifest.engines[ei].url = Some(url.clone());
                 self.manifest.engines[ei].status = EngineStatus::Starting;
                 self.progress.engine_attaching(&spec.name, url);
-                match wait_ready(None, &self.client, url, &spec.health, started, &self.cancel).await
+                let progress = self.progress.clone();
+                let on_miss = |miss: &Miss, left: std::time::Duration| {
+                    progress.engine_not_answering(&spec.name, url, miss, left);
+                };
+                match wait_ready(
+                    None,
+                    &self.client,
+                    url,
+                    &spec.health,
+                    started,
+                    &self.cancel,
+                    None,
+                    Some(&on_miss),
+                )
+                .await
                 {
                     Ok(d) => {
                         self.ready(ei, spec, d.as_secs_f64(), None);
@@ -811,6 +850,11 @@ impl Run<'_> {
                     &spec.health,
                     sp.started,
                     &self.cancel,
+                    Some(Owner {
+                        pgid: sp.pgid,
+                        port,
+                    }),
+                    None,
                 )
                 .await;
                 match ready {
@@ -1231,8 +1275,8 @@ async fn collect(
     (acc, runs, err)
 }
 
-/// An attached engine must serve the plan's model, so the run never benchmarks the wrong
-/// server: its `/v1/models` must list it.
+/// An engine must serve the plan's model, so the run never benchmarks the wrong server (or a
+/// launch line that loaded another model): its `/v1/models` must list it.
 async fn check_model(
     client: &reqwest::Client,
     url: &str,
@@ -1290,7 +1334,7 @@ impl Failure {
         base_url: &str,
         spawned: Option<Spawned>,
     ) -> Failure {
-        let tail = spawned.as_ref().map(|s| match e {
+        let tail = spawned.as_ref().map(|s| match &e {
             NotReady::Exited(_) => exited_log_tail(s),
             _ => log_tail(&s.log_path, LOG_TAIL_LINES),
         });
@@ -1300,10 +1344,18 @@ impl Failure {
         );
         let (message, stopped) = match e {
             NotReady::Exited(status) => (format!("exited with {status} while starting"), false),
-            NotReady::Timeout(t) => (
+            NotReady::Foreign(who) => (
                 format!(
-                    "was not ready after {} ({probe}); raise `health.timeout` if it loads slowly",
-                    humantime::format_duration(t)
+                    "could not be reached: GET {base_url}{} was answered by {who}, which is not in this engine's process group: another server holds the port (stop it, or use `port = \"auto\"`)",
+                    spec.health.path
+                ),
+                false,
+            ),
+            NotReady::Timeout { after, last } => (
+                format!(
+                    "was not ready after {} ({probe}{}); raise `health.timeout` if it loads slowly",
+                    humantime::format_duration(after),
+                    last.map(|m| format!("; last: {m}")).unwrap_or_default()
                 ),
                 false,
             ),
