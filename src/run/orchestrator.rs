@@ -41,9 +41,14 @@ const LOG_TAIL_LINES: usize = 20;
 /// escaped teardown may hold the pipe open).
 const LOG_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The tail of a launched engine's log once it exited: its last words are copied first.
+/// The tail of a launched engine's log once it exited: its last words are copied first (a
+/// bounded wait, told to the runtime so that its other tasks go on meanwhile).
 fn exited_log_tail(sp: &Spawned) -> String {
-    sp.log.settle(LOG_SETTLE);
+    let settle = || sp.log.settle(LOG_SETTLE);
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(settle),
+        _ => settle(),
+    }
     log_tail(&sp.log_path, LOG_TAIL_LINES)
 }
 
