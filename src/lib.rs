@@ -193,16 +193,25 @@ fn probe(spec: probe::ProbeSpec, json: bool) -> i32 {
 
 fn report_template(bundle: &Path, template: &Path) -> i32 {
     let run = || -> Result<std::path::PathBuf, String> {
+        let name = template
+            .file_name()
+            .map(|n| n.to_string_lossy().trim_end_matches(".tera").to_string())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "report.custom".into());
+        // The output lands in the bundle: it must never replace a file the runner wrote.
+        if bundle::format::BUNDLE_FILES.contains(&name.as_str()) || name.starts_with('.') {
+            return Err(format!(
+                "template {} would be rendered to {}, which is a file of the bundle itself; rename the template (e.g. `custom-{name}.tera`)",
+                template.display(),
+                bundle.join(&name).display()
+            ));
+        }
         let loaded = bundle::read::load(bundle).map_err(|e| e.to_string())?;
         let text = std::fs::read_to_string(template)
             .map_err(|e| format!("cannot read template {}: {e}", template.display()))?;
         let data = report::data_with_charts(&loaded);
         let out = report::render::render_with(&template.display().to_string(), &text, &data)
             .map_err(|e| e.to_string())?;
-        let name = template
-            .file_name()
-            .map(|n| n.to_string_lossy().trim_end_matches(".tera").to_string())
-            .unwrap_or_else(|| "report.custom".into());
         let path = bundle.join(name);
         bundle::write::atomic_write(&path, out.as_bytes()).map_err(|e| e.to_string())?;
         Ok(path)

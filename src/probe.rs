@@ -43,6 +43,9 @@ pub struct ProbeReport {
     pub ttft_ms: Option<f64>,
     pub tpot_ms: Option<f64>,
     pub e2e_ms: f64,
+    /// What the probe changed in the URL given (an API path stripped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 fn ms(us: Option<u64>) -> Option<f64> {
@@ -57,7 +60,7 @@ async fn first_model(client: &reqwest::Client, base: &str) -> Result<String, Str
         .timeout(Duration::from_secs(10))
         .send()
         .await
-        .map_err(|e| format!("GET {url} failed: {e}"))?
+        .map_err(|e| format!("GET {url} failed: {}", crate::error_chain(&e)))?
         .json()
         .await
         .map_err(|e| format!("GET {url} did not answer a model list: {e}"))?;
@@ -67,9 +70,66 @@ async fn first_model(client: &reqwest::Client, base: &str) -> Result<String, Str
         .ok_or_else(|| format!("GET {url} lists no model; pass --model"))
 }
 
-/// Sends the probe request. An error before the request (no model found) is `Err`.
+/// API paths a user may paste with the URL; the probe takes the base URL and adds `--api`'s.
+const API_SUFFIXES: [&str; 4] = [
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/models",
+    "/v1",
+];
+
+/// The base URL to probe, from what the user typed, and a note when an API path pasted with
+/// it was stripped. Anything but an `http://` URL is refused with the fix.
+pub fn base_url(input: &str) -> Result<(String, Option<String>), String> {
+    let parsed = url::Url::parse(input);
+    match &parsed {
+        Ok(u) if u.scheme() == "http" && u.host_str().is_some() => {}
+        Ok(u) if u.scheme() == "https" => {
+            return Err(format!(
+                "`{input}`: runner speaks plain HTTP only (no TLS); probe the engine's http:// port"
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "`{input}` is not an http:// URL; write the engine's base URL, e.g. http://127.0.0.1:8000"
+            ))
+        }
+    }
+    let trimmed = input.trim_end_matches('/');
+    for suffix in API_SUFFIXES {
+        if let Some(base) = trimmed.strip_suffix(suffix) {
+            let note = format!(
+                "`{input}` ends with the API path `{suffix}`: probing the base URL {base} (the probe adds the path `--api` names)"
+            );
+            return Ok((base.to_string(), Some(note)));
+        }
+    }
+    Ok((trimmed.to_string(), None))
+}
+
+/// Fails at once, saying so, when nothing listens at the URL's host and port.
+async fn listening(base: &str, timeout: Duration) -> Result<(), String> {
+    let Ok(u) = url::Url::parse(base) else {
+        return Ok(());
+    };
+    let (Some(host), Some(port)) = (u.host_str(), u.port_or_known_default()) else {
+        return Ok(());
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port))).await {
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err(format!(
+            "connection refused: nothing listens at {host}:{port}; start the engine, or check the host and port"
+        )),
+        // Other failures are the request's to report, with its classification.
+        _ => Ok(()),
+    }
+}
+
+/// Sends the probe request. An error before the request (not an http:// URL, nothing
+/// listening, no model found) is `Err`.
 pub async fn run(spec: &ProbeSpec) -> Result<ProbeReport, String> {
-    let base = spec.url.trim_end_matches('/').to_string();
+    let (base, note) = base_url(&spec.url)?;
+    listening(&base, spec.timeout.min(Duration::from_secs(10))).await?;
     let client = client::http_client(Duration::from_secs(10)).map_err(|e| e.to_string())?;
     let model = match &spec.model {
         Some(m) => m.clone(),
@@ -105,7 +165,9 @@ pub async fn run(spec: &ProbeSpec) -> Result<ProbeReport, String> {
         allow_empty_output: false,
     };
     let out = client::send_alone(&target, body.to_string().into(), std::future::pending()).await;
-    Ok(report(&out.record, out.text, target.url, model))
+    let mut r = report(&out.record, out.text, target.url, model);
+    r.note = note;
+    Ok(r)
 }
 
 fn report(r: &RequestRecord, text: Option<String>, url: String, model: String) -> ProbeReport {
@@ -130,6 +192,7 @@ fn report(r: &RequestRecord, text: Option<String>, url: String, model: String) -
         ttft_ms: ms(r.ttft_us()),
         tpot_ms: r.tpot_us().map(|v| v / 1000.0),
         e2e_ms: r.e2e_us() as f64 / 1000.0,
+        note: None,
     }
 }
 
@@ -137,6 +200,9 @@ fn report(r: &RequestRecord, text: Option<String>, url: String, model: String) -
 pub fn render(p: &ProbeReport) -> String {
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
     let mut out = String::new();
+    if let Some(n) = &p.note {
+        out.push_str(&format!("note: {n}\n"));
+    }
     out.push_str(&format!(
         "{} {} (model {})\n",
         if p.ok { "OK" } else { "FAILED" },
@@ -179,4 +245,27 @@ pub fn render(p: &ProbeReport) -> String {
         out.push_str(&format!("  output text:   {t:?}\n"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_are_checked_and_pasted_api_paths_stripped() {
+        assert_eq!(
+            base_url("http://127.0.0.1:8000/").expect("ok"),
+            ("http://127.0.0.1:8000".to_string(), None)
+        );
+        let (base, note) = base_url("http://h:8000/v1/chat/completions").expect("ok");
+        assert_eq!(base, "http://h:8000");
+        assert!(note.expect("note").contains("`/v1/chat/completions`"));
+        for bad in ["localhost:8000", "127.0.0.1:8000", "ftp://h/", "nonsense"] {
+            let e = base_url(bad).expect_err(bad);
+            assert!(e.contains("is not an http:// URL"), "{e}");
+        }
+        assert!(base_url("https://h")
+            .expect_err("tls")
+            .contains("plain HTTP only"));
+    }
 }

@@ -211,13 +211,12 @@ fn a_rate_the_client_cannot_send_makes_the_cell_invalid() {
 #[test]
 fn a_level_ends_early_when_errors_pile_up() {
     let s = Scratch::new();
-    // The engine serves model `m`; asking for `other` fails every request with HTTP 404.
+    // The engine answers every request HTTP 429 (a model it does not serve is refused at
+    // readiness now, before any request).
     s.write(
         "plan.toml",
-        &plan("concurrency = [2]\nrequests = 500\nwarmup = 0\nmax_errors = 5").replace(
-            "model = \"m\"\n[engine.health]",
-            "model = \"other\"\n[engine.health]",
-        ),
+        &plan("concurrency = [2]\nrequests = 500\nwarmup = 0\nmax_errors = 5")
+            .replace("--itl-ms 10\"", "--itl-ms 10 --reject-every 1\""),
     );
     let (out, bundle) = s.exec("plan.toml");
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
@@ -228,11 +227,11 @@ fn a_level_ends_early_when_errors_pile_up() {
         (5..=6).contains(&total),
         "stopped after max_errors, not 500: {total}"
     );
-    assert_eq!(c["metrics"]["failures"]["http_status:404"], total);
+    assert_eq!(c["metrics"]["failures"]["http_status:429"], total);
     assert!(c["reason"]
         .as_str()
         .expect("reason")
-        .contains("The model `other` does not exist."));
+        .contains("The server is busy; retry later."));
 }
 
 #[test]

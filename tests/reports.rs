@@ -199,3 +199,32 @@ fn repeated_runs_give_a_spread_that_comparisons_use() {
         "{rows:?}"
     );
 }
+
+#[test]
+fn a_template_named_like_a_bundle_file_is_refused_and_the_bundle_kept() {
+    let s = Scratch::new();
+    let bundle = fixture(&s);
+    let before = std::fs::read(bundle.join("manifest.json")).expect("manifest");
+    for name in ["manifest.json.tera", "plan.toml.tera", "summary.csv.tera"] {
+        let t = s.write(name, "{{ plan_name }}");
+        let out = s.runner(&[
+            "report",
+            bundle.to_str().expect("path"),
+            "--template",
+            t.to_str().expect("path"),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("a file of the bundle itself")
+                && stderr.contains("rename the template"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(bundle.join("manifest.json")).expect("manifest"),
+        before,
+        "the manifest is untouched"
+    );
+    assert!(!bundle.join("summary.csv").exists());
+}

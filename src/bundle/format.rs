@@ -20,6 +20,23 @@ pub fn label<T: Serialize>(value: &T) -> String {
         .unwrap_or_default()
 }
 
+/// Names the runner writes at the top of a bundle (docs/bundle.md): nothing else, such as a
+/// custom report rendered into the bundle, may take one of them.
+pub const BUNDLE_FILES: [&str; 12] = [
+    "manifest.json",
+    "plan.toml",
+    "plan.resolved.json",
+    "report.md.tera",
+    "summary.csv",
+    "samples.jsonl",
+    "telemetry.jsonl",
+    "report.md",
+    "report.html",
+    "cells",
+    "logs",
+    "charts",
+];
+
 /// Bumped on any change a reader of older bundles would misread.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -133,6 +150,9 @@ pub struct EngineRecord {
     pub log_tail: Option<String>,
     /// The engine's stdout and stderr, relative to the bundle.
     pub log: Option<String>,
+    /// Set when the engine wrote more than `log_limit`: the log keeps the head and the tail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_truncated: Option<crate::engine::log::LogTruncation>,
     pub stop: Option<StopReport>,
     /// With NVML: GPU memory before launch and after teardown.
     #[serde(default)]

@@ -3,10 +3,13 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::Utc;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+
+use super::redact::Redactor;
 
 /// A bundle write failed; the message names the path.
 #[derive(Debug, thiserror::Error)]
@@ -16,10 +19,11 @@ pub struct WriteError {
     pub source: std::io::Error,
 }
 
-/// A bundle directory being written.
+/// A bundle directory being written. Every file written through it passes its redactor.
 #[derive(Debug, Clone)]
 pub struct Bundle {
     pub dir: PathBuf,
+    redactor: Arc<Redactor>,
 }
 
 impl Bundle {
@@ -46,7 +50,10 @@ impl Bundle {
             let dir = parent.join(format!("{}-{id}", now.format("%Y%m%dT%H%M%SZ")));
             match std::fs::create_dir(&dir) {
                 Ok(()) => {
-                    let b = Bundle { dir };
+                    let b = Bundle {
+                        dir,
+                        redactor: Arc::default(),
+                    };
                     b.mkdir("cells")?;
                     b.mkdir("logs")?;
                     return Ok(b);
@@ -70,7 +77,18 @@ impl Bundle {
     pub fn open(dir: &Path) -> Bundle {
         Bundle {
             dir: dir.to_path_buf(),
+            redactor: Arc::default(),
         }
+    }
+
+    /// The same bundle, every later write redacted by `redactor`.
+    pub fn with_redactor(mut self, redactor: Redactor) -> Bundle {
+        self.redactor = Arc::new(redactor);
+        self
+    }
+
+    pub fn redactor(&self) -> &Arc<Redactor> {
+        &self.redactor
     }
 
     fn mkdir(&self, rel: &str) -> Result<(), WriteError> {
@@ -82,17 +100,20 @@ impl Bundle {
         self.dir.join(rel)
     }
 
-    /// Writes `bytes` to `rel` atomically (temporary file, then rename).
+    /// Writes `bytes`, secrets redacted, to `rel` atomically (temporary file, then rename).
     pub fn write(&self, rel: &str, bytes: &[u8]) -> Result<(), WriteError> {
-        atomic_write(&self.path(rel), bytes)
+        atomic_write(&self.path(rel), &self.redactor.bytes(bytes))
     }
 
-    /// Writes pretty JSON to `rel` atomically.
+    /// Writes pretty JSON, secrets redacted in every string, to `rel` atomically.
     pub fn write_json<T: Serialize>(&self, rel: &str, value: &T) -> Result<(), WriteError> {
-        let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| WriteError {
+        let err = |e| WriteError {
             path: self.path(rel),
             source: std::io::Error::other(e),
-        })?;
+        };
+        let mut value = serde_json::to_value(value).map_err(err)?;
+        self.redactor.json(&mut value);
+        let mut bytes = serde_json::to_vec_pretty(&value).map_err(err)?;
         bytes.push(b'\n');
         self.write(rel, &bytes)
     }

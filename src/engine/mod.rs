@@ -1,6 +1,7 @@
 //! Engines: launching, readiness, teardown, and the built-in simulated engine.
 
 pub mod health;
+pub mod log;
 pub mod procfs;
 pub mod replay;
 pub mod sim;

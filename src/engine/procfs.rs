@@ -95,8 +95,8 @@ mod tests {
     }
 }
 
-/// Who listens on a local TCP port, when /proc can tell: `pid (comm)`.
-pub fn port_holder(port: u16) -> Option<String> {
+/// The socket inodes (`socket:[N]`) listening on a local TCP port, IPv4 or IPv6.
+fn listening_sockets(port: u16) -> Vec<String> {
     let mut inodes = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = fs::read_to_string(table) else {
@@ -117,22 +117,43 @@ pub fn port_holder(port: u16) -> Option<String> {
             }
         }
     }
-    if inodes.is_empty() {
+    inodes
+}
+
+/// Whether process `pid` has one of `sockets` open.
+fn holds_socket(pid: i32, sockets: &[String]) -> bool {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(Result::ok).any(|fd| {
+        fs::read_link(fd.path()).is_ok_and(|t| sockets.iter().any(|i| t.as_os_str() == i.as_str()))
+    })
+}
+
+/// Whether a process of group `pgid` holds a socket listening on `port`: the engine the
+/// runner launched, not a stranger on the same port, answers there.
+pub fn group_listens_on(pgid: i32, port: u16) -> bool {
+    let sockets = listening_sockets(port);
+    !sockets.is_empty()
+        && group_members(pgid)
+            .iter()
+            .any(|p| holds_socket(p.pid, &sockets))
+}
+
+/// Who listens on a local TCP port, when /proc can tell: `pid (comm)`.
+pub fn port_holder(port: u16) -> Option<String> {
+    let sockets = listening_sockets(port);
+    if sockets.is_empty() {
         return None;
     }
     for e in fs::read_dir("/proc").ok()?.filter_map(Result::ok) {
-        let Ok(fds) = fs::read_dir(e.path().join("fd")) else {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        for fd in fds.filter_map(Result::ok) {
-            let Ok(target) = fs::read_link(fd.path()) else {
-                continue;
-            };
-            if inodes.iter().any(|i| target.as_os_str() == i.as_str()) {
-                let stat = fs::read_to_string(e.path().join("stat")).ok()?;
-                let p = parse_stat(&stat)?;
-                return Some(format!("pid {} ({})", p.pid, p.comm));
-            }
+        if holds_socket(pid, &sockets) {
+            let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+            let p = parse_stat(&stat)?;
+            return Some(format!("pid {} ({})", p.pid, p.comm));
         }
     }
     None
@@ -151,5 +172,9 @@ mod port_tests {
             holder.starts_with(&format!("pid {} ", std::process::id())),
             "{holder}"
         );
+        let me = nix::unistd::getpgid(None).expect("pgid").as_raw();
+        assert!(group_listens_on(me, port));
+        drop(l);
+        assert!(!group_listens_on(me, port));
     }
 }

@@ -1,14 +1,18 @@
-//! Launching an engine: a free port, its own process group, stdout and stderr to a log file.
+//! Launching an engine: a free port, its own process group, stdout and stderr through the
+//! runner into a bounded, redacted log file (`log.rs`).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::process::{Child, Command};
 
+use super::log::EngineLog;
 use super::EngineError;
+use crate::bundle::redact::Redactor;
 use crate::plan::check::port_taken;
 use crate::plan::{LaunchSpec, PortSpec};
 
@@ -21,6 +25,8 @@ pub struct Spawned {
     pub port: u16,
     pub argv: Vec<String>,
     pub log_path: PathBuf,
+    /// The thread copying its output into the log.
+    pub log: EngineLog,
     pub started: Instant,
 }
 
@@ -42,27 +48,32 @@ pub fn pick_port(spec: PortSpec) -> Result<u16, EngineError> {
 }
 
 /// Starts the engine with `{port}` filled in, in a new process group, without a shell.
-pub fn spawn(launch: &LaunchSpec, port: u16, log_path: &Path) -> Result<Spawned, EngineError> {
+/// Its output goes to `log_path`, at most `launch.log_limit` bytes of it, secrets redacted.
+pub fn spawn(
+    launch: &LaunchSpec,
+    port: u16,
+    log_path: &Path,
+    redactor: Arc<Redactor>,
+) -> Result<Spawned, EngineError> {
     let port_s = port.to_string();
     let argv: Vec<String> = launch
         .argv
         .iter()
         .map(|a| a.replace("{port}", &port_s))
         .collect();
-    let log = File::create(log_path).map_err(|e| EngineError::Log {
+    let log_err = |e| EngineError::Log {
         path: log_path.to_path_buf(),
         source: e,
-    })?;
-    let log2 = log.try_clone().map_err(|e| EngineError::Log {
-        path: log_path.to_path_buf(),
-        source: e,
-    })?;
+    };
+    let (engine_log, out) =
+        EngineLog::start(log_path, launch.log_limit, redactor).map_err(log_err)?;
+    let err = out.try_clone().map_err(log_err)?;
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .current_dir(&launch.cwd)
         .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log2))
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
         .process_group(0)
         .kill_on_drop(false);
     for (k, v) in &launch.env {
@@ -72,6 +83,8 @@ pub fn spawn(launch: &LaunchSpec, port: u16, log_path: &Path) -> Result<Spawned,
         program: argv[0].clone(),
         source: e,
     })?;
+    // The runner's copies of the pipe's write end go, so the log ends when the engine's do.
+    drop(cmd);
     let pgid = child.id().map(|p| p as i32).ok_or(EngineError::Spawn {
         program: argv[0].clone(),
         source: std::io::Error::other("the child exited before its pid was read"),
@@ -82,6 +95,7 @@ pub fn spawn(launch: &LaunchSpec, port: u16, log_path: &Path) -> Result<Spawned,
         port,
         argv,
         log_path: log_path.to_path_buf(),
+        log: engine_log,
         started: Instant::now(),
     })
 }

@@ -113,6 +113,13 @@ pub struct LaunchSpec {
     pub port: PortSpec,
     #[serde(with = "humantime_serde_compat")]
     pub stop_grace: Duration,
+    /// `log_limit`: the most bytes of its output kept in its log (head and tail).
+    #[serde(default = "default_log_limit")]
+    pub log_limit: u64,
+}
+
+fn default_log_limit() -> u64 {
+    crate::engine::log::DEFAULT_LOG_LIMIT
 }
 
 /// The port an engine listens on.

@@ -55,6 +55,9 @@ pub struct RawEngine {
     pub health: Option<RawHealth>,
     #[serde(default)]
     pub stop_grace: Option<Spanned<String>>,
+    /// The most bytes of the engine's output kept in its log (`"64MiB"`).
+    #[serde(default)]
+    pub log_limit: Option<Spanned<String>>,
     #[serde(default)]
     pub version_command: Option<Spanned<RawCommand>>,
     #[serde(default)]

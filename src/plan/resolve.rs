@@ -192,6 +192,36 @@ impl Resolver<'_> {
         }
     }
 
+    /// `log_limit = "64MiB"`: a size of at least 4 KiB.
+    fn log_limit(&mut self, value: &Option<Spanned<String>>) -> u64 {
+        const MIN: u64 = 4 << 10;
+        let Some(v) = value else {
+            return crate::engine::log::DEFAULT_LOG_LIMIT;
+        };
+        match parse_size(v.get_ref()) {
+            Some(n) if n >= MIN => n,
+            Some(_) => {
+                self.error_at(
+                    v.span(),
+                    format!("`log_limit` must be at least 4KiB, not `{}`", v.get_ref()),
+                    Some("e.g. \"64MiB\" (the default) or \"1GiB\"".into()),
+                );
+                crate::engine::log::DEFAULT_LOG_LIMIT
+            }
+            None => {
+                self.error_at(
+                    v.span(),
+                    format!("`{}` is not a size", v.get_ref()),
+                    Some(
+                        "write a number and a unit: \"64MiB\", \"512KiB\", \"2GiB\", \"100MB\""
+                            .into(),
+                    ),
+                );
+                crate::engine::log::DEFAULT_LOG_LIMIT
+            }
+        }
+    }
+
     fn positive(&mut self, value: &Spanned<i64>, what: &str, max: i64) -> Option<u64> {
         let v = *value.get_ref();
         if v < 1 || v > max {
@@ -433,6 +463,7 @@ impl Resolver<'_> {
                     ("port", e.port.is_some()),
                     ("cwd", e.cwd.is_some()),
                     ("stop_grace", e.stop_grace.is_some()),
+                    ("log_limit", e.log_limit.is_some()),
                     ("env", !e.env.is_empty()),
                 ] {
                     if present {
@@ -525,6 +556,7 @@ impl Resolver<'_> {
                     .as_ref()
                     .map_or_else(|| self.abs_dir(), |c| self.abs_dir().join(c.get_ref()));
                 let stop_grace = self.duration(&e.stop_grace, Duration::from_secs(10));
+                let log_limit = self.log_limit(&e.log_limit);
                 argv.map(|argv| {
                     EngineTarget::Launch(LaunchSpec {
                         argv,
@@ -532,6 +564,7 @@ impl Resolver<'_> {
                         cwd,
                         port,
                         stop_grace,
+                        log_limit,
                     })
                 })
             }
@@ -1392,6 +1425,28 @@ fn unknown_field_hint(message: &str) -> Option<String> {
             expected.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
         ),
     })
+}
+
+/// A size such as `64MiB`, `512 KiB`, `100MB` or `4096` (bytes).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    let bytes = num * mult as f64;
+    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -17,8 +17,10 @@ use super::progress::Progress;
 use super::search::Search;
 use super::signal::Cancel;
 use crate::bundle::format::*;
+use crate::bundle::lock::{self, BundleLock, LockError};
+use crate::bundle::redact::{self, Redactor};
 use crate::bundle::write::{Bundle, WriteError};
-use crate::engine::health::{wait_ready, NotReady};
+use crate::engine::health::{wait_ready, Miss, NotReady, Owner};
 use crate::engine::spawn::{self, log_tail, Spawned};
 use crate::engine::{terminate, version};
 use crate::load::client::{http_client, RequestTarget, RetryPolicy, Timeouts};
@@ -34,6 +36,21 @@ use crate::report;
 
 /// Lines of an engine's log shown when it fails.
 const LOG_TAIL_LINES: usize = 20;
+
+/// How long an engine's log may take to reach its end once the engine is gone (a child that
+/// escaped teardown may hold the pipe open).
+const LOG_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The tail of a launched engine's log once it exited: its last words are copied first (a
+/// bounded wait, told to the runtime so that its other tasks go on meanwhile).
+fn exited_log_tail(sp: &Spawned) -> String {
+    let settle = || sp.log.settle(LOG_SETTLE);
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(settle),
+        _ => settle(),
+    }
+    log_tail(&sp.log_path, LOG_TAIL_LINES)
+}
 
 /// Options of `runner exec` beyond the plan.
 #[derive(Debug, Clone)]
@@ -67,6 +84,8 @@ pub struct ExecOutcome {
 pub enum RunError {
     #[error(transparent)]
     Write(#[from] WriteError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
     #[error("cannot send requests to the engine: {0}")]
@@ -75,16 +94,28 @@ pub enum RunError {
     Resume { dir: PathBuf, why: String },
 }
 
+/// A bundle opened to finish: locked, its manifest, the cells already measured, their summaries.
+type Resumed = (
+    Bundle,
+    BundleLock,
+    Manifest,
+    HashSet<String>,
+    Vec<CellSummary>,
+);
+
 /// Opens a bundle to finish: same plan (by hash), format and runner; keeps its `ok` cells.
 fn resume_bundle(
     dir: &std::path::Path,
     plan: &Plan,
     inventory: GpuInventory,
-) -> Result<(Bundle, Manifest, HashSet<String>, Vec<CellSummary>), RunError> {
+    redactor: Redactor,
+) -> Result<Resumed, RunError> {
     let err = |why: String| RunError::Resume {
         dir: dir.to_path_buf(),
         why,
     };
+    // Before anything is read: a bundle another runner is writing is not ours to finish.
+    let lock = lock::acquire(dir).map_err(|e| err(e.to_string()))?;
     let loaded = crate::bundle::read::load(dir).map_err(|e| err(e.to_string()))?;
     let mut manifest = loaded.manifest;
     if manifest.plan.sha256 != plan.sha256 {
@@ -119,7 +150,13 @@ fn resume_bundle(
         .into_iter()
         .filter(|c| manifest.cells.iter().any(|i| i.id == c.id))
         .collect();
-    Ok((Bundle::open(dir), manifest, done, kept))
+    Ok((
+        Bundle::open(dir).with_redactor(redactor),
+        lock,
+        manifest,
+        done,
+        kept,
+    ))
 }
 
 struct Run<'a> {
@@ -158,11 +195,16 @@ pub async fn exec(
             },
         )
     };
-    let (bundle, manifest, done, summaries) = match &opts.resume {
-        Some(dir) => resume_bundle(dir, plan, inventory)?,
+    let redactor = Redactor::for_plan(plan, plan_bytes, std::env::vars());
+    // The lock is held until the report is rendered: the bundle is this run's until then.
+    let (bundle, _lock, manifest, done, summaries) = match &opts.resume {
+        Some(dir) => resume_bundle(dir, plan, inventory, redactor)?,
         None => {
-            let bundle = Bundle::create(&opts.results_root, &plan.name)?;
-            bundle.write("plan.toml", plan_bytes)?;
+            let bundle = Bundle::create(&opts.results_root, &plan.name)?.with_redactor(redactor);
+            let lock = lock::acquire(&bundle.dir)?;
+            // The copy is the plan file but its secrets; the manifest keeps the original's hash.
+            let copy = bundle.redactor().plan_source(plan_bytes);
+            bundle.write("plan.toml", &copy)?;
             bundle.write_json("plan.resolved.json", &redacted(plan))?;
             if let Some(t) = &plan.report.template {
                 let text = std::fs::read(t).map_err(|e| WriteError {
@@ -192,7 +234,7 @@ pub async fn exec(
                     })
                     .collect(),
             };
-            (bundle, manifest, HashSet::new(), Vec::new())
+            (bundle, lock, manifest, HashSet::new(), Vec::new())
         }
     };
     let sampler = Sampler::start(gpu, plan.gpu.interval, &bundle.path("samples.jsonl"));
@@ -319,6 +361,7 @@ fn pending_engine(e: &EngineSpec) -> EngineRecord {
         failure: None,
         log_tail: None,
         log: None,
+        log_truncated: None,
         stop: None,
         gpu_release: None,
         rejected_fields: Vec::new(),
@@ -333,12 +376,8 @@ fn redacted(plan: &Plan) -> Plan {
     for e in &mut p.engines {
         if let EngineTarget::Launch(l) = &mut e.target {
             for (k, v) in l.env.iter_mut() {
-                let up = k.to_ascii_uppercase();
-                if ["TOKEN", "KEY", "SECRET", "PASSWORD"]
-                    .iter()
-                    .any(|s| up.contains(s))
-                {
-                    *v = "<redacted>".into();
+                if redact::secret_name(k) {
+                    *v = redact::REDACTED.into();
                 }
             }
         }
@@ -628,7 +667,7 @@ impl Run<'_> {
                 let rec = &mut self.manifest.engines[ei];
                 rec.status = EngineStatus::Failed;
                 rec.failure = Some(why.clone());
-                rec.log_tail = Some(log_tail(&sp.log_path, LOG_TAIL_LINES));
+                rec.log_tail = Some(exited_log_tail(sp));
                 self.progress
                     .engine_failed(&spec.name, &why, rec.log_tail.as_deref());
                 summary.status = CellStatus::Failed;
@@ -652,11 +691,19 @@ impl Run<'_> {
         }
         let up = self.launch_and_wait(ei, spec).await?;
         let api_key = api_key(spec);
-        if let EngineTarget::Attach { url } = &spec.target {
-            if let Err(why) = check_model(&self.client, url, &spec.model, api_key.as_deref()).await
-            {
-                return Err(Failure::plain(why));
-            }
+        // Launched or attached, the engine must serve the plan's model.
+        if let Err(why) =
+            check_model(&self.client, &up.base_url, &spec.model, api_key.as_deref()).await
+        {
+            return Err(Failure {
+                message: why,
+                log_tail: up
+                    .spawned
+                    .as_ref()
+                    .map(|s| log_tail(&s.log_path, LOG_TAIL_LINES)),
+                spawned: up.spawned,
+                stopped: false,
+            });
         }
         if spec.health.completion {
             let deadline = tokio::time::Instant::now() + spec.health.timeout;
@@ -815,7 +862,21 @@ impl Run<'_> {
                 self.manifest.engines[ei].url = Some(url.clone());
                 self.manifest.engines[ei].status = EngineStatus::Starting;
                 self.progress.engine_attaching(&spec.name, url);
-                match wait_ready(None, &self.client, url, &spec.health, started, &self.cancel).await
+                let progress = self.progress.clone();
+                let on_miss = |miss: &Miss, left: std::time::Duration| {
+                    progress.engine_not_answering(&spec.name, url, miss, left);
+                };
+                match wait_ready(
+                    None,
+                    &self.client,
+                    url,
+                    &spec.health,
+                    started,
+                    &self.cancel,
+                    None,
+                    Some(&on_miss),
+                )
+                .await
                 {
                     Ok(d) => {
                         self.ready(ei, spec, d.as_secs_f64(), None);
@@ -833,8 +894,13 @@ impl Run<'_> {
                 let port = spawn::pick_port(l.port)
                     .map_err(|e| Failure::plain(format!("could not start: {e}")))?;
                 let log_rel = format!("logs/{}.log", spec.name);
-                let mut sp = spawn::spawn(l, port, &self.bundle.path(&log_rel))
-                    .map_err(|e| Failure::plain(format!("could not start: {e}")))?;
+                let mut sp = spawn::spawn(
+                    l,
+                    port,
+                    &self.bundle.path(&log_rel),
+                    self.bundle.redactor().clone(),
+                )
+                .map_err(|e| Failure::plain(format!("could not start: {e}")))?;
                 let base_url = format!("http://127.0.0.1:{port}");
                 {
                     let rec = &mut self.manifest.engines[ei];
@@ -854,6 +920,11 @@ impl Run<'_> {
                     &spec.health,
                     sp.started,
                     &self.cancel,
+                    Some(Owner {
+                        pgid: sp.pgid,
+                        port,
+                    }),
+                    None,
                 )
                 .await;
                 match ready {
@@ -936,7 +1007,26 @@ impl Run<'_> {
         };
         let report = terminate::stop(&mut sp.child, sp.pgid, sp.port, grace, &self.cancel).await;
         self.progress.engine_stopped(&spec.name, &report);
+        // The log is complete once every process of the engine closed its end of the pipe.
+        let log = sp.log.clone();
+        tokio::task::spawn_blocking(move || log.settle(LOG_SETTLE))
+            .await
+            .ok();
+        if let Some(t) = sp.log.truncation() {
+            self.progress.warn(&format!(
+                "engine `{}` wrote {} bytes of output; its log {} keeps the first and last {} bytes ({} dropped; raise `log_limit` to keep more)",
+                spec.name,
+                t.written_bytes,
+                sp.log.path.display(),
+                t.limit_bytes / 2,
+                t.dropped_bytes
+            ));
+        }
+        if let Some(e) = sp.log.error() {
+            self.progress.warn(&e);
+        }
         let rec = &mut self.manifest.engines[ei];
+        rec.log_truncated = sp.log.truncation();
         if rec.status != EngineStatus::Failed && rec.status != EngineStatus::Skipped {
             rec.status = EngineStatus::Stopped;
         }
@@ -1294,8 +1384,8 @@ impl EngineDeath {
     }
 }
 
-/// An attached engine must serve the plan's model, so the run never benchmarks the wrong
-/// server: its `/v1/models` must list it.
+/// An engine must serve the plan's model, so the run never benchmarks the wrong server (or a
+/// launch line that loaded another model): its `/v1/models` must list it.
 async fn check_model(
     client: &reqwest::Client,
     url: &str,
@@ -1353,19 +1443,28 @@ impl Failure {
         base_url: &str,
         spawned: Option<Spawned>,
     ) -> Failure {
-        let tail = spawned
-            .as_ref()
-            .map(|s| log_tail(&s.log_path, LOG_TAIL_LINES));
+        let tail = spawned.as_ref().map(|s| match &e {
+            NotReady::Exited(_) => exited_log_tail(s),
+            _ => log_tail(&s.log_path, LOG_TAIL_LINES),
+        });
         let probe = format!(
             "GET {base_url}{} never answered {}",
             spec.health.path, spec.health.status
         );
         let (message, stopped) = match e {
             NotReady::Exited(status) => (format!("exited with {status} while starting"), false),
-            NotReady::Timeout(t) => (
+            NotReady::Foreign(who) => (
                 format!(
-                    "was not ready after {} ({probe}); raise `health.timeout` if it loads slowly",
-                    humantime::format_duration(t)
+                    "could not be reached: GET {base_url}{} was answered by {who}, which is not in this engine's process group: another server holds the port (stop it, or use `port = \"auto\"`)",
+                    spec.health.path
+                ),
+                false,
+            ),
+            NotReady::Timeout { after, last } => (
+                format!(
+                    "was not ready after {} ({probe}{}); raise `health.timeout` if it loads slowly",
+                    humantime::format_duration(after),
+                    last.map(|m| format!("; last: {m}")).unwrap_or_default()
                 ),
                 false,
             ),

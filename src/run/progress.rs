@@ -56,6 +56,20 @@ impl Progress {
         self.say(&format!("[{name}] attaching to {url}"));
     }
 
+    /// An attached engine's health check did not count yet: why, and how long it is retried.
+    pub fn engine_not_answering(
+        &self,
+        name: &str,
+        url: &str,
+        miss: &crate::engine::health::Miss,
+        left: Duration,
+    ) {
+        self.say(&format!(
+            "[{name}] {url}: {miss}; retrying, {} s left (`health.timeout`)",
+            left.as_secs_f64().ceil()
+        ));
+    }
+
     /// Something the user must know about, always printed.
     pub fn warn(&self, message: &str) {
         self.say(&format!("warning: {message}"));

@@ -35,6 +35,8 @@ pub struct Recovered {
 #[derive(Debug, thiserror::Error)]
 pub enum RecoverError {
     #[error(transparent)]
+    Locked(#[from] crate::bundle::lock::LockError),
+    #[error(transparent)]
     Read(#[from] read::ReadError),
     #[error("the bundle is marked `{0}`, not `running`: there is nothing to recover")]
     NotRunning(String),
@@ -46,6 +48,8 @@ pub enum RecoverError {
 
 /// Recovers the bundle in `dir`.
 pub fn recover(dir: &Path) -> Result<Recovered, RecoverError> {
+    // A bundle whose runner is alive is not left behind: its engines are that runner's.
+    let _lock = crate::bundle::lock::acquire(dir)?;
     let LoadedBundle {
         mut manifest,
         plan,
