@@ -319,7 +319,7 @@ pub fn render_table(c: &Comparison) -> String {
             ]
         })
         .collect();
-    out.push_str(&super::console::table(
+    out.push_str(&super::fmt::table(
         &[
             "engine", "workload", "load", "metric", "base", "other", "ratio", "verdict",
         ],

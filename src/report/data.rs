@@ -10,6 +10,8 @@ use crate::metrics::gpu::GpuInventory;
 use crate::metrics::sampler::Resources;
 use crate::plan::{EngineTarget, LoadLevel, StopRule};
 
+use super::fmt::{bytes, engine_memory};
+
 /// Everything a template can use. docs/reports.md lists the fields.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReportData {
@@ -175,30 +177,6 @@ const DASH: &str = "-";
 
 fn f(v: f64, digits: usize) -> String {
     format!("{v:.digits$}")
-}
-
-/// Formats a byte count as GiB or MiB.
-pub fn bytes(b: u64) -> String {
-    let gib = b as f64 / (1u64 << 30) as f64;
-    if gib >= 1.0 {
-        format!("{gib:.2} GiB")
-    } else {
-        format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64)
-    }
-}
-
-/// The memory figure reports give an engine (peak over a window). With NVML: the GPU memory of
-/// the engine's own processes where NVML's process list attributes any to its process group,
-/// else the whole GPU's "used" (containers often hide other PIDs). Without NVML: the engine
-/// process group's RSS.
-pub fn engine_memory(r: &Resources, gpu: bool) -> Option<u64> {
-    if gpu {
-        r.engine_gpu_mem_peak_bytes
-            .filter(|&b| b > 0)
-            .or(r.gpu_mem_used_peak_bytes)
-    } else {
-        r.rss_peak_bytes
-    }
 }
 
 fn memory_peak(r: Option<&Resources>, gpu: bool) -> String {

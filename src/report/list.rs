@@ -78,7 +78,7 @@ pub fn render(items: &[Listed]) -> String {
             ],
         })
         .collect();
-    super::console::table(
+    super::fmt::table(
         &[
             "plan", "status", "cells ok", "started", "hardware", "bundle",
         ],

@@ -1,9 +1,13 @@
 //! Rendering a report from a bundle with tera: the built-in template, or the plan's own
-//! (copied into the bundle at run time so that the bundle alone can re-render it).
+//! (copied into the bundle at run time so that the bundle alone can re-render it), and `rerender`,
+//! which rewrites every derived file of a bundle.
 
 use std::path::{Path, PathBuf};
 
 use super::data::ReportData;
+use super::{charts, console, csv, data};
+use crate::bundle::read;
+use crate::bundle::write::Bundle;
 
 /// The built-in Markdown report template.
 pub const BUILTIN_MD: &str = include_str!("../../templates/report.md.tera");
@@ -50,4 +54,45 @@ pub fn render_markdown(bundle_dir: &Path, data: &ReportData) -> Result<String, R
     } else {
         render_with("report.md.tera", BUILTIN_MD, data)
     }
+}
+
+/// Why `runner report` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Read(#[from] read::ReadError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error(transparent)]
+    Write(#[from] crate::bundle::write::WriteError),
+}
+
+/// The report data of a bundle, with its charts drawn.
+pub fn data_with_charts(loaded: &read::LoadedBundle) -> data::ReportData {
+    let mut data = data::build(loaded);
+    let (charts, errors) = charts::all(loaded);
+    data.charts = charts;
+    data.chart_errors = errors;
+    data
+}
+
+/// Re-renders every derived file of a bundle (charts, report.md, report.html, summary.csv)
+/// and returns the console summary.
+pub fn rerender(dir: &Path) -> Result<String, ReportError> {
+    let loaded = read::load(dir)?;
+    let data = data_with_charts(&loaded);
+    let bundle = Bundle::open(dir);
+    std::fs::create_dir_all(dir.join("charts")).map_err(|e| crate::bundle::write::WriteError {
+        path: dir.join("charts"),
+        source: e,
+    })?;
+    for c in &data.charts {
+        bundle.write(&format!("charts/{}.svg", c.name), c.svg.as_bytes())?;
+    }
+    let md = render_markdown(dir, &data)?;
+    bundle.write("report.md", md.as_bytes())?;
+    let html = render_with("report.html.tera", BUILTIN_HTML, &data)?;
+    bundle.write("report.html", html.as_bytes())?;
+    bundle.write("summary.csv", csv::render(&loaded.cells).as_bytes())?;
+    Ok(console::summary(&data))
 }
