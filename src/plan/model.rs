@@ -119,7 +119,7 @@ pub struct LaunchSpec {
 }
 
 fn default_log_limit() -> u64 {
-    crate::engine::log::DEFAULT_LOG_LIMIT
+    super::defaults::LOG_LIMIT
 }
 
 /// The port an engine listens on.
