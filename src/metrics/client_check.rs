@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::bundle::format::ClientUsage;
+pub use crate::bundle::format::ClientUsage;
 use crate::metrics::summary::CellMetrics;
 
 /// An open-loop cell is invalid when fewer than this fraction of the scheduled requests per

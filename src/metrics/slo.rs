@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::bundle::format::{SloCheck, SloVerdict};
+pub use crate::bundle::format::{SloCheck, SloVerdict};
 use crate::metrics::summary::{CellMetrics, Stats};
 use crate::plan::{Percentile, SloMetric, SloRule};
 

@@ -244,6 +244,23 @@ impl Accumulator {
         }
     }
 
+    /// The accumulator of one cell of `workload` at `level`: the one the cell measures with and
+    /// the one `runner recover` rebuilds a cut-off cell with, so both derive the same metrics
+    /// (an open-loop level reports its offered and sent rates).
+    pub fn for_cell(
+        workload: &crate::plan::WorkloadSpec,
+        level: crate::plan::LoadLevel,
+    ) -> Accumulator {
+        let acc = Accumulator::new(
+            Some(u64::from(workload.max_tokens)),
+            GoodputBounds::from_slo(&workload.slo),
+        );
+        match level {
+            crate::plan::LoadLevel::Rate(_) => acc.open_loop(),
+            crate::plan::LoadLevel::Concurrency(_) => acc,
+        }
+    }
+
     /// Marks the cell as open loop, so offered and sent rates are reported.
     pub fn open_loop(mut self) -> Accumulator {
         self.open_loop = true;
