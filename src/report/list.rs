@@ -20,7 +20,7 @@ pub fn find(root: &Path) -> std::io::Result<Vec<Listed>> {
             continue;
         };
         for b in bundles.flatten() {
-            let m = b.path().join("manifest.json");
+            let m = b.path().join(crate::bundle::layout::MANIFEST);
             if m.is_file() {
                 let manifest = std::fs::read(&m)
                     .ok()

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::data::ReportData;
 use super::{charts, console, csv, data};
-use crate::bundle::read;
 use crate::bundle::write::Bundle;
+use crate::bundle::{layout, read};
 
 /// The built-in Markdown report template.
 pub const BUILTIN_MD: &str = include_str!("../../templates/report.md.tera");
@@ -15,7 +15,7 @@ pub const BUILTIN_MD: &str = include_str!("../../templates/report.md.tera");
 pub const BUILTIN_HTML: &str = include_str!("../../templates/report.html.tera");
 
 /// File name a plan's custom template is kept under in the bundle.
-pub const BUNDLED_TEMPLATE: &str = "report.md.tera";
+pub const BUNDLED_TEMPLATE: &str = layout::TEMPLATE;
 
 /// A report could not be rendered.
 #[derive(Debug, thiserror::Error)]
@@ -82,17 +82,19 @@ pub fn rerender(dir: &Path) -> Result<String, ReportError> {
     let loaded = read::load(dir)?;
     let data = data_with_charts(&loaded);
     let bundle = Bundle::open(dir);
-    std::fs::create_dir_all(dir.join("charts")).map_err(|e| crate::bundle::write::WriteError {
-        path: dir.join("charts"),
-        source: e,
+    std::fs::create_dir_all(dir.join(layout::CHARTS)).map_err(|e| {
+        crate::bundle::write::WriteError {
+            path: dir.join(layout::CHARTS),
+            source: e,
+        }
     })?;
     for c in &data.charts {
-        bundle.write(&format!("charts/{}.svg", c.name), c.svg.as_bytes())?;
+        bundle.write(&layout::chart(&c.name), c.svg.as_bytes())?;
     }
     let md = render_markdown(dir, &data)?;
-    bundle.write("report.md", md.as_bytes())?;
+    bundle.write(layout::REPORT_MD, md.as_bytes())?;
     let html = render_with("report.html.tera", BUILTIN_HTML, &data)?;
-    bundle.write("report.html", html.as_bytes())?;
-    bundle.write("summary.csv", csv::render(&loaded.cells).as_bytes())?;
+    bundle.write(layout::REPORT_HTML, html.as_bytes())?;
+    bundle.write(layout::SUMMARY_CSV, csv::render(&loaded.cells).as_bytes())?;
     Ok(console::summary(&data))
 }
