@@ -12,7 +12,7 @@ use crate::plan::Api;
 ///
 /// Exit codes: 0 success; 1 the run could not go on (e.g. a bundle file could not be written);
 /// 2 the plan or the arguments are invalid; 3 the run finished but some cells failed;
-/// 130 interrupted by a signal.
+/// 5 engine processes survived teardown; 130 interrupted by a signal.
 #[derive(Debug, Parser)]
 #[command(name = "runner", version, about, long_about)]
 pub struct Cli {
