@@ -227,9 +227,11 @@ pub fn kill_everything_now() -> usize {
         if left.is_empty() || Instant::now() >= deadline {
             break;
         }
+        let ours: HashSet<i32> = left.iter().map(|p| p.pid).collect();
         for p in &left {
-            // An engine's whole group at once; never the runner's own group.
-            if p.pgid != own_group {
+            // An engine's whole group at once: only a group whose leader the runner launched
+            // (never the runner's own group, nor one a process joined in the runner's session).
+            if p.pgid != own_group && ours.contains(&p.pgid) {
                 let _ = killpg(Pid::from_raw(p.pgid), Signal::SIGKILL);
             }
             let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);

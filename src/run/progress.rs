@@ -105,7 +105,7 @@ impl Progress {
         self.say(&format!("[{name}] {how} in {:.2} s", r.took_s));
         if !r.survivors.is_empty() {
             self.say(&format!(
-                "[{name}] WARNING: still alive after SIGKILL: {}",
+                "[{name}] WARNING: survived teardown (SIGKILL included): {}",
                 r.survivors.join(", ")
             ));
         }
