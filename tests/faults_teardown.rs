@@ -312,36 +312,37 @@ warmup = 0
     assert_no_engine_survives(&m);
 }
 
-/// An HTTP engine that shares its port (SO_REUSEPORT). As `engine` it writes its port to
-/// `port` and serves once `held` exists; as `holder` it listens on that port too, then writes
-/// `held`. Both answer health checks, the model list and non-streamed completions alike.
+/// An HTTP engine that shares its port (SO_REUSEPORT). As `engine` it listens, writes its
+/// port to `port`, and answers its health check 503 until `held` exists; as `holder` it
+/// listens on that port too, then writes `held`. Both answer the model list and non-streamed
+/// completions alike, so it does not matter which of the two the kernel hands a connection.
 const SHARED_PORT_SERVER: &str = r#"
-import http.server, os, socket, sys, time
+import http.server, os, socket, sys
 port, role = int(sys.argv[1]), sys.argv[2]
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def log_message(self, *a): pass
-    def reply(self, body):
-        self.send_response(200)
+    def reply(self, code, body):
+        self.send_response(code)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
     def do_GET(self):
-        self.reply(b'{"object":"list","data":[{"id":"m","object":"model"}]}')
+        if self.path == "/health" and not os.path.exists("held"):
+            return self.reply(503, b'{"loading":true}')
+        self.reply(200, b'{"object":"list","data":[{"id":"m","object":"model"}]}')
     def do_POST(self):
         self.rfile.read(int(self.headers.get("content-length", 0)))
-        self.reply(b'{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"length"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}')
+        self.reply(200, b'{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"length"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}')
 class S(http.server.ThreadingHTTPServer):
     def server_bind(self):
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
-if role == "engine":
-    open("port.tmp", "w").write(str(port)); os.rename("port.tmp", "port")
-    while not os.path.exists("held"): time.sleep(0.01)
 srv = S(("127.0.0.1", port), H)
-if role == "holder":
-    open("held", "w").close()
+done = "port" if role == "engine" else "held"
+open(done + ".tmp", "w").write(str(port))
+os.rename(done + ".tmp", done)
 srv.serve_forever()
 "#;
 
