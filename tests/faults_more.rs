@@ -25,6 +25,8 @@ prompts = ["hi"]
 max_tokens = 4
 [workload.load]
 warmup = 0
+# A loaded machine can delay the client past the 10 ms default; no test here is about it.
+max_dispatch_lag = "10s"
 {load}
 "#
     )
@@ -356,6 +358,7 @@ max_tokens = 2
 concurrency = [1]
 requests = 2
 warmup = 0
+max_dispatch_lag = "10s"
 "#,
     );
     let out = std::process::Command::new(RUNNER)
