@@ -41,7 +41,9 @@ name = "chat"
 prompts = ["hello there", "how are you today"]
 max_tokens = 6
 [workload.slo]
-e2e_p95_ms = 60000
+# The request timeout (10 min): a request slower than this would have failed anyway, so the
+# verdict does not depend on how loaded the machine is.
+e2e_p95_ms = 600000
 "#;
 
 #[test]
