@@ -76,7 +76,7 @@ fn first_signal_writes_an_interrupted_bundle_and_exits_130() {
     let s = Scratch::new();
     s.write(
         "plan.toml",
-        &PLAN.replace("FLAGS", "").replace("GRACE", "10s"),
+        &PLAN.replace("FLAGS", "").replace("GRACE", "60s"),
     );
     let (mut child, rx) = start(&s);
     wait_for(&rx, "[e] ready");
