@@ -12,7 +12,7 @@ use crate::plan::Api;
 ///
 /// Exit codes: 0 success; 1 the run could not go on (e.g. a bundle file could not be written);
 /// 2 the plan or the arguments are invalid; 3 the run finished but some cells failed;
-/// 130 interrupted by a signal.
+/// 5 engine processes survived teardown; 130 interrupted by a signal.
 #[derive(Debug, Parser)]
 #[command(name = "runner", version, about, long_about)]
 pub struct Cli {
@@ -38,9 +38,11 @@ pub enum Command {
         #[arg(long, value_name = "BUNDLE")]
         resume: Option<PathBuf>,
     },
-    /// Rebuild a bundle that a killed runner left marked `running`: summaries of cells cut
-    /// short are recomputed from their journals, the bundle is marked `interrupted`, engine
-    /// process groups it left behind are killed, and the report is rendered.
+    /// Rebuild a bundle that a killed runner left marked `running`. First the engines it left
+    /// behind are killed (known by the pid, start time and session the runner recorded, so an
+    /// engine started through a script or a shim is found too); then summaries of cells cut
+    /// short are recomputed from their journals, the bundle is marked `interrupted`, and the
+    /// report is rendered. Exits 5 if an engine process could not be killed.
     Recover {
         /// The bundle directory.
         bundle: PathBuf,

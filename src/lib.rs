@@ -29,6 +29,8 @@ pub mod exit {
     pub const CELLS_FAILED: i32 = 3;
     /// Every cell was measured and is valid, but some requests failed in them.
     pub const REQUESTS_FAILED: i32 = 4;
+    /// Engine processes survived teardown (named on stderr, in the manifest and the report).
+    pub const LEFTOVERS: i32 = 5;
     pub const INTERRUPTED: i32 = 130;
 }
 
@@ -98,12 +100,22 @@ pub fn main() -> i32 {
                 for k in &r.killed {
                     println!("killed a leftover engine process group: {k}");
                 }
+                for d in &r.declined {
+                    println!("not killed: {d}");
+                }
+                for n in &r.not_killed {
+                    eprintln!("error: could not kill {n}");
+                }
                 println!(
                     "\nrecovered {} cells from their journals; bundle {} is marked interrupted",
                     r.recovered,
                     bundle.display()
                 );
-                exit::OK
+                if r.not_killed.is_empty() {
+                    exit::OK
+                } else {
+                    exit::LEFTOVERS
+                }
             }
             Err(e) => {
                 eprintln!("error: failed to recover {}: {e}", bundle.display());
@@ -428,6 +440,16 @@ fn exec(path: &Path, results: &Path, quiet: bool, resume: Option<std::path::Path
                 eprintln!("warning: the report could not be rendered: {e}");
             }
             println!("\nbundle: {}", out.bundle_dir.display());
+            if !out.leftovers.is_empty() {
+                for l in &out.leftovers {
+                    eprintln!("error: still alive after teardown: {l}");
+                }
+                eprintln!(
+                    "runner: {} engine processes survived teardown (listed in the manifest's `stop.survivors` and the report); stop them by hand before the next run",
+                    out.leftovers.len()
+                );
+                return exit::LEFTOVERS;
+            }
             match out.status {
                 bundle::format::RunStatus::Interrupted => exit::INTERRUPTED,
                 _ if out.cells_failed > 0 || out.cells_invalid > 0 => {

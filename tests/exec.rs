@@ -14,6 +14,8 @@ description = "two sim engines, tiny grid"
 concurrency = [1, 4]
 requests = 8
 warmup = 1
+# A loaded machine can delay the client past the 10 ms default; this test is not about it.
+max_dispatch_lag = "10s"
 
 [[engine]]
 name = "one-at-a-time"
@@ -39,7 +41,9 @@ name = "chat"
 prompts = ["hello there", "how are you today"]
 max_tokens = 6
 [workload.slo]
-e2e_p95_ms = 60000
+# The request timeout (10 min): a request slower than this would have failed anyway, so the
+# verdict does not depend on how loaded the machine is.
+e2e_p95_ms = 600000
 "#;
 
 #[test]

@@ -25,6 +25,8 @@ prompts = ["hi"]
 max_tokens = 4
 [workload.load]
 warmup = 0
+# A loaded machine can delay the client past the 10 ms default; no test here is about it.
+max_dispatch_lag = "10s"
 {load}
 "#
     )
@@ -125,9 +127,11 @@ fn hung_requests_fail_by_phase_and_the_level_goes_on() {
             "idle_timeout = \"300ms\"",
             "timeout:idle",
         ),
+        // 5 + 3 x 500 ms to the last token, past the 1 s limit. The first token (due at 5 ms)
+        // would have to be a whole second late to make this a first-token timeout instead.
         (
-            "--ttft-ms 5 --itl-ms 150",
-            "request_timeout = \"400ms\"",
+            "--ttft-ms 5 --itl-ms 500",
+            "request_timeout = \"1s\"",
             "timeout:total",
         ),
     ];
@@ -357,6 +361,7 @@ max_tokens = 2
 concurrency = [1]
 requests = 2
 warmup = 0
+max_dispatch_lag = "10s"
 "#,
     );
     let out = std::process::Command::new(RUNNER)

@@ -7,7 +7,6 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
 
 use common::*;
 use nix::sys::signal::{kill, Signal};
@@ -60,7 +59,7 @@ fn start(s: &Scratch) -> (std::process::Child, mpsc::Receiver<String>) {
 
 fn wait_for(rx: &mpsc::Receiver<String>, needle: &str) {
     loop {
-        match rx.recv_timeout(Duration::from_secs(60)) {
+        match rx.recv_timeout(PATIENCE) {
             Ok(line) if line.contains(needle) => return,
             Ok(_) => continue,
             Err(e) => panic!("never saw {needle:?} on stderr: {e}"),
@@ -77,7 +76,7 @@ fn first_signal_writes_an_interrupted_bundle_and_exits_130() {
     let s = Scratch::new();
     s.write(
         "plan.toml",
-        &PLAN.replace("FLAGS", "").replace("GRACE", "10s"),
+        &PLAN.replace("FLAGS", "").replace("GRACE", "60s"),
     );
     let (mut child, rx) = start(&s);
     wait_for(&rx, "[e] ready");
@@ -132,7 +131,98 @@ fn second_signal_kills_every_engine_group_at_once() {
     assert_eq!(m["status"], "interrupted");
     let stop = &m["engines"][0]["stop"];
     assert_eq!(stop["killed"], true, "{stop}");
-    // Killed on the second signal, not after the 120 s grace period.
-    assert!(stop["took_s"].as_f64().expect("took") < 60.0, "{stop}");
+    // Killed on the second signal, not after the 120 s grace period: the grace timer never
+    // ends early, so a stop shorter than the grace can only be the signal's doing, however
+    // slow the machine.
+    assert!(stop["took_s"].as_f64().expect("took") < 120.0, "{stop}");
     assert_no_engine_survives(&m);
+}
+
+/// The signals plan with `n` concurrency levels: a grid far larger than the run will reach.
+fn huge_grid(n: usize, flags: &str, grace: &str) -> String {
+    let levels: Vec<String> = (1..=n).map(|c| c.to_string()).collect();
+    PLAN.replace("FLAGS", flags)
+        .replace("GRACE", grace)
+        .replace(
+            "concurrency = [2, 4]",
+            &format!("concurrency = [{}]", levels.join(", ")),
+        )
+        .replace("e.w.c2", "e.w.c1")
+}
+
+/// Counts renames onto `manifest.json` in `dir` (every manifest write is one) until `stop`
+/// returns, through inotify: the count is what the runner did, not how long it took.
+fn manifest_writes_during(dir: &std::path::Path, stop: impl FnOnce()) -> usize {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let ino = Inotify::init(InitFlags::IN_NONBLOCK).expect("inotify");
+    ino.add_watch(dir, AddWatchFlags::IN_MOVED_TO)
+        .expect("watch the bundle");
+    stop();
+    let mut n = 0;
+    while let Ok(events) = ino.read_events() {
+        if events.is_empty() {
+            break;
+        }
+        n += events
+            .iter()
+            .filter(|e| e.name.as_deref() == Some(std::ffi::OsStr::new("manifest.json")))
+            .count();
+    }
+    n
+}
+
+#[test]
+fn an_interrupt_marks_every_unreached_cell_in_a_few_manifest_writes() {
+    const LEVELS: usize = 2000;
+    let s = Scratch::new();
+    s.write("plan.toml", &huge_grid(LEVELS, "", "10s"));
+    let (mut child, rx) = start(&s);
+    wait_for(&rx, "[e] ready");
+    let bundle = wait_for_journal(&s.path().join("results"), "signals", "e.w.c1");
+    let writes = manifest_writes_during(&bundle, || {
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).expect("signal");
+        assert_eq!(child.wait().expect("wait").code(), Some(130));
+    });
+    // The cell cut short, the batch of unreached cells, teardown, the skipped engine, the
+    // end of the run: a handful, whatever the grid's size (it was one per unreached cell).
+    assert!(
+        writes <= 10,
+        "{writes} manifest writes to mark {LEVELS} unreached cells"
+    );
+    let m = read_json(&bundle.join("manifest.json"));
+    assert_eq!(m["status"], "interrupted");
+    let cells = m["cells"].as_array().expect("cells");
+    assert_eq!(cells.len(), 2 * LEVELS);
+    assert!(cells.iter().all(|c| c["status"] == "interrupted"), "{m}");
+    let last = read_json(&bundle.join(format!("cells/e.w.c{LEVELS}.summary.json")));
+    assert_eq!(last["status"], "interrupted");
+    assert_eq!(last["reason"], "not run: the run was interrupted");
+    assert_no_engine_survives(&m);
+}
+
+#[test]
+fn a_second_signal_kills_the_engines_from_the_handler_itself() {
+    let s = Scratch::new();
+    s.write(
+        "plan.toml",
+        &huge_grid(200, "--ignore-sigterm --fork-children 1", "120s"),
+    );
+    let (mut child, rx) = start(&s);
+    wait_for(&rx, "[e] ready");
+    let bundle = wait_for_journal(&s.path().join("results"), "signals", "e.w.c1");
+    let pgid = read_json(&bundle.join("manifest.json"))["engines"][0]["pid"]
+        .as_i64()
+        .expect("pid");
+    let pid = Pid::from_raw(child.id() as i32);
+    kill(pid, Signal::SIGTERM).expect("first signal");
+    wait_for(&rx, "stopping:");
+    kill(pid, Signal::SIGINT).expect("second signal");
+    // The handler has sent SIGKILL by the time it says so, whatever the pipeline is doing.
+    wait_for(&rx, "second signal: killed every engine process at once");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !group_alive(pgid).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(group_alive(pgid).is_empty(), "{:?}", group_alive(pgid));
+    assert_eq!(child.wait().expect("wait").code(), Some(130));
 }

@@ -1,6 +1,7 @@
 //! The built-in engine follows its serving model, checked through the same client code the
-//! runner measures with. Lower bounds are exact (a timer never fires early); upper bounds are
-//! wide, so a loaded CI machine cannot make these flake.
+//! runner measures with. Lower bounds are exact (a timer never fires early); there are no
+//! upper bounds on measured times, since a loaded machine makes everything late. What the
+//! engine did is read from its own `/stats` and `/metrics`, never from a race between runs.
 
 use std::time::Duration;
 
@@ -81,45 +82,109 @@ async fn ttft_tpot_and_itl_follow_the_step_time() {
     assert_eq!((r.input_tokens, r.output_tokens), (Some(10), 6));
     assert_eq!(r.output_tokens_source, TokenSource::Usage);
     assert_eq!(r.chunks, 6, "the role-only first chunk is not a token");
+    // The first step starts at arrival and lasts 20 + 10 x 2 ms; the five after it 20 ms each.
+    // Steps keep their deadlines (a late step makes the next ones shorter), so TPOT and ITL
+    // have no certain bound; the ends of the chain do.
     let ttft = r.ttft_us().expect("ttft") as f64 / 1000.0;
-    assert!((40.0..200.0).contains(&ttft), "ttft {ttft} ms");
-    let tpot = r.tpot_us().expect("tpot") / 1000.0;
-    assert!((19.0..80.0).contains(&tpot), "tpot {tpot} ms");
-    let itl: Vec<u64> = r.itl_us().collect();
-    assert_eq!(itl.len(), 5);
-    let mean = itl.iter().sum::<u64>() as f64 / 5000.0;
-    assert!((19.0..80.0).contains(&mean), "mean itl {mean} ms");
+    assert!(ttft >= 40.0, "ttft {ttft} ms");
+    assert!(r.tpot_us().is_some());
+    assert_eq!(r.itl_us().count(), 5);
     let e2e = r.e2e_us() as f64 / 1000.0;
     assert!(e2e >= 40.0 + 5.0 * 20.0, "e2e {e2e} ms");
+    // The client's clock starts before the engine's and stops after it: what the client
+    // measured is never less than what the engine says it emitted.
+    let s = stats(&base).await;
+    assert_eq!(s["requests"], 1, "{s}");
+    let emitted = s["ttft_ms_mean"].as_f64().expect("ttft");
+    assert!(emitted >= 40.0, "{s}");
+    assert!(ttft >= emitted, "client {ttft} ms, engine {s}");
+}
+
+/// The engine's batch and queue, from its `/metrics`.
+async fn gauges(base: &str) -> (u64, u64) {
+    let page = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let gauge = |name: &str| {
+        page.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {page}"))
+    };
+    (
+        gauge("sim:num_requests_running"),
+        gauge("sim:num_requests_waiting"),
+    )
+}
+
+/// Polls the engine's gauges until `done` holds (bounded by a generous deadline), checking
+/// `always` on every reading; returns the last reading.
+async fn watch(
+    base: &str,
+    done: impl Fn((u64, u64)) -> bool,
+    always: impl Fn((u64, u64)) -> bool,
+) -> (u64, u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let g = gauges(base).await;
+        assert!(always(g), "running, waiting = {g:?}");
+        if done(g) {
+            return g;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "running, waiting = {g:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_batch_one_serves_one_request_at_a_time() {
-    let serial = serve(args(1, 10.0, 0.0)).await;
-    let batched = serve(args(8, 10.0, 0.0)).await;
-    let run = |base: String| async move {
-        let reqs: Vec<_> = (0..4)
+    let spawn4 = |base: &str, max_tokens: u32| -> Vec<_> {
+        (0..4)
             .map(|_| {
-                let base = base.clone();
-                tokio::spawn(async move { one(&base, "hi", 10, true).await })
+                let base = base.to_string();
+                tokio::spawn(async move { one(&base, "hi", max_tokens, true).await })
             })
-            .collect();
-        let mut worst = 0;
-        for r in reqs {
-            let r = r.await.expect("join");
-            assert!(r.ok, "{r:?}");
-            worst = worst.max(r.e2e_us());
-        }
-        worst as f64 / 1000.0
+            .collect()
     };
-    let serial_worst = run(serial).await;
-    let batched_worst = run(batched).await;
-    // Serially, the last of four 10-token requests waits for the other three: 4 x 100 ms.
-    assert!(serial_worst >= 400.0, "serial worst e2e {serial_worst} ms");
+    // Serially, the last of four 10-token requests ends after the other three: 40 steps of
+    // 10 ms from the first arrival at the earliest.
+    let serial = serve(args(1, 10.0, 0.0)).await;
+    let t0 = std::time::Instant::now();
+    for r in spawn4(&serial, 10) {
+        let r = r.await.expect("join");
+        assert!(r.ok, "{r:?}");
+    }
+    let took = t0.elapsed();
     assert!(
-        batched_worst < serial_worst,
-        "batched {batched_worst} ms vs serial {serial_worst} ms"
+        took >= Duration::from_millis(400),
+        "four requests in {took:?}"
     );
+
+    // Which requests run together is the engine's own account (its `/metrics`), not a race
+    // between two timed runs: four long requests in flight are one running and three waiting
+    // at `max_batch 1`, and four running at `max_batch 8`.
+    let long = 100_000;
+    let reqs = spawn4(&serial, long);
+    let g = watch(
+        &serial,
+        |(_, waiting)| waiting == 3,
+        |(running, _)| running <= 1,
+    )
+    .await;
+    assert_eq!(g, (1, 3));
+    reqs.iter().for_each(|r| r.abort());
+    let batched = serve(args(8, 10.0, 0.0)).await;
+    let reqs = spawn4(&batched, long);
+    let g = watch(&batched, |(running, _)| running == 4, |_| true).await;
+    assert_eq!(g, (4, 0));
+    reqs.iter().for_each(|r| r.abort());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,11 +249,13 @@ async fn stats_report_the_timings_the_engine_emitted() {
     let s = stats(&base).await;
     assert_eq!(s["requests"], 3, "{s}");
     assert_eq!(s["itl_n"], 9, "three gaps per 4-token response: {s}");
-    // Deadlines run from arrival: a token is never early.
+    // Deadlines run from arrival: a token is never early. A late token shortens the gap to the
+    // next, so ITL alone has no certain bound, but each request's last token (20 + 3 x 5 ms)
+    // does: its TTFT plus its three gaps.
     let ttft = s["ttft_ms_mean"].as_f64().expect("ttft");
     assert!(ttft >= 20.0, "{s}");
     let itl = s["itl_ms_mean"].as_f64().expect("itl");
-    assert!(itl >= 4.0, "{s}");
+    assert!(ttft + 3.0 * itl >= 35.0 - 1e-9, "{s}");
     let client = reqwest::Client::new();
     client
         .post(format!("{base}/stats/reset"))

@@ -135,7 +135,19 @@ pub struct EngineRecord {
     /// The command line as launched (`{port}` filled in); empty for attached engines.
     pub argv: Vec<String>,
     pub url: Option<String>,
+    /// The leader's pid, which is also its process group's id.
     pub pid: Option<i32>,
+    /// The leader's start time in clock ticks after boot (/proc/<pid>/stat): with `pid`, it
+    /// tells `runner recover` whether a live process is still this engine, whatever program
+    /// (a shell script, a shim, a console script) it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ticks: Option<u64>,
+    /// The leader's session id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<i32>,
+    /// The port it was launched on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     pub version: Option<String>,
     pub version_error: Option<String>,
     /// The environment variable an API key was read from; the key itself is never recorded.

@@ -1,14 +1,18 @@
-//! Stopping an engine: SIGTERM to its whole process group, a grace period, SIGKILL to the
-//! group, then a check that nothing of the group survived and that its port is closed.
+//! Stopping an engine: SIGTERM to its whole process group and to every process that left it
+//! (setsid'd descendants, and orphans reparented to the runner, its child subreaper), a grace
+//! period, SIGKILL to all of them, then a check that nothing survived and that its port is
+//! closed. All process killing of a run lives here.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::process::Child;
 
-use super::procfs::{group_members, ProcInfo};
+use super::procfs::{self, ProcInfo};
 use crate::run::signal::Cancel;
 
 /// What teardown saw.
@@ -19,35 +23,102 @@ pub struct StopReport {
     /// SIGKILL was needed: the group outlived the grace period (or a kill was requested).
     pub killed: bool,
     pub took_s: f64,
-    /// Processes of the group still alive after SIGKILL.
+    /// Processes of the engine still alive after SIGKILL, and whoever still listens on its
+    /// port: pid, command line, listening ports.
     pub survivors: Vec<String>,
     /// Something still accepts connections on the engine's port.
     pub port_open_after: bool,
+    /// Processes outside the engine's process group (a new session, or reparented to the
+    /// runner) that were found and stopped with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escaped: Vec<String>,
 }
 
-/// How often group membership is re-read while waiting for it to empty.
+/// How often the engine's processes are re-read while waiting for them to end.
 const POLL: Duration = Duration::from_millis(20);
-/// How long to wait for the group to die after SIGKILL.
+/// How long to wait for the processes to die after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
-fn live_members(pgid: i32) -> Vec<ProcInfo> {
-    group_members(pgid)
+/// Makes this process the child subreaper of everything it launches: a descendant whose
+/// parent exits (a daemonizing double fork, a setsid'd grandchild) is reparented to the
+/// runner instead of init, so teardown still finds it.
+pub fn become_subreaper() -> nix::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true)
 }
 
-/// Waits until the leader has exited and no live process remains in the group, or `limit`.
-async fn wait_group_gone(
+fn subreaper() -> bool {
+    nix::sys::prctl::get_child_subreaper().unwrap_or(false)
+}
+
+/// Every live process of the engine led by `leader` (group `pgid`): its group, its
+/// descendants whatever their group or session, and, when the runner is a subreaper, the
+/// orphans reparented to the runner (engines run one at a time, so they are this engine's).
+pub fn engine_processes(leader: i32, pgid: i32) -> Vec<ProcInfo> {
+    let table = procfs::all_processes();
+    let mut out: Vec<ProcInfo> = table
+        .iter()
+        .filter(|p| p.pgid == pgid && p.is_live())
+        .cloned()
+        .collect();
+    let mut add = |ps: Vec<ProcInfo>| {
+        for p in ps {
+            if !out.iter().any(|o| o.pid == p.pid) {
+                out.push(p);
+            }
+        }
+    };
+    add(procfs::descendants_in(&table, leader));
+    if subreaper() {
+        let me = std::process::id() as i32;
+        for orphan in table
+            .iter()
+            .filter(|p| p.ppid == me && p.pid != leader && p.is_live())
+        {
+            add(vec![orphan.clone()]);
+            add(procfs::descendants_in(&table, orphan.pid));
+        }
+    }
+    out
+}
+
+/// Sends `sig` to the group and to every process of the engine outside it, once each: an
+/// engine shutting down gracefully is not hit by a stream of SIGTERMs. SIGKILL is repeated, so
+/// a process forked meanwhile is caught too.
+fn signal_all(pgid: i32, procs: &[ProcInfo], sig: Signal, sent: &mut HashSet<i32>) {
+    let repeat = sig == Signal::SIGKILL;
+    if sent.insert(pgid) || repeat {
+        let _ = killpg(Pid::from_raw(pgid), sig);
+    }
+    for p in procs.iter().filter(|p| p.pgid != pgid) {
+        if sent.insert(p.pid) || repeat {
+            let _ = kill(Pid::from_raw(p.pid), sig);
+        }
+    }
+}
+
+/// Waits until the leader has exited and no process of the engine remains, or `limit`.
+/// Processes that appear meanwhile (forked during the wait) are sent `sig` too. Every process
+/// seen outside the group is added to `escaped`.
+async fn wait_gone(
     child: &mut Child,
     pgid: i32,
+    sig: Signal,
     limit: Duration,
     cancel: Option<&Cancel>,
+    escaped: &mut Vec<(i32, String)>,
 ) -> bool {
+    let leader = pgid;
     let deadline = tokio::time::Instant::now() + limit;
     let mut tick = tokio::time::interval(POLL);
+    let mut sent = HashSet::new();
     loop {
         let leader_done = matches!(child.try_wait(), Ok(Some(_)));
-        if leader_done && live_members(pgid).is_empty() {
+        let procs = engine_processes(leader, pgid);
+        note_escaped(escaped, &procs, pgid);
+        if leader_done && procs.is_empty() {
             return true;
         }
+        signal_all(pgid, &procs, sig, &mut sent);
         let killed = async {
             match cancel {
                 Some(c) => c.killed().await,
@@ -62,7 +133,28 @@ async fn wait_group_gone(
     }
 }
 
-/// Stops the group led by `child`. A kill request on `cancel` skips the grace period.
+/// Names, while they still live, the processes found outside the group.
+fn note_escaped(escaped: &mut Vec<(i32, String)>, procs: &[ProcInfo], pgid: i32) {
+    for p in procs.iter().filter(|p| p.pgid != pgid) {
+        if !escaped.iter().any(|(pid, _)| *pid == p.pid) {
+            escaped.push((p.pid, procfs::describe(p)));
+        }
+    }
+}
+
+/// Reaps the zombies of processes reparented to the runner (never the leader, which its
+/// `Child` reaps).
+fn reap_orphans(leader: i32) {
+    let me = std::process::id() as i32;
+    for z in procfs::all_processes()
+        .iter()
+        .filter(|p| p.ppid == me && p.pid != leader && !p.is_live())
+    {
+        let _ = waitpid(Pid::from_raw(z.pid), Some(WaitPidFlag::WNOHANG));
+    }
+}
+
+/// Stops the engine led by `child`. A kill request on `cancel` skips the grace period.
 pub async fn stop(
     child: &mut Child,
     pgid: i32,
@@ -71,29 +163,81 @@ pub async fn stop(
     cancel: &Cancel,
 ) -> StopReport {
     let t0 = Instant::now();
-    let group = Pid::from_raw(pgid);
-    let _ = killpg(group, Signal::SIGTERM);
+    let mut escaped = Vec::new();
     let mut killed = false;
-    if !wait_group_gone(child, pgid, grace, Some(cancel)).await {
+    if !wait_gone(
+        child,
+        pgid,
+        Signal::SIGTERM,
+        grace,
+        Some(cancel),
+        &mut escaped,
+    )
+    .await
+    {
         killed = true;
-        let _ = killpg(group, Signal::SIGKILL);
-        wait_group_gone(child, pgid, KILL_WAIT, None).await;
+        wait_gone(child, pgid, Signal::SIGKILL, KILL_WAIT, None, &mut escaped).await;
     }
+    // A second signal's kill (sent by the signal handler itself) counts as a kill.
+    killed |= cancel.state() == crate::run::signal::StopState::Kill;
     let exit_status = match child.try_wait() {
         Ok(Some(s)) => Some(s.to_string()),
         _ => None,
     };
-    let survivors = live_members(pgid).iter().map(ToString::to_string).collect();
+    let left = engine_processes(pgid, pgid);
+    let mut survivors: Vec<String> = left.iter().map(procfs::describe).collect();
     let port_open_after = std::net::TcpStream::connect_timeout(
         &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
         Duration::from_millis(200),
     )
     .is_ok();
+    if port_open_after {
+        match procfs::port_holder_pid(port) {
+            Some(h) if left.iter().any(|p| p.pid == h.pid) => {}
+            Some(h) => survivors.push(format!(
+                "{} holds the engine's port {port} (outside the engine's process tree: not killed)",
+                procfs::describe(&h)
+            )),
+            None => survivors.push(format!(
+                "an unknown process accepts connections on the engine's port {port} (/proc does not show who)"
+            )),
+        }
+    }
+    reap_orphans(pgid);
     StopReport {
         exit_status,
         killed,
         took_s: t0.elapsed().as_secs_f64(),
         survivors,
         port_open_after,
+        escaped: escaped.into_iter().map(|(_, d)| d).collect(),
     }
+}
+
+/// The second signal: SIGKILL to every process the runner launched (every descendant, and so
+/// every engine group and whatever escaped it), at once and repeatedly until none is left or
+/// a second has passed. Returns how many processes were signalled.
+pub fn kill_everything_now() -> usize {
+    let me = std::process::id() as i32;
+    let own_group = nix::unistd::getpgrp().as_raw();
+    let mut signalled = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let left = procfs::descendants(me);
+        if left.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        let ours: HashSet<i32> = left.iter().map(|p| p.pid).collect();
+        for p in &left {
+            // An engine's whole group at once: only a group whose leader the runner launched
+            // (never the runner's own group, nor one a process joined in the runner's session).
+            if p.pgid != own_group && ours.contains(&p.pgid) {
+                let _ = killpg(Pid::from_raw(p.pgid), Signal::SIGKILL);
+            }
+            let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+            signalled.insert(p.pid);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signalled.len()
 }

@@ -77,6 +77,8 @@ pub struct ExecOutcome {
     pub summary: String,
     /// Why the report could not be rendered, if it could not.
     pub report_error: Option<String>,
+    /// Engine processes still alive after teardown (`engine: pid, command, port`).
+    pub leftovers: Vec<String>,
 }
 
 /// A run could not go on.
@@ -175,6 +177,8 @@ struct Run<'a> {
     /// `telemetry.jsonl`: every scrape of an engine's `/metrics`.
     telemetry: Option<telemetry::Journal>,
     origin: Instant,
+    /// Engine processes that survived their teardown, named.
+    leftovers: Vec<String>,
 }
 
 /// Runs a plan and writes its bundle. `plan_bytes` is the plan file as read.
@@ -257,12 +261,32 @@ pub async fn exec(
             .ok()
             .map(|f| Arc::new(std::sync::Mutex::new(std::io::BufWriter::new(f)))),
         origin: Instant::now(),
+        leftovers: Vec::new(),
     };
     run.save_manifest()?;
     run.progress.plan(plan, &run.bundle.dir, &run.manifest.gpu);
+    if let Err(e) = terminate::become_subreaper() {
+        run.progress.warn(&format!(
+            "cannot make the runner a child subreaper ({e}): an engine process that leaves its group and whose parent exits will not be found at teardown"
+        ));
+    }
 
     for (ei, engine) in plan.engines.iter().enumerate() {
-        run.engine(ei, engine).await?;
+        if let Err(e) = run.engine(ei, engine).await {
+            // The engine is already stopped (teardown never depends on the bundle); say so in
+            // the manifest if the disk still takes it.
+            run.manifest.status = RunStatus::Failed;
+            run.manifest.finished_at = Some(Utc::now());
+            run.manifest.message = Some(format!("the run stopped: {e}"));
+            if let Err(again) = run.save_manifest() {
+                // Said even with --quiet: the bundle stays marked `running`.
+                eprintln!(
+                    "warning: the manifest could not be marked failed either ({again}); once the disk takes writes again, run `runner recover {}`",
+                    run.bundle.dir.display()
+                );
+            }
+            return Err(e);
+        }
     }
 
     let interrupted = run.cancel.is_stopping();
@@ -302,6 +326,7 @@ pub async fn exec(
     let cells_invalid = run.invalid;
     let bundle_dir = run.bundle.dir.clone();
     let status = run.manifest.status;
+    let leftovers = std::mem::take(&mut run.leftovers);
     drop(run);
     let (summary, report_error) = match report::rerender(&bundle_dir) {
         Ok(s) => (s, None),
@@ -315,6 +340,7 @@ pub async fn exec(
         requests_failed,
         summary,
         report_error,
+        leftovers,
     })
 }
 
@@ -352,6 +378,9 @@ fn pending_engine(e: &EngineSpec) -> EngineRecord {
         argv: Vec::new(),
         url: None,
         pid: None,
+        start_ticks: None,
+        sid: None,
+        port: None,
         version: None,
         version_error: None,
         api_key_env: e.api_key_env.clone(),
@@ -419,27 +448,29 @@ impl Run<'_> {
             Some(k) => *k = s.clone(),
             None => self.summaries.push(s.clone()),
         }
-        let ordered: Vec<CellSummary> = self
-            .manifest
-            .cells
-            .iter()
-            .filter_map(|c| self.summaries.iter().find(|k| k.id == c.id).cloned())
-            .collect();
-        self.bundle
-            .write("summary.csv", report::csv::render(&ordered).as_bytes())?;
+        self.save_csv()?;
         self.progress.cell_done(s);
         Ok(())
     }
 
-    fn unrun_cell(
-        &mut self,
-        cell: &Cell,
-        status: CellStatus,
-        reason: &str,
-    ) -> Result<(), WriteError> {
+    /// `summary.csv`: every summary so far, in the manifest's cell order.
+    fn save_csv(&self) -> Result<(), WriteError> {
+        let by_id: std::collections::HashMap<&str, &CellSummary> =
+            self.summaries.iter().map(|k| (k.id.as_str(), k)).collect();
+        let ordered: Vec<CellSummary> = self
+            .manifest
+            .cells
+            .iter()
+            .filter_map(|c| by_id.get(c.id.as_str()).map(|k| (*k).clone()))
+            .collect();
+        self.bundle
+            .write("summary.csv", report::csv::render(&ordered).as_bytes())
+    }
+
+    fn unrun_summary(&self, cell: &Cell, status: CellStatus, reason: &str) -> CellSummary {
         let e = &self.plan.engines[cell.engine];
         let w = &self.plan.workloads[cell.workload];
-        let s = CellSummary {
+        CellSummary {
             id: cell.id.clone(),
             engine: e.name.clone(),
             workload: w.name.clone(),
@@ -457,8 +488,58 @@ impl Run<'_> {
             engine_metrics: None,
             slo: None,
             records: None,
-        };
+        }
+    }
+
+    fn unrun_cell(
+        &mut self,
+        cell: &Cell,
+        status: CellStatus,
+        reason: &str,
+    ) -> Result<(), WriteError> {
+        let s = self.unrun_summary(cell, status, reason);
         self.save_cell(&s)
+    }
+
+    /// Marks many cells not run at once: their summaries in one batch, then the CSV and the
+    /// manifest once. An interrupt on a grid of 10,000 levels costs three writes and one
+    /// flush, not 10,000 rewrites of a growing manifest.
+    fn unrun_cells(
+        &mut self,
+        cells: &[Cell],
+        status: CellStatus,
+        reason: &str,
+    ) -> Result<(), WriteError> {
+        if cells.is_empty() {
+            return Ok(());
+        }
+        let summaries: Vec<CellSummary> = cells
+            .iter()
+            .map(|c| self.unrun_summary(c, status, reason))
+            .collect();
+        let mut files = Vec::with_capacity(summaries.len());
+        for s in &summaries {
+            let rel = format!("cells/{}.summary.json", s.id);
+            let mut bytes = serde_json::to_vec_pretty(s).map_err(|e| WriteError {
+                path: self.bundle.path(&rel),
+                source: std::io::Error::other(e),
+            })?;
+            bytes.push(b'\n');
+            files.push((rel, bytes));
+        }
+        self.bundle.write_batch(&files)?;
+        let ids: HashSet<&str> = summaries.iter().map(|s| s.id.as_str()).collect();
+        for c in self.manifest.cells.iter_mut() {
+            if ids.contains(c.id.as_str()) {
+                c.status = status;
+            }
+        }
+        self.summaries.retain(|k| !ids.contains(k.id.as_str()));
+        self.summaries.extend(summaries.iter().cloned());
+        self.save_csv()?;
+        self.save_manifest()?;
+        self.progress.cells_not_run(cells, status, reason);
+        Ok(())
     }
 
     async fn engine(&mut self, ei: usize, spec: &EngineSpec) -> Result<(), RunError> {
@@ -483,13 +564,11 @@ impl Run<'_> {
         }
         if self.cancel.is_stopping() {
             self.manifest.engines[ei].status = EngineStatus::Skipped;
-            for c in &cells {
-                self.unrun_cell(
-                    c,
-                    CellStatus::Interrupted,
-                    "not run: the run was interrupted",
-                )?;
-            }
+            self.unrun_cells(
+                &cells,
+                CellStatus::Interrupted,
+                "not run: the run was interrupted",
+            )?;
             return Ok(());
         }
 
@@ -529,19 +608,53 @@ impl Run<'_> {
                         format!("not run: engine `{}` {}", spec.name, failure.message),
                     )
                 };
-                for c in &cells {
-                    self.unrun_cell(c, status, &reason)?;
-                }
-                if let Some(sp) = failure.spawned {
-                    self.teardown(ei, spec, sp).await?;
+                // Stop first: teardown must not depend on the bundle taking writes.
+                let launched = failure.spawned.is_some();
+                let stopped = match failure.spawned {
+                    Some(sp) => self.teardown(ei, spec, sp).await,
+                    None => Ok(()),
+                };
+                self.sampler.set_target(None, "");
+                self.unrun_cells(&cells, status, &reason)?;
+                stopped?;
+                if launched {
                     self.check_gpu_release(ei, spec, gpu_before).await?;
                 }
-                self.sampler.set_target(None, "");
                 return Ok(());
             }
         };
 
-        self.check_dialects(ei, spec, &mut up).await?;
+        let served = self.serve(ei, spec, &mut up, &cells).await;
+        // Whatever happened (a bundle write that failed included), the engine is stopped
+        // before the error goes up.
+        let launched = up.spawned.is_some();
+        let stopped = if let Some(sp) = up.spawned.take() {
+            self.teardown(ei, spec, sp).await
+        } else {
+            if self.manifest.engines[ei].status == EngineStatus::Ready {
+                self.manifest.engines[ei].status = EngineStatus::Stopped;
+            }
+            Ok(())
+        };
+        self.sampler.set_target(None, "");
+        served?;
+        stopped?;
+        if launched {
+            self.check_gpu_release(ei, spec, gpu_before).await?;
+        }
+        self.save_manifest()?;
+        Ok(())
+    }
+
+    /// A ready engine's work: the dialect check, its cells, then its capacity searches.
+    async fn serve(
+        &mut self,
+        ei: usize,
+        spec: &EngineSpec,
+        up: &mut Up,
+        cells: &[Cell],
+    ) -> Result<(), RunError> {
+        self.check_dialects(ei, spec, up).await?;
         if let Some(path) = &spec.metrics_path {
             let url = format!("{}{path}", up.base_url);
             if telemetry::scrape_once(&self.client, &url).await.is_some() {
@@ -550,8 +663,21 @@ impl Run<'_> {
             }
         }
         let mut dead: Option<String> = None;
-        for cell in &cells {
-            self.run_one(ei, spec, &mut up, cell, &mut dead).await?;
+        for (i, cell) in cells.iter().enumerate() {
+            // Once the run stops or the engine dies, the cells left are marked in one batch.
+            if self.cancel.is_stopping() {
+                self.unrun_cells(
+                    &cells[i..],
+                    CellStatus::Interrupted,
+                    "not run: the run was interrupted",
+                )?;
+                break;
+            }
+            if let Some(why) = dead.clone() {
+                self.unrun_cells(&cells[i..], CellStatus::Failed, &format!("not run: {why}"))?;
+                break;
+            }
+            self.run_one(ei, spec, up, cell, &mut dead).await?;
         }
         for (wi, w) in self.plan.workloads.iter().enumerate() {
             let Some(search_spec) = w.search else {
@@ -583,7 +709,7 @@ impl Run<'_> {
                 let reused = measured.is_some();
                 let summary = match measured {
                     Some(s) => Some(s),
-                    None => self.run_one(ei, spec, &mut up, &cell, &mut dead).await?,
+                    None => self.run_one(ei, spec, up, &cell, &mut dead).await?,
                 };
                 let passed =
                     summary.is_some_and(|s| s.valid && s.slo.as_ref().is_some_and(|v| v.passed));
@@ -614,15 +740,6 @@ impl Run<'_> {
             });
             self.save_manifest()?;
         }
-
-        if let Some(sp) = up.spawned.take() {
-            self.teardown(ei, spec, sp).await?;
-            self.check_gpu_release(ei, spec, gpu_before).await?;
-        } else if self.manifest.engines[ei].status == EngineStatus::Ready {
-            self.manifest.engines[ei].status = EngineStatus::Stopped;
-        }
-        self.sampler.set_target(None, "");
-        self.save_manifest()?;
         Ok(())
     }
 
@@ -906,6 +1023,12 @@ impl Run<'_> {
                     let rec = &mut self.manifest.engines[ei];
                     rec.argv = sp.argv.clone();
                     rec.pid = Some(sp.pgid);
+                    rec.port = Some(port);
+                    // What `runner recover` identifies the engine by, whatever it execs.
+                    if let Some(p) = crate::engine::procfs::process(sp.pgid) {
+                        rec.start_ticks = Some(p.start_ticks);
+                        rec.sid = Some(p.sid);
+                    }
                     rec.url = Some(base_url.clone());
                     rec.log = Some(log_rel);
                     rec.status = EngineStatus::Starting;
@@ -1025,6 +1148,12 @@ impl Run<'_> {
         if let Some(e) = sp.log.error() {
             self.progress.warn(&e);
         }
+        self.leftovers.extend(
+            report
+                .survivors
+                .iter()
+                .map(|s| format!("engine `{}`: {s}", spec.name)),
+        );
         let rec = &mut self.manifest.engines[ei];
         rec.log_truncated = sp.log.truncation();
         if rec.status != EngineStatus::Failed && rec.status != EngineStatus::Skipped {
@@ -1065,7 +1194,17 @@ impl Run<'_> {
             died: died_flag.clone(),
             engine: spec.name.clone(),
         };
-        let collector = tokio::spawn(collect(rx, file, acc, self.plan.repeat > 1, death));
+        // The level stops at once if the engine process exits under it, or if its journal
+        // cannot be written (a full disk must not cost the rest of a long cell).
+        let (level_stop, level_cancel, forward) = self.cancel.child();
+        let collector = tokio::spawn(collect(
+            rx,
+            file,
+            acc,
+            self.plan.repeat > 1,
+            death,
+            level_stop.clone(),
+        ));
 
         let timeouts = w.load.timeouts;
         let bodies = workload::bodies(spec, w);
@@ -1088,8 +1227,6 @@ impl Run<'_> {
         });
         let cpu0 = client_cpu_s();
         let t0 = Instant::now();
-        // The level stops at once if the engine process exits under it.
-        let (level_stop, level_cancel, forward) = self.cancel.child();
         let mut child = child;
         let mut outcome = None;
         for run in 0..self.plan.repeat {
@@ -1310,6 +1447,7 @@ async fn collect(
     mut acc: Accumulator,
     per_run: bool,
     death: EngineDeath,
+    on_write_error: super::signal::Stopper,
 ) -> (Accumulator, Vec<Accumulator>, Option<std::io::Error>) {
     const BATCH: usize = 64 * 1024;
     let template = acc.clone();
@@ -1345,11 +1483,16 @@ async fn collect(
         }
         if lines.len() >= BATCH || last_sent.elapsed().as_secs() >= 1 {
             last_sent = Instant::now();
-            // A send fails only when the writer stopped on an error, which the join reports.
-            let _ = to_writer.send(std::mem::replace(
+            // A send fails only when the writer stopped on an error, which the join reports:
+            // the level is stopped now rather than at its end.
+            let sent = to_writer.send(std::mem::replace(
                 &mut lines,
                 Vec::with_capacity(BATCH + 4096),
             ));
+            if sent.is_err() && !on_write_error.is_killed() {
+                on_write_error.escalate();
+                on_write_error.escalate();
+            }
         }
     }
     if !lines.is_empty() {

@@ -71,6 +71,28 @@ impl Progress {
     }
 
     /// Something the user must know about, always printed.
+    /// Cells marked without being run, as one batch: a line each for a few, one line for many
+    /// (a console of 10,000 lines helps nobody).
+    pub fn cells_not_run(&self, cells: &[Cell], status: CellStatus, reason: &str) {
+        let label = match status {
+            CellStatus::Interrupted => "interrupted",
+            CellStatus::Rejected => "REJECTED FIELD",
+            _ => "FAILED",
+        };
+        if cells.len() <= 5 {
+            for c in cells {
+                self.say(&format!("  {:<32} {label}: {reason}", c.id));
+            }
+        } else {
+            self.say(&format!(
+                "  {} cells ({} .. {}) {label}: {reason}",
+                cells.len(),
+                cells[0].id,
+                cells[cells.len() - 1].id
+            ));
+        }
+    }
+
     pub fn warn(&self, message: &str) {
         self.say(&format!("warning: {message}"));
     }
@@ -97,7 +119,7 @@ impl Progress {
         self.say(&format!("[{name}] {how} in {:.2} s", r.took_s));
         if !r.survivors.is_empty() {
             self.say(&format!(
-                "[{name}] WARNING: still alive after SIGKILL: {}",
+                "[{name}] WARNING: survived teardown (SIGKILL included): {}",
                 r.survivors.join(", ")
             ));
         }

@@ -1,7 +1,10 @@
 //! `runner recover BUNDLE`: makes an honest bundle out of one a killed runner left marked
 //! `running`. Cells cut short get summaries rebuilt from their journals (flushed at least once a
-//! second), unreached cells are marked as such, engine process groups left behind are killed,
-//! and the bundle is marked `interrupted` and its report rendered.
+//! second), unreached cells are marked as such, and the bundle is marked `interrupted` and its
+//! report rendered. Engines left behind are killed first, before anything is written: a full
+//! disk must not keep a GPU busy. An engine is known by what the runner recorded (its pid and
+//! group, the leader's start time and session, its port), never by the program it runs, so
+//! one launched through a shell script, a pyenv or conda shim or a console script is found.
 
 use std::io::BufRead;
 use std::path::Path;
@@ -27,6 +30,10 @@ pub struct Recovered {
     pub recovered: usize,
     /// Engine process groups found alive and killed.
     pub killed: Vec<String>,
+    /// Engine processes (or holders of an engine's port) still alive: not killed, and why.
+    pub not_killed: Vec<String>,
+    /// Recorded engines whose pid now belongs to another process: nothing to kill.
+    pub declined: Vec<String>,
     /// The console summary of the rendered report.
     pub summary: String,
 }
@@ -40,8 +47,12 @@ pub enum RecoverError {
     Read(#[from] read::ReadError),
     #[error("the bundle is marked `{0}`, not `running`: there is nothing to recover")]
     NotRunning(String),
-    #[error(transparent)]
-    Write(#[from] crate::bundle::write::WriteError),
+    #[error("{source}{}", killed_note(.killed))]
+    Write {
+        source: crate::bundle::write::WriteError,
+        /// Engines killed before the write failed.
+        killed: Vec<String>,
+    },
     #[error(transparent)]
     Report(#[from] report::ReportError),
 }
@@ -60,6 +71,16 @@ pub fn recover(dir: &Path) -> Result<Recovered, RecoverError> {
         let s = crate::bundle::format::label(&manifest.status);
         return Err(RecoverError::NotRunning(s));
     }
+    // Kill first: nothing below may depend on the disk.
+    let Leftovers {
+        killed,
+        not_killed,
+        declined,
+    } = kill_leftovers(&mut manifest.engines);
+    let write_err = |e| RecoverError::Write {
+        source: e,
+        killed: killed.clone(),
+    };
     let bundle = Bundle::open(dir);
     let mut recovered = 0;
     for index in manifest.cells.iter_mut() {
@@ -102,20 +123,10 @@ pub fn recover(dir: &Path) -> Result<Recovered, RecoverError> {
                 .is_file()
                 .then(|| format!("cells/{}.records.jsonl", index.id)),
         };
-        bundle.write_json(&format!("cells/{}.summary.json", index.id), &summary)?;
+        bundle
+            .write_json(&format!("cells/{}.summary.json", index.id), &summary)
+            .map_err(write_err)?;
         index.status = CellStatus::Interrupted;
-    }
-    let mut killed = Vec::new();
-    for e in manifest.engines.iter_mut() {
-        if matches!(e.status, EngineStatus::Starting | EngineStatus::Ready) {
-            e.status = EngineStatus::Failed;
-            e.failure = Some("the runner stopped while this engine was running".into());
-            if let Some(pgid) = e.pid {
-                if let Some(what) = kill_leftover(pgid, e.argv.first().map(String::as_str)) {
-                    killed.push(format!("{} ({what})", e.name));
-                }
-            }
-        }
     }
     manifest.status = RunStatus::Interrupted;
     manifest.finished_at = Some(Utc::now());
@@ -123,13 +134,198 @@ pub fn recover(dir: &Path) -> Result<Recovered, RecoverError> {
         "recovered by `runner recover`: the runner stopped without finishing (killed?); cells cut short were rebuilt from their journals"
             .into(),
     );
-    bundle.write_json("manifest.json", &manifest)?;
+    bundle
+        .write_json("manifest.json", &manifest)
+        .map_err(write_err)?;
     let summary = report::rerender(dir)?;
     Ok(Recovered {
         recovered,
         killed,
+        not_killed,
+        declined,
         summary,
     })
+}
+
+fn killed_note(killed: &[String]) -> String {
+    if killed.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (engines left behind were killed before the write failed: {})",
+            killed.join("; ")
+        )
+    }
+}
+
+/// What `kill_leftovers` did, engine by engine.
+#[derive(Debug, Default)]
+struct Leftovers {
+    killed: Vec<String>,
+    not_killed: Vec<String>,
+    declined: Vec<String>,
+}
+
+/// Kills what is left of every engine the manifest shows as running; marks them failed.
+fn kill_leftovers(engines: &mut [EngineRecord]) -> Leftovers {
+    let mut out = Leftovers::default();
+    let (killed, not_killed) = (&mut out.killed, &mut out.not_killed);
+    for e in engines.iter_mut() {
+        if !matches!(e.status, EngineStatus::Starting | EngineStatus::Ready) {
+            continue;
+        }
+        e.status = EngineStatus::Failed;
+        e.failure = Some("the runner stopped while this engine was running".into());
+        let Some(pgid) = e.pid else { continue };
+        let recorded = Recorded {
+            pgid,
+            start_ticks: e.start_ticks,
+            sid: e.sid,
+            program: e.argv.first().cloned(),
+        };
+        let found = find_leftover(&recorded, &procfs::all_processes());
+        let port = e.port.or_else(|| url_port(e.url.as_deref()));
+        match found {
+            Leftover::Gone => {}
+            Leftover::Reused(why) => out.declined.push(format!("{}: {why}", e.name)),
+            Leftover::Found(procs) => {
+                let what = procs
+                    .iter()
+                    .map(procfs::describe)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let survivors = kill_all(pgid, &procs);
+                killed.push(format!("{} ({what})", e.name));
+                for s in survivors {
+                    not_killed.push(format!("{}: {s} survived SIGKILL", e.name));
+                }
+            }
+        }
+        if let Some(port) = port {
+            if let Some(h) = procfs::port_holder_pid(port) {
+                not_killed.push(format!(
+                    "{}: port {port} is still held by {}, which is not the engine's recorded process group (escaped with setsid, or another program): not killed; stop it by hand if it is the engine's",
+                    e.name,
+                    procfs::describe(&h)
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The port of a `http://host:port` URL.
+fn url_port(url: Option<&str>) -> Option<u16> {
+    url::Url::parse(url?).ok()?.port()
+}
+
+/// What the runner recorded about an engine's leader.
+#[derive(Debug, Clone)]
+struct Recorded {
+    pgid: i32,
+    start_ticks: Option<u64>,
+    sid: Option<i32>,
+    /// argv[0] as launched: only for bundles written before start times were recorded.
+    program: Option<String>,
+}
+
+/// What is left of a recorded engine.
+#[derive(Debug, Clone, PartialEq)]
+enum Leftover {
+    /// Nothing.
+    Gone,
+    /// Its pid now belongs to another process (why).
+    Reused(String),
+    /// These live processes are the engine's.
+    Found(Vec<procfs::ProcInfo>),
+}
+
+/// Finds the engine's processes in a process table (pure, for tests). The leader is the
+/// engine if its start time is the recorded one (then its group and every descendant are
+/// the engine's, whatever program runs); a leader that is gone leaves workers in its group,
+/// which no other process can take over (a group id is not reused while the group lives).
+fn find_leftover(rec: &Recorded, table: &[procfs::ProcInfo]) -> Leftover {
+    let group: Vec<procfs::ProcInfo> = table
+        .iter()
+        .filter(|p| p.pgid == rec.pgid && p.is_live())
+        .filter(|p| rec.sid.map_or(true, |sid| p.sid == sid))
+        .cloned()
+        .collect();
+    let leader = table.iter().find(|p| p.pid == rec.pgid && p.is_live());
+    let Some(leader) = leader else {
+        return if group.is_empty() {
+            Leftover::Gone
+        } else {
+            Leftover::Found(group)
+        };
+    };
+    let same = match rec.start_ticks {
+        Some(t) => leader.start_ticks == t,
+        // An older bundle: the recorded program must appear in the leader's command line
+        // (`sh engine.sh`, `python3 /usr/bin/vllm`), by path or by file name.
+        None => rec.program.as_deref().is_some_and(|prog| {
+            let cmd = procfs::cmdline(leader.pid);
+            let name = std::path::Path::new(prog)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            cmd.split(' ').any(|a| {
+                a == prog || (!name.is_empty() && a.rsplit('/').next() == Some(name.as_str()))
+            })
+        }),
+    };
+    if !same {
+        return Leftover::Reused(format!(
+            "pid {} now belongs to another process (`{}`, started at tick {}, not the engine's {}): nothing of the engine is left to kill",
+            leader.pid,
+            leader.comm,
+            leader.start_ticks,
+            rec.start_ticks.map_or("(not recorded)".to_string(), |t| t.to_string())
+        ));
+    }
+    let mut procs = group;
+    for d in procfs::descendants_in(table, leader.pid) {
+        if !procs.iter().any(|p| p.pid == d.pid) {
+            procs.push(d);
+        }
+    }
+    if !procs.iter().any(|p| p.pid == leader.pid) {
+        procs.push(leader.clone());
+    }
+    Leftover::Found(procs)
+}
+
+/// SIGTERM to the group and each process, 5 s, then SIGKILL; returns who survived.
+fn kill_all(pgid: i32, procs: &[procfs::ProcInfo]) -> Vec<String> {
+    let send = |sig: Signal| {
+        let _ = killpg(Pid::from_raw(pgid), sig);
+        for p in procs {
+            let _ = nix::sys::signal::kill(Pid::from_raw(p.pid), sig);
+        }
+    };
+    let alive = || -> Vec<procfs::ProcInfo> {
+        procs
+            .iter()
+            .filter_map(|p| procfs::process(p.pid))
+            .filter(|now| {
+                now.is_live()
+                    && procs
+                        .iter()
+                        .any(|p| p.pid == now.pid && p.start_ticks == now.start_ticks)
+            })
+            .collect()
+    };
+    send(Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !alive().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    send(Signal::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !alive().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    alive().iter().map(procfs::describe).collect()
 }
 
 /// Engine, workload and level of a cell id `<engine>.<workload>.<level>`.
@@ -169,36 +365,66 @@ fn fold_journal(path: &Path, plan: &Plan, workload: &str) -> crate::metrics::sum
     acc.finish()
 }
 
-/// Kills the process group `pgid` if its leader still runs `program`, so a reused PID is
-/// never signalled. Returns what was killed.
-fn kill_leftover(pgid: i32, program: Option<&str>) -> Option<String> {
-    let members = procfs::group_members(pgid);
-    let leader_cmd = std::fs::read(format!("/proc/{pgid}/cmdline")).ok();
-    let argv0 = leader_cmd
-        .as_ref()
-        .and_then(|c| c.split(|b| *b == 0).next())
-        .map(|a| String::from_utf8_lossy(a).into_owned());
-    let same = match (program, &argv0) {
-        (Some(p), Some(a)) => a == p,
-        // The leader is gone: its group may still hold workers, identified by the group id
-        // the runner gave it.
-        (_, None) => !members.is_empty(),
-        _ => false,
-    };
-    if members.is_empty() || !same {
-        return None;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use procfs::ProcInfo;
+
+    fn p(pid: i32, ppid: i32, pgid: i32, start_ticks: u64) -> ProcInfo {
+        ProcInfo {
+            pid,
+            ppid,
+            pgid,
+            sid: 7,
+            state: 'S',
+            comm: "sh".into(),
+            start_ticks,
+        }
     }
-    let what = members
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
-    let group = Pid::from_raw(pgid);
-    let _ = killpg(group, Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !procfs::group_members(pgid).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
+
+    fn rec(start_ticks: Option<u64>) -> Recorded {
+        Recorded {
+            pgid: 100,
+            start_ticks,
+            sid: Some(7),
+            program: Some("./engine.sh".into()),
+        }
     }
-    let _ = killpg(group, Signal::SIGKILL);
-    Some(what)
+
+    #[test]
+    fn a_leader_with_the_recorded_start_time_is_the_engine_whatever_it_runs() {
+        // The leader runs `sh ./engine.sh`, its child the server, a grandchild left the group.
+        let table = [
+            p(100, 1, 100, 5000),
+            p(101, 100, 100, 5001),
+            p(102, 101, 102, 5002),
+        ];
+        let Leftover::Found(procs) = find_leftover(&rec(Some(5000)), &table) else {
+            panic!("not found");
+        };
+        let mut pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
+        pids.sort_unstable();
+        assert_eq!(pids, vec![100, 101, 102]);
+    }
+
+    #[test]
+    fn a_reused_pid_is_never_killed() {
+        let table = [p(100, 1, 100, 9999)];
+        assert!(matches!(
+            find_leftover(&rec(Some(5000)), &table),
+            Leftover::Reused(why) if why.contains("pid 100 now belongs to another process")
+        ));
+    }
+
+    #[test]
+    fn workers_of_a_dead_leader_are_found_by_their_group_and_session() {
+        let mut other_session = p(201, 1, 100, 6000);
+        other_session.sid = 8;
+        let table = [p(101, 1, 100, 5001), other_session];
+        assert_eq!(
+            find_leftover(&rec(Some(5000)), &table),
+            Leftover::Found(vec![p(101, 1, 100, 5001)])
+        );
+        assert_eq!(find_leftover(&rec(Some(5000)), &[]), Leftover::Gone);
+    }
 }

@@ -1,6 +1,7 @@
 //! The runner owns Ctrl-C and SIGTERM: the first signal asks the run to stop (no new
 //! requests, in-flight ones get a grace period, engines are torn down, the bundle is written
-//! as `interrupted`); a second one asks for everything to be killed at once.
+//! as `interrupted`); a second one kills every engine process at once, from the handler
+//! itself, and tells the pipeline to stop waiting.
 
 use std::time::Duration;
 
@@ -41,6 +42,11 @@ pub fn channel() -> (Stopper, Cancel) {
 }
 
 impl Stopper {
+    /// A kill was already requested.
+    pub fn is_killed(&self) -> bool {
+        *self.tx.borrow() == StopState::Kill
+    }
+
     /// Escalates: running -> stopping -> kill.
     pub fn escalate(&self) -> StopState {
         let mut next = StopState::Running;
@@ -134,7 +140,12 @@ pub fn install(stopper: Stopper) -> std::io::Result<()> {
                 _ = term.recv() => {},
             }
             match stopper.escalate() {
-                StopState::Kill => eprintln!("\nsecond signal: killing every engine now"),
+                StopState::Kill => {
+                    // Here, not in the pipeline: the pipeline may be busy (writing, waiting on
+                    // a request) and must not delay the kill.
+                    let n = crate::engine::terminate::kill_everything_now();
+                    eprintln!("\nsecond signal: killed every engine process at once (SIGKILL to {n} processes)");
+                }
                 _ => eprintln!(
                     "\nstopping: no new requests, in-flight ones get {}s, then engines are stopped (signal again to kill at once)",
                     IN_FLIGHT_GRACE.as_secs()

@@ -160,10 +160,16 @@ pub fn spawn_engine(args: &[&str]) -> (Guard, String) {
     (guard, url)
 }
 
-/// Waits, bounded, until the journal of `cell` in some bundle under `results/<plan>` holds a
-/// record; returns that bundle. Polls the file: the runner has no other signal for it.
+/// How long a test waits for something the runner will do, however loaded the machine: a
+/// deadline for a poll, never a measurement.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// Waits, bounded by `PATIENCE`, until the journal of `cell` in some bundle under
+/// `results/<plan>` holds a record; returns that bundle. Polls the file: the runner has no
+/// other signal for it.
 pub fn wait_for_journal(results: &Path, plan: &str, cell: &str) -> PathBuf {
-    for _ in 0..3000 {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while std::time::Instant::now() < deadline {
         if let Ok(d) = std::fs::read_dir(results.join(plan)) {
             for b in d.flatten() {
                 let f = b.path().join(format!("cells/{cell}.records.jsonl"));
@@ -174,7 +180,74 @@ pub fn wait_for_journal(results: &Path, plan: &str, cell: &str) -> PathBuf {
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    panic!("no record of {cell} was journaled");
+    panic!("no record of {cell} was journaled within {PATIENCE:?}");
+}
+
+/// The cell's summary, typed.
+pub fn summary(bundle: &Path, cell: &str) -> runner::bundle::format::CellSummary {
+    let v = read_json(&bundle.join(format!("cells/{cell}.summary.json")));
+    serde_json::from_value(v).unwrap_or_else(|e| panic!("summary of {cell}: {e}"))
+}
+
+/// The records the cell journaled, in journal order.
+pub fn records(bundle: &Path, cell: &str) -> Vec<runner::metrics::record::RequestRecord> {
+    let path = bundle.join(format!("cells/{cell}.records.jsonl"));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("record {l}: {e}")))
+        .collect()
+}
+
+/// A cell's metrics recomputed from its own records, as JSON read back the way the summary
+/// file is (so floats compare exactly): a summary equal to this is derived from the journal
+/// and from nothing else.
+pub fn metrics_from_records(
+    records: &[runner::metrics::record::RequestRecord],
+    max_tokens: u64,
+    open_loop: bool,
+) -> serde_json::Value {
+    let mut acc = runner::metrics::summary::Accumulator::new(Some(max_tokens), None);
+    if open_loop {
+        acc = acc.open_loop();
+    }
+    for r in records {
+        acc.add(r);
+    }
+    as_read_back(&acc.finish())
+}
+
+/// The statistics of `values` (microseconds) as the summary writes them, read back.
+pub fn stats_of(values: impl IntoIterator<Item = u64>) -> serde_json::Value {
+    let mut h = runner::metrics::summary::LatencyHistogram::default();
+    for v in values {
+        h.record(v);
+    }
+    as_read_back(&h.stats())
+}
+
+/// `v` as the summary file gives it back: written as text and parsed again (serde_json's
+/// parser may land one unit in the last place away from the value written).
+pub fn read_back(v: f64) -> f64 {
+    as_read_back(&v).as_f64().expect("a number")
+}
+
+fn as_read_back(v: &impl serde::Serialize) -> serde_json::Value {
+    serde_json::from_str(&serde_json::to_string(v).expect("serialize")).expect("parse")
+}
+
+/// Asserts that `valid` and `invalid_reason` are the client self-check's verdict on the
+/// cell's own figures, with `max_lag` the plan's `max_dispatch_lag`: whether a loaded machine
+/// kept up is the machine's business; deciding it from the figures is the runner's.
+pub fn assert_validity_follows_the_figures(
+    c: &runner::bundle::format::CellSummary,
+    max_lag: std::time::Duration,
+) {
+    let m = c.metrics.as_ref().expect("metrics");
+    let usage = c.client.as_ref().expect("client usage");
+    let verdict = runner::metrics::client_check::verdict(m, usage, max_lag);
+    assert_eq!(c.valid, verdict.is_none(), "{c:?}");
+    assert_eq!(c.invalid_reason, verdict, "{c:?}");
 }
 
 /// Copies a bundle directory, applying `edit` to every JSON file (by its path inside it).
