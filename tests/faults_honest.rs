@@ -79,6 +79,12 @@ fn answers_that_generate_nothing_or_abort_are_failures_by_class() {
                 .is_some_and(|t| t.starts_with("every cell failed")),
             "{flags}: {m}"
         );
+        let listing = s.runner(&["list", "results"]);
+        let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+        assert!(
+            listing.contains("complete, nothing measured") && listing.contains("0/1"),
+            "{flags}: {listing}"
+        );
         assert_no_engine_survives(&m);
     }
 }
