@@ -26,6 +26,7 @@ prompts = ["hi"]
 max_tokens = 4
 {workload_keys}
 [workload.load]
+max_dispatch_lag = "10s"
 warmup = 0
 {load}
 "#
@@ -78,6 +79,12 @@ fn answers_that_generate_nothing_or_abort_are_failures_by_class() {
                 .is_some_and(|t| t.starts_with("every cell failed")),
             "{flags}: {m}"
         );
+        let listing = s.runner(&["list", "results"]);
+        let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+        assert!(
+            listing.contains("complete, nothing measured") && listing.contains("0/1"),
+            "{flags}: {listing}"
+        );
         assert_no_engine_survives(&m);
     }
 }
@@ -102,15 +109,16 @@ fn a_workload_can_declare_empty_outputs_legitimate() {
 
 #[test]
 fn the_idle_clock_starts_at_the_first_token() {
-    // Headers (and the chat role chunk) at once, the first token after 1.5 s: the idle timeout
-    // of 300 ms must not fire before it, the first-token timeout of 20 s governs.
+    // Headers (and the chat role chunk) at once, the first token after 3 s: the idle timeout
+    // of 1 s must not fire before it, the first-token timeout of 20 s governs. (After the first
+    // token, tokens come 5 ms apart: a 1 s silence there would take a stalled machine.)
     let s = Scratch::new();
     s.write(
         "plan.toml",
         &plan(
-            "--ttft-ms 1500",
+            "--ttft-ms 3000",
             "",
-            "concurrency = [2]\nrequests = 2\nidle_timeout = \"300ms\"\nfirst_token_timeout = \"20s\"",
+            "concurrency = [2]\nrequests = 2\nidle_timeout = \"1s\"\nfirst_token_timeout = \"20s\"",
         )
         .replacen("--ttft-ms 5 ", "", 1),
     );
@@ -238,6 +246,7 @@ name = "w"
 prompts = ["hi"]
 max_tokens = 4
 [workload.load]
+max_dispatch_lag = "10s"
 warmup = 0
 concurrency = [2]
 requests = 4
@@ -298,6 +307,7 @@ model = "m"
 name = "w"
 prompts = ["hi"]
 [workload.load]
+max_dispatch_lag = "10s"
 requests = 8
 [workload.slo]
 e2e_p95_ms = 60000

@@ -93,6 +93,7 @@ name = "w"
 prompts = ["hi"]
 max_tokens = 4
 [workload.load]
+max_dispatch_lag = "10s"
 concurrency = [4, 8]
 requests = 100000
 warmup = 0
@@ -275,6 +276,7 @@ name = "w"
 prompts = ["hi"]
 max_tokens = 2
 [workload.load]
+max_dispatch_lag = "10s"
 concurrency = [1]
 requests = 2
 warmup = 0
@@ -367,6 +369,7 @@ prompts = ["hi"]
 max_tokens = 1
 stream = false
 [workload.load]
+max_dispatch_lag = "10s"
 concurrency = [1]
 requests = 2
 warmup = 0

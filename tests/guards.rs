@@ -54,6 +54,7 @@ name = "w"
 prompts = ["hi"]
 max_tokens = 2
 [workload.load]
+max_dispatch_lag = "10s"
 concurrency = [1]
 requests = 2
 "#;
@@ -118,6 +119,7 @@ name = "w"
 prompts = ["hi"]
 max_tokens = 2
 [workload.load]
+max_dispatch_lag = "10s"
 concurrency = [1]
 requests = 2
 "#;
@@ -168,6 +170,7 @@ name = "w"
 prompts = ["hi"]
 max_tokens = 4
 [workload.load]
+max_dispatch_lag = "10s"
 warmup = 0
 {load}
 "#
@@ -253,6 +256,7 @@ name = "w"
 prompts = ["hi"]
 max_tokens = 2
 [workload.load]
+max_dispatch_lag = "10s"
 concurrency = [1]
 requests = 2
 "#;
@@ -328,7 +332,7 @@ fn attaching_where_nothing_listens_says_connection_refused_with_a_countdown() {
         &format!(
             "schema = 1\nname = \"refused\"\n[[engine]]\nname = \"e\"\nurl = \"http://127.0.0.1:{port}\"\nmodel = \"m\"\n\
              [engine.health]\ninterval = \"50ms\"\ntimeout = \"2s\"\n\
-             [[workload]]\nname = \"w\"\nprompts = [\"hi\"]\nmax_tokens = 2\n[workload.load]\nconcurrency = [1]\nrequests = 2\n"
+             [[workload]]\nname = \"w\"\nprompts = [\"hi\"]\nmax_tokens = 2\n[workload.load]\nmax_dispatch_lag = \"10s\"\nconcurrency = [1]\nrequests = 2\n"
         ),
     );
     let (out, bundle) = s.exec("plan.toml");

@@ -98,7 +98,7 @@ fn a_custom_template_next_to_the_plan_is_used_and_kept_in_the_bundle() {
         "plan.toml",
         "schema = 1\nname = \"custom\"\n[report]\ntemplate = \"mine.md.tera\"\n[[engine]]\nname = \"e\"\n\
          launch = \"{runner} engine sim --port {port} --model m --ttft-ms 1 --itl-ms 1\"\nmodel = \"m\"\n\
-         [[workload]]\nname = \"w\"\nprompts = [\"hi\"]\nmax_tokens = 2\n[workload.load]\nconcurrency = [1]\nrequests = 2\n",
+         [[workload]]\nname = \"w\"\nprompts = [\"hi\"]\nmax_tokens = 2\n[workload.load]\nmax_dispatch_lag = \"10s\"\nconcurrency = [1]\nrequests = 2\n",
     );
     let (out, bundle) = s.exec("plan.toml");
     assert!(out.status.success(), "{}", text(&out));

@@ -219,9 +219,9 @@ fn a_second_signal_kills_the_engines_from_the_handler_itself() {
     kill(pid, Signal::SIGINT).expect("second signal");
     // The handler has sent SIGKILL by the time it says so, whatever the pipeline is doing.
     wait_for(&rx, "second signal: killed every engine process at once");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + PATIENCE;
     while !group_alive(pgid).is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
     assert!(group_alive(pgid).is_empty(), "{:?}", group_alive(pgid));
     assert_eq!(child.wait().expect("wait").code(), Some(130));

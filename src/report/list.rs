@@ -50,9 +50,17 @@ pub fn render(items: &[Listed]) -> String {
                     .iter()
                     .filter(|c| c.status == crate::bundle::format::CellStatus::Ok)
                     .count();
+                // A run that went to its end with no cell measured is not plainly `complete`.
+                let mut status = crate::bundle::format::label(&m.status);
+                if m.status == crate::bundle::format::RunStatus::Complete
+                    && ok == 0
+                    && !m.cells.is_empty()
+                {
+                    status.push_str(", nothing measured");
+                }
                 vec![
                     m.plan.name.clone(),
-                    crate::bundle::format::label(&m.status),
+                    status,
                     format!("{ok}/{}", m.cells.len()),
                     m.started_at.format("%Y-%m-%d %H:%M UTC").to_string(),
                     if m.gpu.available {
