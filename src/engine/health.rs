@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use tokio::process::Child;
 
-use super::procfs;
 use crate::plan::HealthSpec;
-use crate::run::signal::Cancel;
+use crate::procfs;
+use crate::stop::Cancel;
 
 /// Why an engine never became ready.
 #[derive(Debug)]
@@ -116,7 +116,7 @@ pub async fn wait_ready(
                     "no answer within {}",
                     humantime::format_duration(probe_timeout)
                 )),
-                Err(e) => Miss::Error(crate::error_chain(&e)),
+                Err(e) => Miss::Error(crate::error::error_chain(&e)),
             };
             let now = tokio::time::Instant::now();
             let again = reported.as_ref().map_or(true, |(m, at)| {

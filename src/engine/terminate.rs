@@ -12,8 +12,8 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::process::Child;
 
-use super::procfs::{self, ProcInfo};
-use crate::run::signal::Cancel;
+use crate::procfs::{self, ProcInfo};
+use crate::stop::Cancel;
 
 /// What teardown saw.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -179,7 +179,7 @@ pub async fn stop(
         wait_gone(child, pgid, Signal::SIGKILL, KILL_WAIT, None, &mut escaped).await;
     }
     // A second signal's kill (sent by the signal handler itself) counts as a kill.
-    killed |= cancel.state() == crate::run::signal::StopState::Kill;
+    killed |= cancel.state() == crate::stop::StopState::Kill;
     let exit_status = match child.try_wait() {
         Ok(Some(s)) => Some(s.to_string()),
         _ => None,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::gpu::{Gpu, GpuReading};
-use crate::engine::procfs;
+use crate::procfs;
 
 /// Memory and utilization over a window, or at one instant.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

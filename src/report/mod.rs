@@ -9,6 +9,3 @@ pub mod fmt;
 pub mod list;
 pub mod render;
 pub mod study;
-
-// Until their callers name `render::` (run/ and lib.rs move with issue 14's later steps).
-pub use render::{data_with_charts, rerender, ReportError};

@@ -14,9 +14,6 @@ pub const BUILTIN_MD: &str = include_str!("../../templates/report.md.tera");
 /// The built-in self-contained HTML report template.
 pub const BUILTIN_HTML: &str = include_str!("../../templates/report.html.tera");
 
-/// File name a plan's custom template is kept under in the bundle.
-pub const BUNDLED_TEMPLATE: &str = layout::TEMPLATE;
-
 /// A report could not be rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
@@ -33,7 +30,7 @@ pub enum RenderError {
 pub fn render_with(name: &str, template: &str, data: &ReportData) -> Result<String, RenderError> {
     let err = |e: tera::Error| RenderError::Template {
         name: name.to_string(),
-        detail: crate::error_chain(&e),
+        detail: crate::error::error_chain(&e),
     };
     let ctx = tera::Context::from_serialize(data).map_err(err)?;
     let mut tera = tera::Tera::default();
@@ -44,7 +41,7 @@ pub fn render_with(name: &str, template: &str, data: &ReportData) -> Result<Stri
 
 /// Renders the bundle's Markdown report: its own template if it has one, else the built-in.
 pub fn render_markdown(bundle_dir: &Path, data: &ReportData) -> Result<String, RenderError> {
-    let own = bundle_dir.join(BUNDLED_TEMPLATE);
+    let own = bundle_dir.join(layout::TEMPLATE);
     if own.is_file() {
         let text = std::fs::read_to_string(&own).map_err(|e| RenderError::Read {
             path: own.clone(),

@@ -15,7 +15,6 @@ use tokio::sync::mpsc;
 use super::host;
 use super::progress::Progress;
 use super::search::Search;
-use super::signal::Cancel;
 use crate::bundle::format::*;
 use crate::bundle::lock::{self, BundleLock, LockError};
 use crate::bundle::redact::{self, Redactor};
@@ -33,6 +32,7 @@ use crate::metrics::summary::{Accumulator, GoodputBounds};
 use crate::metrics::{client_check, slo, telemetry};
 use crate::plan::{Cell, EngineSpec, EngineTarget, LoadLevel, Plan, ACCEPTABLE_FIELDS};
 use crate::report;
+use crate::stop::Cancel;
 
 /// Lines of an engine's log shown when it fails.
 const LOG_TAIL_LINES: usize = 20;
@@ -215,7 +215,7 @@ pub async fn exec(
                     path: t.clone(),
                     source: e,
                 })?;
-                bundle.write(report::render::BUNDLED_TEMPLATE, &text)?;
+                bundle.write(crate::bundle::layout::TEMPLATE, &text)?;
             }
             let manifest = Manifest {
                 format_version: FORMAT_VERSION,
@@ -328,7 +328,7 @@ pub async fn exec(
     let status = run.manifest.status;
     let leftovers = std::mem::take(&mut run.leftovers);
     drop(run);
-    let (summary, report_error) = match report::rerender(&bundle_dir) {
+    let (summary, report_error) = match report::render::rerender(&bundle_dir) {
         Ok(s) => (s, None),
         Err(e) => (String::new(), Some(e.to_string())),
     };
@@ -1025,7 +1025,7 @@ impl Run<'_> {
                     rec.pid = Some(sp.pgid);
                     rec.port = Some(port);
                     // What `runner recover` identifies the engine by, whatever it execs.
-                    if let Some(p) = crate::engine::procfs::process(sp.pgid) {
+                    if let Some(p) = crate::procfs::process(sp.pgid) {
                         rec.start_ticks = Some(p.start_ticks);
                         rec.sid = Some(p.sid);
                     }
@@ -1093,7 +1093,7 @@ impl Run<'_> {
             let now = self.sampler.gpu_used_now().unwrap_or(0);
             if now <= before + SLACK
                 || tokio::time::Instant::now() >= deadline
-                || self.cancel.state() == super::signal::StopState::Kill
+                || self.cancel.state() == crate::stop::StopState::Kill
             {
                 break now;
             }
@@ -1275,8 +1275,7 @@ impl Run<'_> {
                             died = true;
                             // Before the stop below, so every request it cuts off sees it.
                             died_flag.store(true, Ordering::SeqCst);
-                            level_stop.escalate();
-                            level_stop.escalate();
+                            level_stop.kill();
                             level_run.await
                         }
                     }
@@ -1447,7 +1446,7 @@ async fn collect(
     mut acc: Accumulator,
     per_run: bool,
     death: EngineDeath,
-    on_write_error: super::signal::Stopper,
+    on_write_error: crate::stop::Stopper,
 ) -> (Accumulator, Vec<Accumulator>, Option<std::io::Error>) {
     const BATCH: usize = 64 * 1024;
     let template = acc.clone();
@@ -1490,8 +1489,7 @@ async fn collect(
                 Vec::with_capacity(BATCH + 4096),
             ));
             if sent.is_err() && !on_write_error.is_killed() {
-                on_write_error.escalate();
-                on_write_error.escalate();
+                on_write_error.kill();
             }
         }
     }

@@ -17,10 +17,10 @@ use nix::unistd::Pid;
 use crate::bundle::format::*;
 use crate::bundle::read::{self, LoadedBundle};
 use crate::bundle::write::Bundle;
-use crate::engine::procfs;
 use crate::metrics::record::RequestRecord;
 use crate::metrics::summary::{Accumulator, GoodputBounds};
 use crate::plan::{LoadLevel, Plan};
+use crate::procfs;
 use crate::report;
 
 /// What recovery did.
@@ -54,7 +54,7 @@ pub enum RecoverError {
         killed: Vec<String>,
     },
     #[error(transparent)]
-    Report(#[from] report::ReportError),
+    Report(#[from] report::render::ReportError),
 }
 
 /// Recovers the bundle in `dir`.
@@ -137,7 +137,7 @@ pub fn recover(dir: &Path) -> Result<Recovered, RecoverError> {
     bundle
         .write_json("manifest.json", &manifest)
         .map_err(write_err)?;
-    let summary = report::rerender(dir)?;
+    let summary = report::render::rerender(dir)?;
     Ok(Recovered {
         recovered,
         killed,
