@@ -361,7 +361,7 @@ fn exec(path: &Path, results: &Path, quiet: bool, resume: Option<std::path::Path
                 _ => exit::OK,
             }
         }
-        Err(e @ run::orchestrator::RunError::Resume { .. }) => {
+        Err(e @ run::error::RunError::Resume { .. }) => {
             eprintln!("error: {e}");
             exit::INVALID
         }

@@ -125,33 +125,36 @@ pub struct JournalWriter {
 }
 
 impl JournalWriter {
-    /// Appends `value` as one JSON line.
-    pub fn push<T: Serialize>(&mut self, value: &T) {
+    /// Appends `value` as one JSON line. `false` once the writer thread stopped on an error
+    /// (which `Journal::finish` reports): what is pushed then is lost.
+    pub fn push<T: Serialize>(&mut self, value: &T) -> bool {
         let mark = self.buf.len();
         if serde_json::to_writer(&mut self.buf, value).is_ok() {
             self.buf.push(b'\n');
-            self.hand_over_if_due();
+            self.hand_over_if_due()
         } else {
             // Never half a line.
             self.buf.truncate(mark);
+            true
         }
     }
 
-    fn hand_over_if_due(&mut self) {
+    fn hand_over_if_due(&mut self) -> bool {
         if self.buf.len() >= BATCH || self.last_sent.elapsed() >= FLUSH_EVERY {
-            self.hand_over();
+            self.hand_over()
+        } else {
+            true
         }
     }
 
-    /// Hands every gathered line to the writer thread now.
-    pub fn hand_over(&mut self) {
+    /// Hands every gathered line to the writer thread now; `false` once it stopped on an error.
+    pub fn hand_over(&mut self) -> bool {
         self.last_sent = Instant::now();
         if self.buf.is_empty() {
-            return;
+            return true;
         }
         let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(BATCH + 4096));
-        // Fails only when the thread stopped on an error, which `Journal::finish` reports.
-        let _ = self.tx.send(Msg::Lines(batch));
+        self.tx.send(Msg::Lines(batch)).is_ok()
     }
 }
 
@@ -160,20 +163,24 @@ impl JournalWriter {
 impl Write for JournalWriter {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         self.buf.extend_from_slice(bytes);
-        if bytes.ends_with(b"\n") {
-            self.hand_over_if_due();
+        if bytes.ends_with(b"\n") && !self.hand_over_if_due() {
+            return Err(std::io::Error::other("the journal writer stopped"));
         }
         Ok(bytes.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.hand_over();
-        Ok(())
+        if self.hand_over() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other("the journal writer stopped"))
+        }
     }
 }
 
 impl Drop for JournalWriter {
     fn drop(&mut self) {
+        // A failure is the writer thread's, which `Journal::finish` reports.
         self.hand_over();
     }
 }
@@ -190,8 +197,8 @@ mod tests {
         let mut a = journal.writer();
         let mut b = journal.writer();
         for i in 0..1000u32 {
-            a.push(&serde_json::json!({ "w": "a", "i": i }));
-            b.push(&serde_json::json!({ "w": "b", "i": i }));
+            assert!(a.push(&serde_json::json!({ "w": "a", "i": i })));
+            assert!(b.push(&serde_json::json!({ "w": "b", "i": i })));
         }
         b.flush().expect("flush");
         drop((a, b));

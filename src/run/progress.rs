@@ -61,7 +61,7 @@ impl Progress {
         &self,
         name: &str,
         url: &str,
-        miss: &crate::engine::health::Miss,
+        miss: &crate::engine::ready::Miss,
         left: Duration,
     ) {
         self.say(&format!(
