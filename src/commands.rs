@@ -175,7 +175,7 @@ fn report_template(bundle: &Path, template: &Path) -> i32 {
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "report.custom".into());
         // The output lands in the bundle: it must never replace a file the runner wrote.
-        if bundle::format::BUNDLE_FILES.contains(&name.as_str()) || name.starts_with('.') {
+        if bundle::layout::TOP.contains(&name.as_str()) || name.starts_with('.') {
             return Err(format!(
                 "template {} would be rendered to {}, which is a file of the bundle itself; rename the template (e.g. `custom-{name}.tera`)",
                 template.display(),

@@ -20,23 +20,6 @@ pub fn label<T: Serialize>(value: &T) -> String {
         .unwrap_or_default()
 }
 
-/// Names the runner writes at the top of a bundle (docs/bundle.md): nothing else, such as a
-/// custom report rendered into the bundle, may take one of them.
-pub const BUNDLE_FILES: [&str; 12] = [
-    "manifest.json",
-    "plan.toml",
-    "plan.resolved.json",
-    "report.md.tera",
-    "summary.csv",
-    "samples.jsonl",
-    "telemetry.jsonl",
-    "report.md",
-    "report.html",
-    "cells",
-    "logs",
-    "charts",
-];
-
 /// Bumped on any change a reader of older bundles would misread.
 pub const FORMAT_VERSION: u32 = 1;
 

@@ -267,6 +267,17 @@ impl LoadLevel {
         }
     }
 
+    /// The level a cell id's last part names (`c8`, `r10`, `r2p5`): the inverse of `id_part`.
+    pub fn from_id_part(part: &str) -> Option<LoadLevel> {
+        if let Some(c) = part.strip_prefix('c') {
+            Some(LoadLevel::Concurrency(c.parse().ok()?))
+        } else {
+            Some(LoadLevel::Rate(
+                part.strip_prefix('r')?.replace('p', ".").parse().ok()?,
+            ))
+        }
+    }
+
     /// For people: `8` or `10 req/s`.
     pub fn label(&self) -> String {
         match self {

@@ -93,7 +93,7 @@ mod tests {
     use std::time::Duration;
 
     fn spec() -> EngineSpec {
-        let src = "schema = 1\nname = \"t\"\n[[engine]]\nname = \"a\"\nurl = \"http://127.0.0.1:9\"\nmodel = \"m\"\n[[workload]]\nname = \"w\"\nprompts = [\"hi\"]\nmax_tokens = 1\n";
+        let src = "schema = 1\nname = \"t\"\n[[engine]]\nname = \"a\"\nurl = \"http://127.0.0.1:9\"\nmodel = \"m\"\n[[workload]]\nname = \"w\"\nprompts = [\"hi\"]\nmax_tokens = 1\n[workload.load]\nconcurrency = [1]\nrequests = 1\n";
         let ctx = crate::plan::ResolveContext {
             runner_exe: "runner".into(),
         };
