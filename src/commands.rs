@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::cli::{self, Command, EngineCommand};
 use crate::error::exit;
-use crate::plan::{self, check, Diagnostics, ResolveContext};
+use crate::plan::{self, check, diagnostic::Diagnostics, resolve::ResolveContext};
 use crate::{builtin, bundle, probe, report, run};
 
 /// Runs one parsed command; any error is printed here, once.
@@ -235,7 +235,7 @@ fn context() -> ResolveContext {
 
 /// The plan file's bytes (read once: they are hashed, resolved and copied into the bundle), the
 /// plan and its warnings; an invalid plan is printed and gives the exit code.
-fn load_plan(path: &Path) -> Result<(Vec<u8>, plan::Plan, Diagnostics), i32> {
+fn load_plan(path: &Path) -> Result<(Vec<u8>, plan::model::Plan, Diagnostics), i32> {
     let loaded = plan::resolve::read(path).and_then(|bytes| {
         plan::resolve::from_bytes(path, &bytes, &context()).map(|ok| (bytes, ok))
     });

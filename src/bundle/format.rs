@@ -10,7 +10,7 @@ use crate::metrics::gpu::GpuInventory;
 use crate::metrics::sampler::Resources;
 use crate::metrics::slo::SloVerdict;
 use crate::metrics::summary::CellMetrics;
-use crate::plan::{LoadLevel, SearchOver};
+use crate::plan::model::{LoadLevel, SearchOver};
 
 /// The snake_case name a status serializes to (`complete`, `failed`, ...), for people.
 pub fn label<T: Serialize>(value: &T) -> String {

@@ -1,5 +1,5 @@
 //! The validated plan: defaults applied, files loaded, the grid expanded. Only these types flow
-//! downstream of `plan::load`; they serialize into the bundle as `plan.resolved.json`.
+//! downstream of `plan::resolve::load`; they serialize into the bundle as `plan.resolved.json`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -19,7 +19,7 @@ use crate::load::client::http_client;
 use crate::metrics::gpu::{Gpu, GpuInventory};
 use crate::metrics::sampler::Sampler;
 use crate::metrics::telemetry;
-use crate::plan::{Cell, EngineSpec, Plan};
+use crate::plan::model::{Cell, EngineSpec, Plan};
 use crate::report;
 use crate::stop::Cancel;
 

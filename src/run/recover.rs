@@ -16,7 +16,7 @@ use crate::bundle::read::{self, LoadedBundle};
 use crate::bundle::write::Bundle;
 use crate::engine::terminate;
 use crate::metrics::summary::Accumulator;
-use crate::plan::{LoadLevel, Plan};
+use crate::plan::model::{LoadLevel, Plan};
 use crate::procfs;
 use crate::report;
 
@@ -336,7 +336,7 @@ mod tests {
         let src = format!(
             "schema = 1\nname = \"t\"\n[[engine]]\nname = \"e\"\nurl = \"http://127.0.0.1:9\"\nmodel = \"m\"\n[[workload]]\nname = \"w\"\nprompts = [\"hi\"]\nmax_tokens = 1\n[workload.load]\n{load}\n"
         );
-        let ctx = crate::plan::ResolveContext {
+        let ctx = crate::plan::resolve::ResolveContext {
             runner_exe: "runner".into(),
         };
         match crate::plan::resolve::resolve_source(Path::new("t.toml"), &src, "0".into(), &ctx) {
