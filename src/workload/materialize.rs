@@ -197,8 +197,8 @@ mod tests {
         assert_eq!(sha256_hex(&a), PINNED_TOKENS);
     }
 
-    const PINNED_WORDS: &str = "c530d85db472839b49ecc9254e34cc58b1001c83b1c2560675c76435120b0dd2";
-    const PINNED_TOKENS: &str = "55ef38751fc2b02464e6ad018b8466b6af75978917cbee86845eb5838260c71c";
+    const PINNED_WORDS: &str = "1aeaa6c5c3b878656dacd23abe532c013ea4d980681051ef16feeebfc2202db2";
+    const PINNED_TOKENS: &str = "616150ebe20a443d44905d54ca9e240127956ab20d0a0a4fca49b2e722a37ebd";
 
     #[test]
     fn sessions_offsets_and_messages_are_written_and_words_named_as_words() {

@@ -88,12 +88,84 @@ const KEY_TEXT: u64 = 3;
 
 /// Appends corpus words to `start` until `measure` of the text is exactly `target`.
 ///
+/// Appending at a word boundary leaves the tokens before it alone in the pre-tokenizers in use
+/// (byte-level, metaspace, whitespace), so counts add up: the text is first grown counting only
+/// each appended batch (`plain` of it, with its leading space), which costs about one encoding of
+/// the whole, and then measured whole once. Where that check fails (a tokenizer whose tokens
+/// cross word boundaries) it is grown again measuring the whole text at every step. Either way
+/// the result is measured, never assumed.
+pub(crate) fn grow(
+    plain: &mut dyn FnMut(&str) -> Result<usize>,
+    measure: &mut dyn FnMut(&str) -> Result<usize>,
+    start: String,
+    target: usize,
+    words: &mut Words,
+    unit: &'static str,
+) -> Result<String> {
+    let mut fast = words.clone();
+    if let Some(t) = grow_additive(plain, measure, start.clone(), target, &mut fast)? {
+        *words = fast;
+        return Ok(t);
+    }
+    grow_measured(measure, start, target, words, unit)
+}
+
+/// The additive pass of `grow`: `None` when the whole text does not measure what the batches
+/// added up to (or no word fits), so the measured pass decides.
+fn grow_additive(
+    plain: &mut dyn FnMut(&str) -> Result<usize>,
+    measure: &mut dyn FnMut(&str) -> Result<usize>,
+    start: String,
+    target: usize,
+    words: &mut Words,
+) -> Result<Option<String>> {
+    let mut text = start;
+    let mut n = measure(&text)?;
+    let empty = if text.is_empty() { n } else { measure("")? };
+    let mut per_word = 1.5f64;
+    let mut cap = usize::MAX;
+    let mut skipped = 0;
+    while n < target {
+        if skipped > 500 {
+            return Ok(None);
+        }
+        let deficit = target - n;
+        let k = ((deficit as f64 * 0.8 / per_word) as usize).clamp(1, cap);
+        let batch = words.peek(k).join(" ");
+        let added = if text.is_empty() {
+            measure(&batch)?.saturating_sub(empty)
+        } else {
+            plain(&format!(" {batch}"))?
+        };
+        if n + added <= target {
+            if added > 0 {
+                per_word = (added as f64 / k as f64).max(1.0);
+            }
+            if !text.is_empty() {
+                text.push(' ');
+            }
+            text.push_str(&batch);
+            n += added;
+            words.advance(k);
+            cap = usize::MAX;
+        } else if k > 1 {
+            cap = k / 2;
+        } else {
+            words.advance(1);
+            skipped += 1;
+        }
+    }
+    Ok((measure(&text)? == target).then_some(text))
+}
+
+/// Appends corpus words to `start` until `measure` of the text is exactly `target`.
+///
 /// Each step appends a batch sized from the deficit and the units per word seen so far, and
 /// halves it when it overshoots; a single word that overshoots is skipped (a shorter one comes
 /// soon: "a", "the"). Appending at a word boundary never changes the tokens before it in the
 /// pre-tokenizers in use (byte-level, metaspace, whitespace), so the count only grows; the result
 /// is measured, never assumed. Floating point only sizes the batches, with IEEE basic operations.
-pub(crate) fn grow(
+fn grow_measured(
     measure: &mut dyn FnMut(&str) -> Result<usize>,
     start: String,
     target: usize,
@@ -150,26 +222,47 @@ pub(crate) fn grow(
     Ok(text)
 }
 
+/// The opener of text number `n`: its own number, so no two prompts share their first tokens by
+/// accident (a shared start would be a prefix-cache hit the workload did not ask for).
+fn opener(n: u64) -> String {
+    format!("{n}.")
+}
+
+/// Grows from `opener`, or from nothing when the opener alone does not fit (tiny lengths).
+fn with_opener(
+    opener: &str,
+    mut grow_from: impl FnMut(String) -> Result<String>,
+) -> Result<String> {
+    match grow_from(opener.to_string()) {
+        Err(WorkloadError::Length { .. }) if !opener.is_empty() => grow_from(String::new()),
+        r => r,
+    }
+}
+
 /// A whole prompt of exactly `target` (prompt convention: the tokenizer's specials counted):
-/// `head` (a shared prefix, or empty) and then corpus words.
+/// `head` (a shared prefix, or empty), then `opener` and corpus words.
 ///
 /// The tail is first grown on its own (cheap: the head is not re-encoded each step) and the whole
 /// checked once; only if the join changed the count is the tail grown against the whole text.
 pub(crate) fn exact_prompt(
     counter: &Counter,
     head: &str,
+    opener: &str,
     target: usize,
     rng: Rng,
 ) -> Result<String> {
     let unit = counter.unit().as_str();
     if head.is_empty() {
-        let text = grow(
-            &mut |t| counter.prompt(t),
-            String::new(),
-            target,
-            &mut Words::new(rng),
-            unit,
-        )?;
+        let text = with_opener(opener, |start| {
+            grow(
+                &mut |t| counter.plain(t),
+                &mut |t| counter.prompt(t),
+                start,
+                target,
+                &mut Words::new(rng.clone()),
+                unit,
+            )
+        })?;
         if text.is_empty() {
             return Err(WorkloadError::Length {
                 target,
@@ -184,14 +277,16 @@ pub(crate) fn exact_prompt(
         return Ok(head.to_string());
     }
     let fast = target.checked_sub(have).and_then(|tail| {
-        let mut w = Words::new(rng.clone());
-        let piece = grow(
-            &mut |t| counter.plain(&format!(" {t}")),
-            String::new(),
-            tail,
-            &mut w,
-            unit,
-        )
+        let piece = with_opener(opener, |start| {
+            grow(
+                &mut |t| counter.plain(t),
+                &mut |t| counter.plain(&format!(" {t}")),
+                start,
+                tail,
+                &mut Words::new(rng.clone()),
+                unit,
+            )
+        })
         .ok()?;
         Some(format!("{head} {piece}"))
     });
@@ -200,24 +295,40 @@ pub(crate) fn exact_prompt(
             return Ok(p);
         }
     }
-    grow(
-        &mut |t| counter.prompt(t),
-        head.to_string(),
-        target,
-        &mut Words::new(rng),
-        unit,
-    )
+    with_opener(opener, |start| {
+        let start = if start.is_empty() {
+            head.to_string()
+        } else {
+            format!("{head} {start}")
+        };
+        grow(
+            &mut |t| counter.plain(t),
+            &mut |t| counter.prompt(t),
+            start,
+            target,
+            &mut Words::new(rng.clone()),
+            unit,
+        )
+    })
 }
 
 /// A piece of exactly `target` plain units (no special tokens), e.g. one chat turn's content.
-pub(crate) fn exact_piece(counter: &Counter, target: usize, rng: Rng) -> Result<String> {
-    grow(
-        &mut |t| counter.plain(t),
-        String::new(),
-        target,
-        &mut Words::new(rng),
-        counter.unit().as_str(),
-    )
+pub(crate) fn exact_piece(
+    counter: &Counter,
+    opener: &str,
+    target: usize,
+    rng: Rng,
+) -> Result<String> {
+    with_opener(opener, |start| {
+        grow(
+            &mut |t| counter.plain(t),
+            &mut |t| counter.plain(t),
+            start,
+            target,
+            &mut Words::new(rng.clone()),
+            counter.unit().as_str(),
+        )
+    })
 }
 
 /// Builds the requests of a synthetic workload. Prompt `i`'s lengths and text depend only on the
@@ -253,6 +364,7 @@ pub fn generate(spec: &SyntheticSpec, counter: &Counter) -> Result<Vec<Request>>
                 exact_prompt(
                     counter,
                     "",
+                    "",
                     spec.prefix_tokens as usize,
                     Rng::derive(spec.seed, &[KEY_PREFIX, u64::from(g)]),
                 )
@@ -278,6 +390,7 @@ pub fn generate(spec: &SyntheticSpec, counter: &Counter) -> Result<Vec<Request>>
             let text = exact_prompt(
                 counter,
                 head,
+                &opener(out.len() as u64 + 1),
                 input,
                 Rng::derive(spec.seed, &[KEY_TEXT, i as u64, 0]),
             )?;
@@ -297,6 +410,7 @@ pub fn generate(spec: &SyntheticSpec, counter: &Counter) -> Result<Vec<Request>>
                 let output = spec.output.draw(&mut lengths);
                 let content = exact_piece(
                     counter,
+                    &opener(out.len() as u64 + 1),
                     input,
                     Rng::derive(spec.seed, &[KEY_TEXT, i as u64, u64::from(turn)]),
                 )?;
@@ -363,6 +477,14 @@ mod tests {
             texts.sort_unstable();
             texts.dedup();
             assert_eq!(texts.len(), reqs.len());
+            // Each opens with its own number, so no two share their first tokens by accident.
+            let mut firsts: Vec<&str> = reqs
+                .iter()
+                .filter_map(|r| text(r).split_whitespace().next())
+                .collect();
+            firsts.sort_unstable();
+            firsts.dedup();
+            assert_eq!(firsts.len(), reqs.len());
             // The smallest prompts too: one token (the BOS) plus one, and a single token.
             let min = t.added_specials().expect("specials") + 1;
             assert_exact(&t, &spec(LengthDist::Fixed(min as u32)));
@@ -449,6 +571,27 @@ mod tests {
         );
         for r in &reqs {
             assert_eq!(t.count_plain(text(r)).expect("count"), 20);
+        }
+    }
+
+    #[test]
+    fn a_count_that_does_not_add_up_over_words_is_still_met_exactly() {
+        // One "token" per started 4 bytes: joining pieces changes the sum, so the additive pass
+        // fails its check and the measured pass must decide.
+        let mut quarter = |t: &str| -> Result<usize> { Ok(t.len().div_ceil(4)) };
+        let mut plain = |t: &str| -> Result<usize> { Ok(t.len().div_ceil(4)) };
+        for target in [1, 7, 50, 333] {
+            let mut w = Words::new(Rng::new(target as u64));
+            let t = grow(
+                &mut plain,
+                &mut quarter,
+                String::new(),
+                target,
+                &mut w,
+                "units",
+            )
+            .expect("grow");
+            assert_eq!(t.len().div_ceil(4), target, "{t:?}");
         }
     }
 

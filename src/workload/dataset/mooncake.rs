@@ -62,6 +62,7 @@ impl Blocks<'_> {
         if !self.text.contains_key(&id) {
             let counter = self.counter;
             let t = grow(
+                &mut |t| counter.plain(t),
                 &mut |t| counter.plain(&format!(" {t}")),
                 String::new(),
                 self.size,
@@ -101,6 +102,7 @@ impl Blocks<'_> {
             let expect = full.len() * self.size + specials;
             if let Some(rest) = target.checked_sub(expect) {
                 let t = grow(
+                    &mut |t| counter.plain(t),
                     &mut |t| counter.plain(&format!(" {t}")),
                     String::new(),
                     rest,
@@ -114,6 +116,7 @@ impl Blocks<'_> {
             }
         }
         let t = grow(
+            &mut |t| counter.plain(t),
             &mut |t| counter.prompt(&join(&head, t)),
             String::new(),
             target,
