@@ -95,12 +95,10 @@ impl Blocks<'_> {
             (false, true) => head.to_string(),
             (false, false) => format!("{head} {t}"),
         };
-        // Fast path: grow the last block alone for what the full blocks should leave, then check
-        // the whole prompt once.
+        // Fast path: grow the last block alone for what the full blocks leave (measured, not
+        // assumed: the first block stands without its leading space), then check the whole once.
         if !head.is_empty() {
-            let specials = counter.prompt("")?;
-            let expect = full.len() * self.size + specials;
-            if let Some(rest) = target.checked_sub(expect) {
+            if let Some(rest) = target.checked_sub(counter.prompt(&head)?) {
                 let t = grow(
                     &mut |t| counter.plain(t),
                     &mut |t| counter.plain(&format!(" {t}")),
@@ -276,6 +274,35 @@ mod tests {
             // Line 2 starts with another block: its text differs from the first words on.
             assert_ne!(ids[2][..8], ids[0][..8]);
         }
+    }
+
+    #[test]
+    fn mooncake_sized_blocks_of_512_tokens_are_exact_and_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("trace.jsonl");
+        std::fs::write(
+            &p,
+            "{\"timestamp\": 0, \"input_length\": 1100, \"output_length\": 5, \"hash_ids\": [1, 2, 3]}\n{\"timestamp\": 10, \"input_length\": 600, \"output_length\": 5, \"hash_ids\": [1, 9]}\n",
+        )
+        .expect("write");
+        let t = tiny();
+        let s = MooncakeSpec {
+            path: p,
+            ..spec(DEFAULT_BLOCK_SIZE)
+        };
+        let reqs = read(&s, &Counter::Tokens(&t)).expect("read");
+        let ids: Vec<Vec<u32>> = reqs
+            .iter()
+            .map(|r| t.prompt_ids(text(r)).expect("ids"))
+            .collect();
+        assert_eq!(ids[0].len(), 1100);
+        assert_eq!(ids[1].len(), 600);
+        assert_eq!(
+            ids[0][..513],
+            ids[1][..513],
+            "block 1 (and the BOS) is shared"
+        );
+        assert_ne!(ids[0][513..520], ids[1][513..520]);
     }
 
     #[test]
