@@ -44,12 +44,15 @@ impl Tokenizer {
             path: file.clone(),
             source,
         })?;
-        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| {
-            WorkloadError::TokenizerLoad {
-                path: file.clone(),
-                message: e.to_string(),
-            }
-        })?;
+        let load_error = |e: tokenizers::Error| WorkloadError::TokenizerLoad {
+            path: file.clone(),
+            message: e.to_string(),
+        };
+        let mut inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(load_error)?;
+        // A tokenizer.json may carry the truncation or padding its model was trained with
+        // (e.g. `max_length = 512`): counting through it would cap or pad every count.
+        inner.with_padding(None);
+        inner.with_truncation(None).map_err(load_error)?;
         Ok(Tokenizer { inner, path: file })
     }
 
@@ -248,6 +251,29 @@ pub(crate) mod tests {
         assert_eq!(with, t.count_plain(text).expect("count") + 1);
         assert_eq!(tiny_without_bos().count(text).expect("count"), with - 1);
         assert_eq!(Counter::Words.prompt(text).expect("words"), 5);
+    }
+
+    #[test]
+    fn a_tokenizer_saved_with_truncation_still_counts_whole_prompts() {
+        let mut inner = tiny().inner.clone();
+        inner
+            .with_truncation(Some(tokenizers::TruncationParams {
+                max_length: 8,
+                ..Default::default()
+            }))
+            .expect("truncation");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("tokenizer.json");
+        inner.save(&p, false).expect("save");
+        let text = super::super::corpus::sentences()[..5].join(" ");
+        assert_eq!(
+            Tokenizer::load(&p)
+                .expect("load")
+                .count(&text)
+                .expect("count"),
+            tiny().count(&text).expect("count")
+        );
+        assert!(tiny().count(&text).expect("count") > 8);
     }
 
     #[test]
