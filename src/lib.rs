@@ -13,6 +13,7 @@ pub mod plan;
 pub mod probe;
 pub mod report;
 pub mod run;
+pub mod workload;
 
 use std::path::Path;
 
