@@ -6,6 +6,7 @@
 
 pub mod bundle;
 pub mod cli;
+pub mod cluster;
 pub mod engine;
 pub mod load;
 pub mod metrics;
