@@ -8,6 +8,8 @@ use runner::cluster::slurm::{
     parse_job_id, parse_sacct, parse_squeue, sacct_outcome, JobId, JobRef, JobState, RenderError,
     SacctError, Submission, SubmitOptions, Tasks,
 };
+use runner::cluster::status::engine_jobs;
+use runner::cluster::submit::{submit, SubmitError};
 
 fn engines() -> Vec<String> {
     vec!["naive".to_string(), "batching".to_string()]
@@ -294,32 +296,12 @@ fn slurm_real_cluster_runs_every_engine_then_the_merge() {
         engines: &e,
         options: &o,
     };
-    std::fs::write(
-        bundle.join("slurm/engines.sbatch"),
-        s.array_script().expect("render"),
-    )
-    .expect("write");
-    std::fs::write(
-        bundle.join("slurm/merge.sbatch"),
-        s.merge_script().expect("render"),
-    )
-    .expect("write");
-    let sbatch = |argv: Vec<String>| {
-        let out = std::process::Command::new(&argv[0])
-            .args(&argv[1..])
-            .output()
-            .expect("run sbatch");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        parse_job_id(&String::from_utf8_lossy(&out.stdout)).expect("job id")
-    };
-    let array = sbatch(s.array_sbatch().expect("render"));
-    let merge = sbatch(s.merge_sbatch(&array).expect("render"));
+    let submitted = submit(&s, "sbatch").expect("submit");
+    let (array, merge) = (submitted.array, submitted.merge);
+    assert!(bundle.join("slurm/engines.sbatch").exists());
 
-    // squeue answers for both jobs (or they already left the queue).
+    // squeue answers for both jobs (or they already left the queue); every engine it lists
+    // is queued, the rest are unknown until their part says.
     let q = std::process::Command::new("squeue")
         .args(&runner::cluster::slurm::squeue_args(&[array.clone(), merge.clone()])[1..])
         .output()
@@ -328,6 +310,7 @@ fn slurm_real_cluster_runs_every_engine_then_the_merge() {
     assert!(rows
         .iter()
         .all(|r| r.job.id == array.id || r.job.id == merge.id));
+    assert_eq!(engine_jobs(&e, &array, &rows, &[]).len(), 2);
 
     let merged = bundle.join("merged");
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -352,4 +335,80 @@ fn slurm_real_cluster_runs_every_engine_then_the_merge() {
     assert!(bundle.join("slurm").read_dir().expect("ls").any(|f| f
         .map(|f| f.file_name().to_string_lossy().starts_with("merge-"))
         .unwrap_or(false)));
+}
+
+fn fake_sbatch(dir: &Path, body: &str) -> String {
+    let p = dir.join("sbatch");
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("write fake sbatch");
+    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    p.to_string_lossy().into_owned()
+}
+
+/// sbatch refusing the array is an error naming the command and sbatch's own words.
+#[test]
+fn submit_reports_sbatch_refusing_the_array() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sbatch = fake_sbatch(
+        tmp.path(),
+        "echo 'sbatch: error: invalid partition specified: gpu' >&2; exit 1",
+    );
+    let (e, o) = (engines(), options());
+    let bundle = tmp.path().join("b");
+    let s = Submission {
+        bundle: &bundle,
+        ..submission(&e, &o)
+    };
+    match submit(&s, &sbatch) {
+        Err(SubmitError::Sbatch {
+            command, stderr, ..
+        }) => {
+            assert!(command.contains("--array=0-1"), "{command}");
+            assert_eq!(stderr, "sbatch: error: invalid partition specified: gpu");
+        }
+        other => panic!("expected an sbatch error, got {other:?}"),
+    }
+    // The scripts are in the bundle either way, for the user to read or submit by hand.
+    assert!(bundle.join("slurm/engines.sbatch").exists());
+    assert!(bundle.join("slurm/merge.sbatch").exists());
+}
+
+/// The array queued but the merge job refused: the error says which job holds the engines
+/// and what to do about the merge.
+#[test]
+fn submit_reports_a_merge_job_that_was_not_queued() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sbatch = fake_sbatch(
+        tmp.path(),
+        "case \"$*\" in *--dependency=afterany:41*) echo 'sbatch: error: Job dependency problem' >&2; exit 1 ;; esac\necho '41;west'",
+    );
+    let (e, o) = (engines(), options());
+    let bundle = tmp.path().join("b");
+    let s = Submission {
+        bundle: &bundle,
+        ..submission(&e, &o)
+    };
+    let err = submit(&s, &sbatch).expect_err("merge refused");
+    match &err {
+        SubmitError::MergeNotSubmitted { array, .. } => assert_eq!(array.id, 41),
+        other => panic!("expected MergeNotSubmitted, got {other:?}"),
+    }
+    assert!(err.to_string().contains("runner merge"), "{err}");
+}
+
+#[test]
+fn submit_returns_both_job_ids() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sbatch = fake_sbatch(
+        tmp.path(),
+        "case \"$*\" in *--dependency=afterany:41*) echo 42 ;; *) echo 41 ;; esac",
+    );
+    let (e, o) = (engines(), options());
+    let bundle = tmp.path().join("b");
+    let s = Submission {
+        bundle: &bundle,
+        ..submission(&e, &o)
+    };
+    let got = submit(&s, &sbatch).expect("submitted");
+    assert_eq!((got.array.id, got.merge.id), (41, 42));
 }

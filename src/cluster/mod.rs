@@ -4,4 +4,6 @@
 pub mod k8s;
 pub mod quote;
 pub mod slurm;
+pub mod status;
+pub mod submit;
 pub mod travel;
