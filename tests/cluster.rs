@@ -147,6 +147,7 @@ fn k8s_indexed_job_and_merge_job() {
         mount_path: "/results".into(),
         runner: "runner".into(),
         gpus_per_engine: Some(1),
+        kubectl_image: "bitnami/kubectl:1.31".into(),
     };
     let s = K8sSubmission {
         plan_name: "Quick Start: \"v2\"",

@@ -18,6 +18,8 @@ pub struct K8sOptions {
     pub runner: String,
     /// `nvidia.com/gpu` each engine's pod asks for; none asks for no GPU.
     pub gpus_per_engine: Option<u32>,
+    /// An image with `/bin/sh` and `kubectl`, for the merge Job's wait on the engines' Job.
+    pub kubectl_image: String,
 }
 
 /// One submission: plan and bundle are paths inside the container (under `mount_path`).
@@ -169,7 +171,10 @@ impl K8sSubmission<'_> {
         );
         y.push_str("      initContainers:\n");
         y.push_str("        - name: \"wait-for-engines\"\n");
-        y.push_str("          image: \"bitnami/kubectl:latest\"\n");
+        y.push_str(&format!(
+            "          image: {}\n",
+            yaml_str(&self.options.kubectl_image)
+        ));
         y.push_str("          command:\n");
         for c in ["/bin/sh", "-c", &wait] {
             y.push_str(&format!("            - {}\n", yaml_str(c)));
