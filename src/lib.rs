@@ -6,7 +6,9 @@
 
 pub mod bundle;
 pub mod cli;
+pub mod cluster;
 pub mod engine;
+pub mod export;
 pub mod load;
 pub mod metrics;
 pub mod plan;
