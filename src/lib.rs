@@ -8,9 +8,11 @@
 pub mod builtin;
 pub mod bundle;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod engine;
 pub mod error;
+pub mod export;
 pub mod load;
 pub mod metrics;
 pub mod plan;
@@ -19,6 +21,7 @@ pub mod procfs;
 pub mod report;
 pub mod run;
 pub mod stop;
+pub mod workload;
 
 /// Parses arguments, runs the command, prints any error once, returns the exit code.
 pub fn main() -> i32 {
