@@ -35,6 +35,9 @@ pub enum RunStatus {
     Failed,
     /// Stopped by a signal; the cells done so far are kept.
     Interrupted,
+    /// Handed to a cluster scheduler (`runner submit`): its engines run as jobs, each into a
+    /// part under `parts/`, and `runner merge` turns it into a finished bundle.
+    Submitted,
 }
 
 /// `manifest.json`: what produced the numbers.
@@ -56,6 +59,49 @@ pub struct Manifest {
     /// Capacity searches (`[workload.search]`), one per engine and workload.
     #[serde(default)]
     pub searches: Vec<SearchRecord>,
+    /// Set in a part (`runner exec --part`): where and as which job this part ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<PartInfo>,
+    /// Set by `runner submit --slurm`: the jobs that write and merge the parts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmRecord>,
+    /// Set by `runner merge`: the parts this bundle was combined from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<MergedPart>,
+}
+
+/// Where one part of a split run ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartInfo {
+    /// The engines this part ran (`runner exec --engine`).
+    pub engines: Vec<String>,
+    pub host: String,
+    /// `SLURM_ARRAY_JOB_ID`, `SLURM_ARRAY_TASK_ID`, `SLURMD_NODENAME` when run by Slurm.
+    pub slurm_array_job_id: Option<String>,
+    pub slurm_array_task_id: Option<String>,
+    pub slurmd_nodename: Option<String>,
+}
+
+/// The Slurm jobs of a submitted bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlurmRecord {
+    /// The job array: task `i` runs `engines[i]`.
+    pub array_job_id: u64,
+    pub merge_job_id: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    pub engines: Vec<String>,
+}
+
+/// One part a merged bundle was combined from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MergedPart {
+    /// The part's directory as given to `runner merge`.
+    pub dir: String,
+    pub status: RunStatus,
+    pub engines: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<PartInfo>,
 }
 
 /// The outcome of one capacity search.
@@ -97,6 +143,9 @@ pub struct PlanInfo {
     pub git_commit: Option<String>,
     /// The plan file differs from that commit.
     pub git_dirty: Option<bool>,
+    /// The plan's directory, absolute: the `{plan_dir}` of the engines' `argv_relative`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
 }
 
 /// The machine the run happened on.
@@ -117,6 +166,11 @@ pub struct EngineRecord {
     pub model: String,
     /// The command line as launched (`{port}` filled in); empty for attached engines.
     pub argv: Vec<String>,
+    /// `argv` with paths under the plan's directory written `{plan_dir}/...` and the runner
+    /// binary itself as `{runner}`: what `runner compare` compares, so a checkout in another
+    /// directory is no difference.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub argv_relative: Vec<String>,
     pub url: Option<String>,
     /// The leader's pid, which is also its process group's id.
     pub pid: Option<i32>,

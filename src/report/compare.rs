@@ -222,15 +222,17 @@ pub fn compare(base: &LoadedBundle, other: &LoadedBundle, threshold: f64) -> Com
     }
 }
 
-/// An engine's command line with its (run-specific) port written as `{port}`.
-fn command(e: &crate::bundle::format::EngineRecord) -> String {
+/// An engine's command line with its (run-specific) port written as `{port}`; with
+/// `relative`, its plan-relative form (`{plan_dir}/...`, `{runner}`), so two checkouts of one
+/// plan in different directories launch the same command.
+fn command(e: &crate::bundle::format::EngineRecord, relative: bool) -> String {
     let port = e
         .url
         .as_deref()
         .and_then(|u| u.rsplit(':').next())
         .unwrap_or("");
-    e.argv
-        .iter()
+    let argv = if relative { &e.argv_relative } else { &e.argv };
+    argv.iter()
         .map(|a| if a == port { "{port}" } else { a.as_str() })
         .collect::<Vec<_>>()
         .join(" ")
@@ -281,10 +283,12 @@ fn differences(a: &LoadedBundle, b: &LoadedBundle) -> Vec<String> {
                 e.version.clone().unwrap_or_else(|| "-".into()),
                 f.version.clone().unwrap_or_else(|| "-".into()),
             );
+            // Bundles written before the relative form was recorded compare as launched.
+            let relative = !e.argv_relative.is_empty() && !f.argv_relative.is_empty();
             diff(
                 &format!("engine {} command", e.name),
-                command(e),
-                command(f),
+                command(e, relative),
+                command(f, relative),
             );
         }
     }

@@ -49,7 +49,12 @@ pub fn plan_info(plan: &Plan) -> PlanInfo {
         .path
         .file_name()
         .map(|f| f.to_string_lossy().into_owned());
-    let git_commit = git(dir, &["rev-parse", "HEAD"]);
+    // Only a plan file the repository tracks was run "from" its commit: an untracked plan in
+    // some checkout says nothing about that checkout's HEAD.
+    let tracked = file
+        .as_deref()
+        .is_some_and(|f| git(dir, &["ls-files", "--error-unmatch", "--", f]).is_some());
+    let git_commit = tracked.then(|| git(dir, &["rev-parse", "HEAD"])).flatten();
     let git_dirty = match (&git_commit, file) {
         (Some(_), Some(f)) => git(dir, &["status", "--porcelain", "--", &f]).map(|s| !s.is_empty()),
         _ => None,
@@ -60,5 +65,30 @@ pub fn plan_info(plan: &Plan) -> PlanInfo {
         sha256: plan.sha256.clone(),
         git_commit,
         git_dirty,
+        dir: plan_dir(plan).map(|d| d.display().to_string()),
     }
+}
+
+/// The plan's directory, absolute and with `.`/`..` resolved by name.
+pub fn plan_dir(plan: &Plan) -> Option<std::path::PathBuf> {
+    let abs = std::path::absolute(&plan.path).ok()?;
+    Some(crate::cluster::travel::lexical(abs.parent()?))
+}
+
+/// An engine's launched command in its travelling form: paths under the plan's directory as
+/// `{plan_dir}/...`, and argv[0] that is this runner binary as `{runner}`.
+pub fn relative_argv(argv: &[String], plan_dir: Option<&Path>) -> Vec<String> {
+    let mut out = match plan_dir {
+        Some(dir) => crate::cluster::travel::relative_argv(argv, dir),
+        None => argv.to_vec(),
+    };
+    let runner = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.canonicalize().ok());
+    if let (Some(first), Some(runner)) = (argv.first(), runner) {
+        if std::path::Path::new(first).canonicalize().ok().as_ref() == Some(&runner) {
+            out[0] = "{runner}".to_string();
+        }
+    }
+    out
 }

@@ -108,6 +108,9 @@ impl Ledger {
             gpu: inventory,
             engines: plan.engines.iter().map(pending_engine).collect(),
             searches: Vec::new(),
+            part: None,
+            slurm: None,
+            merged_from: Vec::new(),
             cells: plan
                 .cells
                 .iter()
@@ -278,8 +281,11 @@ impl Ledger {
         base_url: &str,
         log: String,
     ) {
+        let relative =
+            host::relative_argv(&sp.argv, self.manifest.plan.dir.as_deref().map(Path::new));
         let rec = &mut self.manifest.engines[ei];
         rec.argv = sp.argv.clone();
+        rec.argv_relative = relative;
         rec.pid = Some(sp.pgid);
         rec.port = Some(sp.port);
         if let Some(p) = crate::procfs::process(sp.pgid) {
@@ -623,6 +629,7 @@ fn pending_engine(e: &EngineSpec) -> EngineRecord {
         status: EngineStatus::Pending,
         model: e.model.clone(),
         argv: Vec::new(),
+        argv_relative: Vec::new(),
         url: None,
         pid: None,
         start_ticks: None,
