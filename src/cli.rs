@@ -1,4 +1,5 @@
-//! Command-line arguments: `exec`, `validate`, `report`, and `engine sim`.
+//! Command-line arguments: `exec`, `merge`, `submit`, `status`, `export`, `validate`,
+//! `report`, `compare`, and `engine sim`.
 
 use std::path::PathBuf;
 
@@ -37,6 +38,86 @@ pub enum Command {
         /// are kept, the others are run. Refused if the plan file changed.
         #[arg(long, value_name = "BUNDLE")]
         resume: Option<PathBuf>,
+        /// Run only this engine of the plan, and its cells; repeat it for more engines. A name
+        /// the plan does not have is refused, and the plan's engines are listed.
+        #[arg(long = "engine", value_name = "NAME")]
+        engines: Vec<String>,
+        /// Write this run as one part of a split run: into BUNDLE/parts/<engine>/ (a complete
+        /// bundle of its own, recording the host and the Slurm job it ran as), for
+        /// `runner merge BUNDLE` to combine. Needs exactly one --engine.
+        #[arg(long, value_name = "BUNDLE", conflicts_with = "resume")]
+        part: Option<PathBuf>,
+    },
+    /// Combine the parts of a split run into one bundle with one report. With one directory,
+    /// the parts are its parts/ (what `runner submit` writes) and it becomes the bundle; with
+    /// several, each is a bundle of the same plan run apart, and --output names the new bundle.
+    /// Parts of different plans (by the plan file's sha256) are refused; missing and failed
+    /// parts are listed. Exits 3 when a part is missing or failed.
+    Merge {
+        /// A submitted bundle, or two or more bundles of one plan.
+        #[arg(required = true)]
+        bundles: Vec<PathBuf>,
+        /// The merged bundle's directory (needed with more than one bundle; must not exist).
+        #[arg(long, value_name = "DIR")]
+        output: Option<PathBuf>,
+    },
+    /// Submit a plan to a cluster scheduler: one job per engine, each writing its part of the
+    /// bundle, and a last job that merges them. The bundle directory is created at once,
+    /// marked `submitted`, with the rendered scripts in it.
+    Submit {
+        /// The plan file.
+        plan: PathBuf,
+        /// Submit to Slurm (`sbatch`): a job array over the engines and an `afterany` merge job.
+        #[arg(long, required_unless_present = "k8s", conflicts_with = "k8s")]
+        slurm: bool,
+        /// Render Kubernetes objects (an Indexed Job, one index per engine, and a merge Job);
+        /// only with --dry-run.
+        #[arg(long, requires = "dry_run")]
+        k8s: bool,
+        /// The Slurm partition to submit to.
+        #[arg(long)]
+        partition: Option<String>,
+        /// The Slurm account to charge.
+        #[arg(long)]
+        account: Option<String>,
+        /// Each job's time limit, in Slurm's syntax (`30`, `01:00:00`, `1-00:00:00`).
+        #[arg(long)]
+        time: Option<String>,
+        /// GPUs each engine's job asks for (`--gres=gpu:N`); by default none is asked for.
+        #[arg(long, value_name = "N")]
+        gpus_per_engine: Option<u32>,
+        /// A further sbatch argument, given to both jobs as one word; repeat it for more.
+        #[arg(long = "sbatch-arg", value_name = "ARG", allow_hyphen_values = true)]
+        sbatch_args: Vec<String>,
+        /// Directory under which the bundle is created, as with `exec`; it must be on a file
+        /// system every node sees.
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+        /// Print the scripts and the commands that would submit them; create and submit nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The container image the Kubernetes jobs run (with --k8s).
+        #[arg(long, default_value = "runner:latest")]
+        image: String,
+    },
+    /// Say where a submitted bundle stands: per engine, its Slurm job's state (from squeue, and
+    /// sacct when the cluster keeps accounting) or, once written, its part's state.
+    Status {
+        /// A bundle created by `runner submit`.
+        bundle: PathBuf,
+    },
+    /// Write a bundle's results in another tool's format: `llm-d` (the llm-d Benchmark Report,
+    /// one file per cell) or `vllm` (per-cell JSON as `vllm bench serve --save-result` writes
+    /// it). Files are written atomically; cells that are not results are listed as skipped.
+    Export {
+        /// The bundle directory.
+        bundle: PathBuf,
+        /// The format to write.
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Where to write the files; by default BUNDLE/export/<format>/.
+        #[arg(long, value_name = "DIR")]
+        output: Option<PathBuf>,
     },
     /// Rebuild a bundle that a killed runner left marked `running`. First the engines it left
     /// behind are killed (known by the pid, start time and session the runner recorded, so an
@@ -127,6 +208,14 @@ pub enum CompareFormat {
     Table,
     Markdown,
     Html,
+}
+
+/// `export --format` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ExportFormat {
+    #[value(name = "llm-d")]
+    LlmD,
+    Vllm,
 }
 
 /// `--api` values.

@@ -1,12 +1,13 @@
 //! One function per subcommand, each returning the exit code: what `runner` does for
-//! `exec`, `validate`, `recover`, `report`, `compare`, `list`, `probe` and `engine`.
+//! `exec`, `merge`, `submit`, `status`, `export`, `validate`, `recover`, `report`, `compare`,
+//! `list`, `probe` and `engine`.
 
 use std::path::Path;
 
 use crate::cli::{self, Command, EngineCommand};
 use crate::error::exit;
 use crate::plan::{self, check, diagnostic::Diagnostics, resolve::ResolveContext};
-use crate::{builtin, bundle, probe, report, run};
+use crate::{builtin, bundle, cluster, export as exports, probe, report, run};
 
 /// Runs one parsed command; any error is printed here, once.
 pub fn run(command: Command) -> i32 {
@@ -54,7 +55,43 @@ pub fn run(command: Command) -> i32 {
             results,
             quiet,
             resume,
-        } => exec(&plan, &results, quiet, resume),
+            engines,
+            part,
+        } => exec(&plan, &results, quiet, resume, &engines, part.as_deref()),
+        Command::Merge { bundles, output } => merge(&bundles, output.as_deref()),
+        Command::Submit {
+            plan,
+            slurm: _,
+            k8s,
+            partition,
+            account,
+            time,
+            gpus_per_engine,
+            sbatch_args,
+            results,
+            dry_run,
+            image,
+        } => {
+            if k8s {
+                submit_k8s(&plan, &results, gpus_per_engine, image)
+            } else {
+                let options = cluster::slurm::SubmitOptions {
+                    partition,
+                    account,
+                    time,
+                    gpus_per_engine,
+                    sbatch_args,
+                    runner: context().runner_exe,
+                };
+                submit_slurm(&plan, &results, &options, dry_run)
+            }
+        }
+        Command::Status { bundle } => status(&bundle),
+        Command::Export {
+            bundle,
+            format,
+            output,
+        } => export(&bundle, format, output.as_deref()),
         Command::Recover { bundle } => match run::recover::recover(&bundle) {
             Ok(r) => {
                 print!("{}", r.summary);
@@ -287,10 +324,39 @@ fn validate(path: &Path) -> i32 {
     }
 }
 
-fn exec(path: &Path, results: &Path, quiet: bool, resume: Option<std::path::PathBuf>) -> i32 {
+fn exec(
+    path: &Path,
+    results: &Path,
+    quiet: bool,
+    resume: Option<std::path::PathBuf>,
+    engines: &[String],
+    part: Option<&Path>,
+) -> i32 {
     let (bytes, plan, warnings) = match load_plan(path) {
         Ok(p) => p,
         Err(code) => return code,
+    };
+    let plan = if engines.is_empty() {
+        plan
+    } else {
+        match run::part::subset(&plan, engines) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::INVALID;
+            }
+        }
+    };
+    let part = match (part, engines) {
+        (None, _) => None,
+        (Some(bundle), [engine]) => Some((
+            run::merge::part_dir(bundle, engine),
+            run::part::part_info(engines),
+        )),
+        (Some(_), _) => {
+            eprintln!("error: --part writes one engine's part: give exactly one --engine NAME");
+            return exit::INVALID;
+        }
     };
     if !warnings.0.is_empty() && !quiet {
         eprint!("{warnings}");
@@ -309,6 +375,7 @@ fn exec(path: &Path, results: &Path, quiet: bool, resume: Option<std::path::Path
         results_root: results.to_path_buf(),
         quiet,
         resume,
+        part,
     };
     let result = rt.block_on(async {
         let (stopper, cancel) = crate::stop::channel();
@@ -370,4 +437,360 @@ fn exec(path: &Path, results: &Path, quiet: bool, resume: Option<std::path::Path
             exit::ERROR
         }
     }
+}
+
+fn merge(bundles: &[std::path::PathBuf], output: Option<&Path>) -> i32 {
+    let merged = match (bundles, output) {
+        ([one], None) => run::merge::merge_submitted(one),
+        (_, Some(out)) => run::merge::merge_bundles(bundles, out),
+        (_, None) => Err(run::merge::MergeError::NoOutput),
+    };
+    let m = match merged {
+        Ok(m) => m,
+        Err(e @ run::merge::MergeError::NoOutput) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+        Err(e) => {
+            eprintln!("error: failed to merge: {e}");
+            return exit::ERROR;
+        }
+    };
+    match report::render::rerender(&m.dir) {
+        Ok(summary) => print!("{summary}"),
+        Err(e) => eprintln!("warning: the report could not be rendered: {e}"),
+    }
+    for engine in &m.missing {
+        eprintln!("runner: missing part: engine {engine} wrote none");
+    }
+    for f in &m.failed {
+        eprintln!("runner: failed part: {f}");
+    }
+    println!(
+        "\nmerged {} cells into {} ({})",
+        m.cells,
+        m.dir.display(),
+        bundle::format::label(&m.status)
+    );
+    if m.missing.is_empty() && m.failed.is_empty() {
+        exit::OK
+    } else {
+        exit::CELLS_FAILED
+    }
+}
+
+fn engine_names(plan: &plan::model::Plan) -> Vec<String> {
+    plan.engines.iter().map(|e| e.name.clone()).collect()
+}
+
+fn absolute(p: &Path) -> std::path::PathBuf {
+    std::path::absolute(p)
+        .map(|a| cluster::travel::lexical(&a))
+        .unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn submit_slurm(
+    path: &Path,
+    results: &Path,
+    options: &cluster::slurm::SubmitOptions,
+    dry_run: bool,
+) -> i32 {
+    let (bytes, plan, _) = match load_plan(path) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let engines = engine_names(&plan);
+    let plan_abs = absolute(path);
+    if dry_run {
+        // Nothing is created: the bundle's name is only known once it is.
+        let bundle = absolute(results).join(&plan.name).join("<bundle>");
+        let sub = cluster::slurm::Submission {
+            plan_name: &plan.name,
+            plan: &plan_abs,
+            bundle: &bundle,
+            engines: &engines,
+            options,
+        };
+        return match sub.dry_run() {
+            Ok(text) => {
+                print!("{text}");
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("error: cannot render the Slurm scripts: {e}");
+                exit::INVALID
+            }
+        };
+    }
+    let inventory = crate::metrics::gpu::GpuInventory {
+        unavailable_reason: Some(
+            "not measured: the engines run as Slurm jobs, each part records its own".into(),
+        ),
+        ..Default::default()
+    };
+    let dir =
+        match run::ledger::Ledger::create_submitted(&plan, &bytes, &absolute(results), inventory) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: failed to create the bundle: {e}");
+                return exit::ERROR;
+            }
+        };
+    let sub = cluster::slurm::Submission {
+        plan_name: &plan.name,
+        plan: &plan_abs,
+        bundle: &dir,
+        engines: &engines,
+        options,
+    };
+    let submitted = match cluster::submit::submit(&sub, "sbatch") {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: failed to submit {}: {e}", path.display());
+            eprintln!("the bundle {} holds the rendered scripts", dir.display());
+            return exit::ERROR;
+        }
+    };
+    let record = bundle::format::SlurmRecord {
+        array_job_id: submitted.array.id,
+        merge_job_id: submitted.merge.id,
+        cluster: submitted.array.cluster.clone(),
+        engines: engines.clone(),
+    };
+    if let Err(e) = run::ledger::Ledger::record_slurm(&dir, record) {
+        eprintln!("warning: submitted, but the job ids could not be recorded in the manifest: {e}");
+    }
+    println!(
+        "submitted {} engines as job array {} and the merge as job {}",
+        engines.len(),
+        submitted.array,
+        submitted.merge
+    );
+    println!("bundle: {}", dir.display());
+    println!("follow it with `runner status {}`", dir.display());
+    exit::OK
+}
+
+fn submit_k8s(path: &Path, results: &Path, gpus: Option<u32>, image: String) -> i32 {
+    let (_, plan, _) = match load_plan(path) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let engines = engine_names(&plan);
+    let mount = "/work";
+    let options = cluster::k8s::K8sOptions {
+        image,
+        namespace: None,
+        claim: "runner-work".into(),
+        mount_path: mount.into(),
+        runner: "/usr/local/bin/runner".into(),
+        gpus_per_engine: gpus,
+        kubectl_image: "bitnami/kubectl".into(),
+    };
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "plan.toml".into());
+    let plan_in = format!("{mount}/plans/{file}");
+    let bundle_in = format!("{mount}/{}/{}/submitted", results.display(), plan.name);
+    let sub = cluster::k8s::K8sSubmission {
+        plan_name: &plan.name,
+        plan: &plan_in,
+        bundle: &bundle_in,
+        engines: &engines,
+        options: &options,
+    };
+    match sub.render() {
+        Ok(yaml) => {
+            print!("{yaml}");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: cannot render the Kubernetes objects: {e}");
+            exit::INVALID
+        }
+    }
+}
+
+fn status(dir: &Path) -> i32 {
+    let loaded = match bundle::read::load(dir) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: failed to read bundle: {e}");
+            return exit::ERROR;
+        }
+    };
+    let m = &loaded.manifest;
+    println!(
+        "bundle {}: {}",
+        dir.display(),
+        bundle::format::label(&m.status)
+    );
+    let Some(slurm) = &m.slurm else {
+        println!("not submitted to a scheduler (no Slurm jobs recorded)");
+        return exit::OK;
+    };
+    let array = cluster::slurm::JobId {
+        id: slurm.array_job_id,
+        cluster: slurm.cluster.clone(),
+    };
+    let merge = cluster::slurm::JobId {
+        id: slurm.merge_job_id,
+        cluster: slurm.cluster.clone(),
+    };
+    let (squeue, sacct, notes) = job_rows(&[array.clone(), merge.clone()]);
+    for n in &notes {
+        println!("note: {n}");
+    }
+    let jobs = cluster::status::engine_jobs(&slurm.engines, &array, &squeue, &sacct);
+    for (i, (engine, job)) in jobs.iter().enumerate() {
+        let part = run::merge::part_dir(dir, engine);
+        let part_state = bundle::read::load(&part)
+            .ok()
+            .map(|p| bundle::format::label(&p.manifest.status));
+        let job_text = match job {
+            cluster::status::EngineJob::Queued { state, node } => format!(
+                "{}{}",
+                job_state(state),
+                node.as_deref()
+                    .map(|n| format!(" on {n}"))
+                    .unwrap_or_default()
+            ),
+            cluster::status::EngineJob::Ended {
+                state,
+                node,
+                exit_code,
+            } => format!(
+                "{}{}{}",
+                job_state(state),
+                node.as_deref()
+                    .map(|n| format!(" on {n}"))
+                    .unwrap_or_default(),
+                exit_code
+                    .as_deref()
+                    .map(|c| format!(", exit {c}"))
+                    .unwrap_or_default()
+            ),
+            cluster::status::EngineJob::Unknown => "not in the queue".to_string(),
+        };
+        println!(
+            "{engine}: job {}_{i} {job_text}; part {}",
+            array.id,
+            part_state.unwrap_or_else(|| "not written".into())
+        );
+    }
+    let merge_row = squeue
+        .iter()
+        .chain(sacct.iter())
+        .find(|r| r.job.id == merge.id);
+    println!(
+        "merge: job {} {}",
+        merge.id,
+        merge_row.map_or_else(|| "not in the queue".to_string(), |r| job_state(&r.state))
+    );
+    exit::OK
+}
+
+fn job_state(s: &cluster::slurm::JobState) -> String {
+    match s {
+        cluster::slurm::JobState::Other(o) => o.clone(),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+/// squeue's and sacct's rows for `jobs`, and notes on what could not be asked.
+fn job_rows(
+    jobs: &[cluster::slurm::JobId],
+) -> (
+    Vec<cluster::slurm::JobRow>,
+    Vec<cluster::slurm::JobRow>,
+    Vec<String>,
+) {
+    let mut notes = Vec::new();
+    let run = |argv: &[String]| {
+        std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .output()
+    };
+    let squeue = match run(&cluster::slurm::squeue_args(jobs)) {
+        Ok(out) if out.status.success() => cluster::slurm::parse_squeue(&String::from_utf8_lossy(
+            &out.stdout,
+        ))
+        .unwrap_or_else(|e| {
+            notes.push(format!("squeue: {e}"));
+            Vec::new()
+        }),
+        Ok(out) => {
+            notes.push(format!(
+                "squeue failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+            Vec::new()
+        }
+        Err(e) => {
+            notes.push(format!("cannot run squeue: {e}"));
+            Vec::new()
+        }
+    };
+    let sacct = match run(&cluster::slurm::sacct_args(jobs)) {
+        Ok(out) => cluster::slurm::sacct_outcome(
+            out.status.success(),
+            &out.status.to_string(),
+            &String::from_utf8_lossy(&out.stdout),
+            &String::from_utf8_lossy(&out.stderr),
+        )
+        .unwrap_or_else(|e| {
+            notes.push(e.to_string());
+            Vec::new()
+        }),
+        Err(e) => {
+            notes.push(format!("cannot run sacct: {e}"));
+            Vec::new()
+        }
+    };
+    (squeue, sacct, notes)
+}
+
+fn export(dir: &Path, format: cli::ExportFormat, output: Option<&Path>) -> i32 {
+    let loaded = match bundle::read::load(dir) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: failed to read bundle: {e}");
+            return exit::ERROR;
+        }
+    };
+    let (name, out) = match format {
+        cli::ExportFormat::LlmD => ("llm-d", exports::llm_d::export(&loaded)),
+        cli::ExportFormat::Vllm => ("vllm", exports::vllm::export(&loaded)),
+    };
+    let target = output.map_or_else(|| dir.join("export").join(name), Path::to_path_buf);
+    if let Err(e) = std::fs::create_dir_all(&target) {
+        eprintln!("error: cannot create {}: {e}", target.display());
+        return exit::ERROR;
+    }
+    for f in &out.files {
+        let path = target.join(&f.name);
+        let mut bytes = match serde_json::to_vec_pretty(&f.json) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: cannot encode {}: {e}", path.display());
+                return exit::ERROR;
+            }
+        };
+        bytes.push(b'\n');
+        if let Err(e) = bundle::write::atomic_write(&path, &bytes) {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    }
+    for s in &out.skipped {
+        println!("skipped {}: {}", s.cell, s.reason);
+    }
+    println!(
+        "wrote {} {name} files to {}",
+        out.files.len(),
+        target.display()
+    );
+    exit::OK
 }

@@ -73,6 +73,35 @@ impl Bundle {
         })
     }
 
+    /// Creates the bundle at exactly `dir` (a part of a split run, `BUNDLE/parts/<engine>/`),
+    /// its parents too; refuses a directory that exists already, so a part is never written
+    /// over another run's.
+    pub fn create_at(dir: &Path) -> Result<Bundle, WriteError> {
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| WriteError {
+                path: parent.to_path_buf(),
+                source: e,
+            })?;
+        }
+        std::fs::create_dir(dir).map_err(|e| WriteError {
+            path: dir.to_path_buf(),
+            source: if e.kind() == std::io::ErrorKind::AlreadyExists {
+                std::io::Error::other(
+                    "it exists already: a part is written once (remove it to run that part again)",
+                )
+            } else {
+                e
+            },
+        })?;
+        let b = Bundle {
+            dir: dir.to_path_buf(),
+            redactor: Arc::default(),
+        };
+        b.mkdir(super::layout::CELLS)?;
+        b.mkdir(super::layout::LOGS)?;
+        Ok(b)
+    }
+
     /// Opens an existing bundle directory for rewriting derived files.
     pub fn open(dir: &Path) -> Bundle {
         Bundle {

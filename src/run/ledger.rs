@@ -49,27 +49,47 @@ pub struct Totals {
     pub requests_failed: Vec<String>,
 }
 
+/// Where a run's bundle goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// A new bundle `<root>/<plan name>/<timestamp>-<id>/`.
+    Under(&'a Path),
+    /// Exactly this new directory: one part of a split run, recording where it ran.
+    Part { dir: &'a Path, info: &'a PartInfo },
+    /// An interrupted or failed bundle of this plan, finished.
+    Resume(&'a Path),
+}
+
 impl Ledger {
     /// A new bundle under `results_root` (the plan copied in, redacted), or `resume` reopened.
     pub fn open(
         plan: &Plan,
         plan_bytes: &[u8],
-        results_root: &Path,
-        resume: Option<&Path>,
+        target: Target<'_>,
         inventory: GpuInventory,
         progress: Progress,
     ) -> Result<Ledger, RunError> {
         let redactor = Redactor::for_plan(plan, plan_bytes, std::env::vars());
-        let ledger = match resume {
-            Some(dir) => Self::resume(dir, plan, inventory, redactor, progress)?,
-            None => Self::create(
-                plan,
-                plan_bytes,
-                results_root,
-                inventory,
-                redactor,
-                progress,
-            )?,
+        let ledger = match target {
+            Target::Resume(dir) => Self::resume(dir, plan, inventory, redactor, progress)?,
+            Target::Under(root) => {
+                let bundle = Bundle::create(root, &plan.name)?;
+                Self::create(
+                    plan, plan_bytes, bundle, None, inventory, redactor, progress,
+                )?
+            }
+            Target::Part { dir, info } => {
+                let bundle = Bundle::create_at(dir)?;
+                Self::create(
+                    plan,
+                    plan_bytes,
+                    bundle,
+                    Some(info.clone()),
+                    inventory,
+                    redactor,
+                    progress,
+                )?
+            }
         };
         ledger.save()?;
         Ok(ledger)
@@ -78,12 +98,13 @@ impl Ledger {
     fn create(
         plan: &Plan,
         plan_bytes: &[u8],
-        results_root: &Path,
+        bundle: Bundle,
+        part: Option<PartInfo>,
         inventory: GpuInventory,
         redactor: Redactor,
         progress: Progress,
     ) -> Result<Ledger, RunError> {
-        let bundle = Bundle::create(results_root, &plan.name)?.with_redactor(redactor);
+        let bundle = bundle.with_redactor(redactor);
         let lock = lock::acquire(&bundle.dir)?;
         // The copy is the plan file but its secrets; the manifest keeps the original's hash.
         let copy = bundle.redactor().plan_source(plan_bytes);
@@ -108,7 +129,7 @@ impl Ledger {
             gpu: inventory,
             engines: plan.engines.iter().map(pending_engine).collect(),
             searches: Vec::new(),
-            part: None,
+            part,
             slurm: None,
             merged_from: Vec::new(),
             cells: plan
@@ -129,6 +150,46 @@ impl Ledger {
             invalid: 0,
             _lock: lock,
         })
+    }
+
+    /// A new bundle under `results_root` for `runner submit`: the plan copied in and every
+    /// engine and cell pending, marked `submitted`; its jobs write the parts. Its directory.
+    pub fn create_submitted(
+        plan: &Plan,
+        plan_bytes: &[u8],
+        results_root: &Path,
+        inventory: GpuInventory,
+    ) -> Result<PathBuf, RunError> {
+        let redactor = Redactor::for_plan(plan, plan_bytes, std::env::vars());
+        let bundle = Bundle::create(results_root, &plan.name)?;
+        let mut ledger = Self::create(
+            plan,
+            plan_bytes,
+            bundle,
+            None,
+            inventory,
+            redactor,
+            Progress::new(true),
+        )?;
+        ledger.manifest.status = RunStatus::Submitted;
+        ledger.save()?;
+        Ok(ledger.bundle_dir())
+    }
+
+    /// Records the jobs a submitted bundle was handed to.
+    pub fn record_slurm(dir: &Path, record: SlurmRecord) -> Result<(), RunError> {
+        let path = dir.join(layout::MANIFEST);
+        let bytes = std::fs::read(&path).map_err(|e| WriteError {
+            path: path.clone(),
+            source: e,
+        })?;
+        let mut manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| WriteError {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        manifest.slurm = Some(record);
+        Bundle::open(dir).write_json(layout::MANIFEST, &manifest)?;
+        Ok(())
     }
 
     /// Opens a bundle to finish: same plan (by hash), format and runner; keeps its `ok` cells.
@@ -623,7 +684,7 @@ fn unrun_summary(plan: &Plan, cell: &Cell, status: CellStatus, reason: &str) -> 
     }
 }
 
-fn pending_engine(e: &EngineSpec) -> EngineRecord {
+pub(super) fn pending_engine(e: &EngineSpec) -> EngineRecord {
     EngineRecord {
         name: e.name.clone(),
         status: EngineStatus::Pending,

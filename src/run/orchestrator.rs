@@ -7,11 +7,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use super::error::RunError;
-use super::ledger::Ledger;
+use super::ledger::{Ledger, Target};
 use super::progress::Progress;
 use super::search::Search;
 use super::session::{exited_log_tail, Up};
-use crate::bundle::format::{CellStatus, CellSummary, RunStatus, SearchProbe, SearchRecord};
+use crate::bundle::format::{
+    CellStatus, CellSummary, PartInfo, RunStatus, SearchProbe, SearchRecord,
+};
 use crate::bundle::journal::Journal;
 use crate::bundle::layout;
 use crate::engine::terminate;
@@ -33,6 +35,9 @@ pub struct ExecOptions {
     pub quiet: bool,
     /// Finish this bundle instead of starting a new one.
     pub resume: Option<PathBuf>,
+    /// Write the bundle into exactly this new directory (a part of a split run), recording
+    /// where it ran.
+    pub part: Option<(PathBuf, PartInfo)>,
 }
 
 /// How a run ended.
@@ -88,14 +93,12 @@ pub async fn exec(
     };
     let progress = Progress::new(opts.quiet);
     // The ledger holds the bundle's lock until the report is rendered.
-    let ledger = Ledger::open(
-        plan,
-        plan_bytes,
-        &opts.results_root,
-        opts.resume.as_deref(),
-        inventory,
-        progress,
-    )?;
+    let target = match (&opts.resume, &opts.part) {
+        (Some(dir), _) => Target::Resume(dir),
+        (None, Some((dir, info))) => Target::Part { dir, info },
+        (None, None) => Target::Under(&opts.results_root),
+    };
+    let ledger = Ledger::open(plan, plan_bytes, target, inventory, progress)?;
     // Appended to, so a resumed run keeps the samples and scrapes of the first. Telemetry is
     // best-effort: a journal that cannot be opened is said, and the run goes on without it.
     let journal = |rel: &str| {
