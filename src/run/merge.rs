@@ -61,8 +61,23 @@ pub struct Merged {
     pub cells: usize,
 }
 
-/// Merges a submitted bundle's parts into that bundle itself.
+/// Merges a submitted bundle's parts into that bundle itself. A directory with parts but no
+/// manifest of its own (a Kubernetes run, where no `runner submit` created it) is made from
+/// its parts alone, in the order of their names.
 pub fn merge_submitted(bundle: &Path) -> Result<Merged, MergeError> {
+    if !bundle.join(layout::MANIFEST).exists() {
+        let parts_dir = bundle.join(PARTS);
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&parts_dir)
+            .map_err(|_| MergeError::NoParts(bundle.to_path_buf()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join(layout::MANIFEST).exists())
+            .collect();
+        dirs.sort();
+        if dirs.is_empty() {
+            return Err(MergeError::NoParts(bundle.to_path_buf()));
+        }
+        return merge_into(&dirs, Bundle::open(bundle));
+    }
     let top = read::load(bundle)?;
     let mut parts = Vec::new();
     let mut missing = Vec::new();
@@ -89,6 +104,16 @@ pub fn merge_bundles(dirs: &[PathBuf], output: &Path) -> Result<Merged, MergeErr
     if output.exists() {
         return Err(MergeError::OutputExists(output.to_path_buf()));
     }
+    // Read and checked before the output directory is created: a refused merge leaves nothing.
+    let mut parts = Vec::new();
+    for d in dirs {
+        parts.push(read::load(d)?);
+    }
+    check_parts(&parts[0].manifest.plan.sha256, &parts[0].dir, &parts)?;
+    merge_into(dirs, Bundle::create_at(output)?)
+}
+
+fn merge_into(dirs: &[PathBuf], bundle: Bundle) -> Result<Merged, MergeError> {
     let mut parts = Vec::new();
     for d in dirs {
         parts.push(read::load(d)?);
@@ -114,7 +139,10 @@ pub fn merge_bundles(dirs: &[PathBuf], output: &Path) -> Result<Merged, MergeErr
     manifest.part = None;
     manifest.slurm = None;
     check_parts(&manifest.plan.sha256, &first.dir, &parts)?;
-    let bundle = Bundle::create_at(output)?;
+    std::fs::create_dir_all(bundle.path(layout::CELLS)).map_err(|e| WriteError {
+        path: bundle.path(layout::CELLS),
+        source: e,
+    })?;
     for f in [layout::PLAN, layout::TEMPLATE] {
         let src = first.dir.join(f);
         if src.exists() {
