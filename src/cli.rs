@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::engine::replay::ReplayArgs;
-use crate::engine::sim::SimArgs;
-use crate::plan::Api;
+use crate::builtin::replay::ReplayArgs;
+use crate::builtin::sim::SimArgs;
+use crate::plan::model::Api;
 
 /// Turns an LLM-serving experiment, declared in a TOML plan, into a versioned result bundle.
 ///

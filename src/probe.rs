@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::load::body::BodySpec;
 use crate::load::client::{self, RequestTarget, RetryPolicy, Timeouts};
-use crate::load::workload::BodySpec;
 use crate::metrics::record::{RequestRecord, TokenSource};
-use crate::plan::{Api, Prompt};
+use crate::plan::model::{Api, Prompt};
 
 /// What to send.
 #[derive(Debug, Clone)]
@@ -60,7 +60,7 @@ async fn first_model(client: &reqwest::Client, base: &str) -> Result<String, Str
         .timeout(Duration::from_secs(10))
         .send()
         .await
-        .map_err(|e| format!("GET {url} failed: {}", crate::error_chain(&e)))?
+        .map_err(|e| format!("GET {url} failed: {}", crate::error::error_chain(&e)))?
         .json()
         .await
         .map_err(|e| format!("GET {url} did not answer a model list: {e}"))?;

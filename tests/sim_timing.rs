@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use runner::engine::sim::{router, SimArgs};
+use runner::builtin::sim::{router, SimArgs};
 use runner::load::client::{send_alone, RequestTarget, Timeouts};
 use runner::metrics::record::{RequestRecord, TokenSource};
 

@@ -1,16 +1,16 @@
 //! The result bundle's format: its version, the manifest, and per-cell summaries. Every
 //! field name is snake_case with its unit. docs/bundle.md describes the layout.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::terminate::StopReport;
+use crate::metrics::client_check::ClientUsage;
 use crate::metrics::gpu::GpuInventory;
 use crate::metrics::sampler::Resources;
+use crate::metrics::slo::SloVerdict;
 use crate::metrics::summary::CellMetrics;
-use crate::plan::{LoadLevel, SearchOver};
+use crate::plan::model::{LoadLevel, SearchOver};
 
 /// The snake_case name a status serializes to (`complete`, `failed`, ...), for people.
 pub fn label<T: Serialize>(value: &T) -> String {
@@ -19,23 +19,6 @@ pub fn label<T: Serialize>(value: &T) -> String {
         .and_then(|v| v.as_str().map(String::from))
         .unwrap_or_default()
 }
-
-/// Names the runner writes at the top of a bundle (docs/bundle.md): nothing else, such as a
-/// custom report rendered into the bundle, may take one of them.
-pub const BUNDLE_FILES: [&str; 12] = [
-    "manifest.json",
-    "plan.toml",
-    "plan.resolved.json",
-    "report.md.tera",
-    "summary.csv",
-    "samples.jsonl",
-    "telemetry.jsonl",
-    "report.md",
-    "report.html",
-    "cells",
-    "logs",
-    "charts",
-];
 
 /// Bumped on any change a reader of older bundles would misread.
 pub const FORMAT_VERSION: u32 = 1;
@@ -272,30 +255,4 @@ pub struct CellSummary {
 
 fn valid_by_default() -> bool {
     true
-}
-
-/// What the runner itself used while measuring a cell.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClientUsage {
-    /// User + system CPU time of the runner process during the cell.
-    pub cpu_s: f64,
-    /// `cpu_s` over the cell's wall time, in percent of one core.
-    pub cpu_pct: f64,
-    pub cores: usize,
-}
-
-/// A cell's SLO verdict: every check passed and no request failed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SloVerdict {
-    pub passed: bool,
-    pub checks: BTreeMap<String, SloCheck>,
-    pub requests_failed: u64,
-}
-
-/// One threshold against its measured value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SloCheck {
-    pub max_ms: f64,
-    pub actual_ms: Option<f64>,
-    pub passed: bool,
 }

@@ -1,6 +1,9 @@
-//! The result bundle: its format, writing it as the run goes, reading it back.
+//! The result bundle: its format, its layout (every path in it), its append-only journals,
+//! writing it as the run goes, reading it back, its lock and the redaction of secrets.
 
 pub mod format;
+pub mod journal;
+pub mod layout;
 pub mod lock;
 pub mod read;
 pub mod redact;

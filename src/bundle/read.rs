@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use super::format::{CellSummary, Manifest, FORMAT_VERSION};
-use crate::plan::Plan;
+use super::layout;
+use crate::metrics::record::RequestRecord;
+use crate::plan::model::Plan;
 
 /// A bundle could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -44,19 +46,33 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ReadError
     })
 }
 
+/// The whole records of a cell's journal, in file order: a line cut off by a kill, or one this
+/// runner cannot parse, is skipped. `recover` rebuilds cells with it, `compare` bootstraps.
+pub fn records(path: &Path) -> Result<impl Iterator<Item = RequestRecord>, ReadError> {
+    use std::io::BufRead;
+    let f = std::fs::File::open(path).map_err(|e| ReadError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    Ok(std::io::BufReader::new(f)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str::<RequestRecord>(&l).ok()))
+}
+
 /// Reads a bundle directory.
 pub fn load(dir: &Path) -> Result<LoadedBundle, ReadError> {
-    let mpath = dir.join("manifest.json");
+    let mpath = dir.join(layout::MANIFEST);
     let version: serde_json::Value = read_json(&mpath)?;
     let found = version["format_version"].as_u64().unwrap_or(0) as u32;
     if found != FORMAT_VERSION {
         return Err(ReadError::Version { path: mpath, found });
     }
     let manifest: Manifest = read_json(&mpath)?;
-    let plan: Plan = read_json(&dir.join("plan.resolved.json"))?;
+    let plan: Plan = read_json(&dir.join(layout::PLAN_RESOLVED))?;
     let mut cells = Vec::new();
     for c in &manifest.cells {
-        let p = dir.join("cells").join(format!("{}.summary.json", c.id));
+        let p = dir.join(layout::cell_summary(&c.id));
         if p.exists() {
             cells.push(read_json(&p)?);
         }

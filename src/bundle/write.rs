@@ -54,8 +54,8 @@ impl Bundle {
                         dir,
                         redactor: Arc::default(),
                     };
-                    b.mkdir("cells")?;
-                    b.mkdir("logs")?;
+                    b.mkdir(super::layout::CELLS)?;
+                    b.mkdir(super::layout::LOGS)?;
                     return Ok(b);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,

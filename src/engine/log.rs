@@ -16,9 +16,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundle::redact::Redactor;
 
-/// The default `[engine] log_limit`: 64 MiB.
-pub const DEFAULT_LOG_LIMIT: u64 = 64 << 20;
-
 /// A longer line is written in pieces (a secret split across two pieces is not found).
 const MAX_LINE: usize = 64 * 1024;
 

@@ -11,10 +11,26 @@ use std::time::Instant;
 use tokio::process::{Child, Command};
 
 use super::log::EngineLog;
-use super::EngineError;
 use crate::bundle::redact::Redactor;
 use crate::plan::check::port_taken;
-use crate::plan::{LaunchSpec, PortSpec};
+use crate::plan::model::{LaunchSpec, PortSpec};
+
+/// Why an engine could not be brought up.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("port {port} is already in use ({why})")]
+    PortTaken { port: u16, why: String },
+    #[error("cannot create log file {path}: {source}")]
+    Log {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start `{program}`: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+}
 
 /// A launched engine process (the leader of its own process group).
 #[derive(Debug)]

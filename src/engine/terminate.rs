@@ -12,8 +12,8 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::process::Child;
 
-use super::procfs::{self, ProcInfo};
-use crate::run::signal::Cancel;
+use crate::procfs::{self, ProcInfo};
+use crate::stop::Cancel;
 
 /// What teardown saw.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -179,7 +179,7 @@ pub async fn stop(
         wait_gone(child, pgid, Signal::SIGKILL, KILL_WAIT, None, &mut escaped).await;
     }
     // A second signal's kill (sent by the signal handler itself) counts as a kill.
-    killed |= cancel.state() == crate::run::signal::StopState::Kill;
+    killed |= cancel.state() == crate::stop::StopState::Kill;
     let exit_status = match child.try_wait() {
         Ok(Some(s)) => Some(s.to_string()),
         _ => None,
@@ -240,4 +240,40 @@ pub fn kill_everything_now() -> usize {
         std::thread::sleep(Duration::from_millis(5));
     }
     signalled.len()
+}
+
+/// `runner recover`'s kill, from outside the run that launched them: SIGTERM to the group
+/// `pgid` and to each of `procs` (known by pid and start time, so a reused pid is never
+/// signalled), 5 s, then SIGKILL; returns who survived, described.
+pub fn kill_recorded(pgid: i32, procs: &[ProcInfo]) -> Vec<String> {
+    let send = |sig: Signal| {
+        // Each may be gone already: what is left is checked below.
+        killpg(Pid::from_raw(pgid), sig).ok();
+        for p in procs {
+            kill(Pid::from_raw(p.pid), sig).ok();
+        }
+    };
+    let alive = || -> Vec<ProcInfo> {
+        procs
+            .iter()
+            .filter_map(|p| procfs::process(p.pid))
+            .filter(|now| {
+                now.is_live()
+                    && procs
+                        .iter()
+                        .any(|p| p.pid == now.pid && p.start_ticks == now.start_ticks)
+            })
+            .collect()
+    };
+    send(Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !alive().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    send(Signal::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !alive().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    alive().iter().map(procfs::describe).collect()
 }

@@ -12,7 +12,7 @@ use super::files::{skip_reason, Export, ExportFile, Skipped};
 use crate::bundle::format::CellSummary;
 use crate::bundle::read::LoadedBundle;
 use crate::metrics::summary::Stats;
-use crate::plan::LoadLevel;
+use crate::plan::model::LoadLevel;
 
 /// The schema version written.
 pub const VERSION: &str = "0.2";

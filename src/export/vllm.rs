@@ -10,7 +10,7 @@ use super::files::{skip_reason, Export, ExportFile, Skipped};
 use crate::bundle::format::CellSummary;
 use crate::bundle::read::LoadedBundle;
 use crate::metrics::summary::Stats;
-use crate::plan::{Api, Arrival, LoadLevel};
+use crate::plan::model::{Api, Arrival, LoadLevel};
 
 /// A float as Python's `str()` writes it in vLLM's file names: `10.0`, `2.5`.
 fn py_float(x: f64) -> String {

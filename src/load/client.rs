@@ -28,11 +28,13 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
+        use crate::plan::defaults;
+        // The plan's defaults: a request the plan does not limit is limited as a plan's is.
         Timeouts {
-            connect: Duration::from_secs(10),
-            first_token: Duration::from_secs(600),
-            idle: Duration::from_secs(120),
-            total: Duration::from_secs(600),
+            connect: defaults::CONNECT_TIMEOUT,
+            first_token: defaults::REQUEST_TIMEOUT,
+            idle: defaults::IDLE_TIMEOUT,
+            total: defaults::REQUEST_TIMEOUT,
         }
     }
 }

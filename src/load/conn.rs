@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
-use crate::error_chain;
+use crate::error::error_chain;
 use crate::metrics::record::ErrorClass;
 
 /// A failed request: its class and the message to keep.

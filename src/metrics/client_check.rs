@@ -4,14 +4,24 @@
 
 use std::time::Duration;
 
-use crate::bundle::format::ClientUsage;
 use crate::metrics::summary::CellMetrics;
+use serde::{Deserialize, Serialize};
 
 /// An open-loop cell is invalid when fewer than this fraction of the scheduled requests per
 /// second were actually sent.
 pub const MIN_DELIVERED: f64 = 0.95;
 /// A cell is invalid when the runner used more than this share of every core.
 pub const MAX_CPU_SHARE: f64 = 0.9;
+
+/// What the runner itself used while measuring a cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientUsage {
+    /// User + system CPU time of the runner process during the cell.
+    pub cpu_s: f64,
+    /// `cpu_s` over the cell's wall time, in percent of one core.
+    pub cpu_pct: f64,
+    pub cores: usize,
+}
 
 /// `None` for a valid cell, else why the client was the bottleneck.
 pub fn verdict(m: &CellMetrics, usage: &ClientUsage, max_lag: Duration) -> Option<String> {

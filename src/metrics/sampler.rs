@@ -2,9 +2,8 @@
 //! resident memory of the current engine's process group, writes every sample to the
 //! bundle, and folds them into per-window (per-cell) statistics.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::io::Write;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -13,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::gpu::{Gpu, GpuReading};
-use crate::engine::procfs;
+use crate::procfs;
 
 /// Memory and utilization over a window, or at one instant.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -108,7 +107,8 @@ struct State {
     pgid: Option<i32>,
     label: String,
     window: Window,
-    out: Option<BufWriter<File>>,
+    /// `samples.jsonl` (the bundle's journal writer).
+    out: Option<Box<dyn Write + Send>>,
     started: std::time::Instant,
 }
 
@@ -168,19 +168,17 @@ pub struct Sampler {
 
 impl Sampler {
     /// Starts sampling every `interval`, appending samples to `out` (JSON lines).
-    pub fn start(gpu: Option<Gpu>, interval: Duration, out: &Path) -> Sampler {
+    pub fn start(
+        gpu: Option<Gpu>,
+        interval: Duration,
+        out: Option<Box<dyn Write + Send>>,
+    ) -> Sampler {
         let state = Arc::new(Mutex::new(State {
             gpu,
             pgid: None,
             label: String::new(),
             window: Window::default(),
-            // Appended to, so a resumed run keeps the samples of the first.
-            out: std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(out)
-                .ok()
-                .map(BufWriter::new),
+            out,
             started: std::time::Instant::now(),
         }));
         let stop = Arc::new(AtomicBool::new(false));
@@ -230,7 +228,8 @@ impl Sampler {
         s.sample();
         let r = s.window.resources();
         if let Some(out) = &mut s.out {
-            let _ = out.flush();
+            // Samples are best-effort: a journal that stopped says so when it is finished.
+            out.flush().ok();
         }
         r
     }
@@ -270,8 +269,7 @@ impl Drop for Sampler {
             t.thread().unpark();
             let _ = t.join();
         }
-        if let Some(out) = &mut self.lock().out {
-            let _ = out.flush();
-        }
+        // Hands the last samples to the journal, which its owner then finishes.
+        drop(self.lock().out.take());
     }
 }

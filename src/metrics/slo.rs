@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::bundle::format::{SloCheck, SloVerdict};
 use crate::metrics::summary::{CellMetrics, Stats};
-use crate::plan::{Percentile, SloMetric, SloRule};
+use crate::plan::model::{Percentile, SloMetric, SloRule};
+use serde::{Deserialize, Serialize};
 
 fn actual(rule: &SloRule, m: &CellMetrics) -> Option<f64> {
     let stats: &Option<Stats> = match rule.metric {
@@ -20,6 +20,22 @@ fn actual(rule: &SloRule, m: &CellMetrics) -> Option<f64> {
         Percentile::P95 => s.p95,
         Percentile::P99 => s.p99,
     })
+}
+
+/// A cell's SLO verdict: every check passed and no request failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SloVerdict {
+    pub passed: bool,
+    pub checks: BTreeMap<String, SloCheck>,
+    pub requests_failed: u64,
+}
+
+/// One threshold against its measured value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SloCheck {
+    pub max_ms: f64,
+    pub actual_ms: Option<f64>,
+    pub passed: bool,
 }
 
 /// The verdict, or `None` when the workload has no SLO.

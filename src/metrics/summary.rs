@@ -164,8 +164,8 @@ pub struct GoodputBounds {
 impl GoodputBounds {
     /// From a workload's SLO: per metric, the bound of its highest percentile (the loosest
     /// per-request reading of the objective). ITL bounds apply to cells only.
-    pub fn from_slo(rules: &[crate::plan::SloRule]) -> Option<GoodputBounds> {
-        use crate::plan::SloMetric;
+    pub fn from_slo(rules: &[crate::plan::model::SloRule]) -> Option<GoodputBounds> {
+        use crate::plan::model::SloMetric;
         let pick = |m: SloMetric| {
             rules
                 .iter()
@@ -241,6 +241,23 @@ impl Accumulator {
             max_tokens,
             goodput,
             ..Accumulator::default()
+        }
+    }
+
+    /// The accumulator of one cell of `workload` at `level`: the one the cell measures with and
+    /// the one `runner recover` rebuilds a cut-off cell with, so both derive the same metrics
+    /// (an open-loop level reports its offered and sent rates).
+    pub fn for_cell(
+        workload: &crate::plan::model::WorkloadSpec,
+        level: crate::plan::model::LoadLevel,
+    ) -> Accumulator {
+        let acc = Accumulator::new(
+            Some(u64::from(workload.max_tokens)),
+            GoodputBounds::from_slo(&workload.slo),
+        );
+        match level {
+            crate::plan::model::LoadLevel::Rate(_) => acc.open_loop(),
+            crate::plan::model::LoadLevel::Concurrency(_) => acc,
         }
     }
 

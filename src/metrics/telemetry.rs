@@ -12,8 +12,8 @@
 //! drops exactly the series wanted. Only `# TYPE` lines and samples are read.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufWriter, Write};
+
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -206,8 +206,9 @@ struct Line<'a> {
     counters: &'a BTreeMap<String, f64>,
 }
 
-/// Where scrapes are appended, shared by the cells of a run.
-pub type Journal = Arc<Mutex<BufWriter<File>>>;
+/// Where scrapes are appended (the bundle's `telemetry.jsonl` journal), shared by the cells of
+/// a run.
+pub type Sink = Arc<Mutex<Box<dyn Write + Send>>>;
 
 /// Scrapes one URL every `interval` until told to stop; one scrape at the start and one at
 /// the stop bound the cell. Returns the cell's telemetry, `None` when no scrape succeeded.
@@ -216,7 +217,7 @@ pub async fn scrape_cell(
     url: String,
     interval: Duration,
     label: String,
-    journal: Option<Journal>,
+    journal: Option<Sink>,
     origin: Instant,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Option<EngineTelemetry> {

@@ -71,7 +71,7 @@ pub fn program_exists(program: &str, cwd: &Path) -> bool {
 pub fn port_taken(port: u16) -> Option<String> {
     match TcpListener::bind(("127.0.0.1", port)) {
         Ok(_) => None,
-        Err(e) => Some(match crate::engine::procfs::port_holder(port) {
+        Err(e) => Some(match crate::procfs::port_holder(port) {
             Some(holder) => format!("{e}; held by {holder}"),
             None => e.to_string(),
         }),

@@ -1,13 +1,13 @@
-//! Plans: the TOML file a user commits, and the validated form the run uses.
+//! Plans: the TOML file a user commits (`raw`), and the validated form the run uses (`model`),
+//! with the defaults (`defaults`), the resolution between them (`resolve`), the checks against
+//! this machine (`check`) and the text `validate` prints (`summary`).
 
 pub mod check;
+pub mod defaults;
 pub mod diagnostic;
 pub mod model;
 pub mod placeholder;
 pub mod prompts;
 pub mod raw;
 pub mod resolve;
-
-pub use diagnostic::{Diagnostic, Diagnostics};
-pub use model::*;
-pub use resolve::{load, ResolveContext};
+pub mod summary;

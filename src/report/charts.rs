@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::bundle::format::CellSummary;
 use crate::bundle::read::LoadedBundle;
 use crate::metrics::summary::CellMetrics;
-use crate::plan::{LoadLevel, SloMetric, WorkloadSpec};
+use crate::plan::model::{LoadLevel, SloMetric, WorkloadSpec};
 
 /// One rendered chart.
 #[derive(Debug, Clone, Serialize)]
@@ -363,7 +363,7 @@ fn pareto(g: &Grid, title: &str) -> DrawResult<String> {
 /// Memory per engine: once ready (idle) and the peak under load.
 fn memory(b: &LoadedBundle) -> DrawResult<Option<String>> {
     let gpu = b.manifest.gpu.available;
-    let pick = |r: &crate::metrics::sampler::Resources| super::data::engine_memory(r, gpu);
+    let pick = |r: &crate::metrics::sampler::Resources| super::fmt::engine_memory(r, gpu);
     let rows: Vec<(String, f64, f64)> = b
         .manifest
         .engines

@@ -115,10 +115,8 @@ fn run_values(c: &CellSummary, pick: fn(&CellMetrics) -> Option<f64>) -> Vec<f64
 /// The standard error of a latency statistic of a cell, by bootstrap over the successful
 /// requests in its journal; `None` without a journal.
 fn bootstrap_se(dir: &std::path::Path, c: &CellSummary, s: Sample) -> Option<f64> {
-    let text = std::fs::read_to_string(dir.join(c.records.as_ref()?)).ok()?;
-    let values: Vec<f64> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<RequestRecord>(l).ok())
+    let values: Vec<f64> = crate::bundle::read::records(&dir.join(c.records.as_ref()?))
+        .ok()?
         .filter(|r| r.ok)
         .filter_map(|r| (s.value)(&r))
         .collect();
@@ -319,7 +317,7 @@ pub fn render_table(c: &Comparison) -> String {
             ]
         })
         .collect();
-    out.push_str(&super::console::table(
+    out.push_str(&super::fmt::table(
         &[
             "engine", "workload", "load", "metric", "base", "other", "ratio", "verdict",
         ],

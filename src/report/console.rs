@@ -2,35 +2,7 @@
 //! cell, aligned for a terminal.
 
 use super::data::ReportData;
-
-/// Left-aligns the first column and right-aligns the rest.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            if i < widths.len() {
-                widths[i] = widths[i].max(c.chars().count());
-            }
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            let w = widths[i];
-            if i == 0 {
-                s.push_str(&format!("{c:<w$}"));
-            } else {
-                s.push_str(&format!("  {c:>w$}"));
-            }
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut out = line(header.to_vec());
-    for r in rows {
-        out.push_str(&line(r.iter().map(String::as_str).collect()));
-    }
-    out
-}
+use super::fmt::table;
 
 /// The end-of-run summary.
 pub fn summary(d: &ReportData) -> String {

@@ -8,7 +8,9 @@ use crate::bundle::format::{CellStatus, CellSummary, HostInfo};
 use crate::bundle::read::LoadedBundle;
 use crate::metrics::gpu::GpuInventory;
 use crate::metrics::sampler::Resources;
-use crate::plan::{EngineTarget, LoadLevel, StopRule};
+use crate::plan::model::{EngineTarget, LoadLevel, StopRule};
+
+use super::fmt::{bytes, engine_memory};
 
 /// Everything a template can use. docs/reports.md lists the fields.
 #[derive(Debug, Clone, Serialize)]
@@ -177,30 +179,6 @@ fn f(v: f64, digits: usize) -> String {
     format!("{v:.digits$}")
 }
 
-/// Formats a byte count as GiB or MiB.
-pub fn bytes(b: u64) -> String {
-    let gib = b as f64 / (1u64 << 30) as f64;
-    if gib >= 1.0 {
-        format!("{gib:.2} GiB")
-    } else {
-        format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64)
-    }
-}
-
-/// The memory figure reports give an engine (peak over a window). With NVML: the GPU memory of
-/// the engine's own processes where NVML's process list attributes any to its process group,
-/// else the whole GPU's "used" (containers often hide other PIDs). Without NVML: the engine
-/// process group's RSS.
-pub fn engine_memory(r: &Resources, gpu: bool) -> Option<u64> {
-    if gpu {
-        r.engine_gpu_mem_peak_bytes
-            .filter(|&b| b > 0)
-            .or(r.gpu_mem_used_peak_bytes)
-    } else {
-        r.rss_peak_bytes
-    }
-}
-
 fn memory_peak(r: Option<&Resources>, gpu: bool) -> String {
     r.and_then(|r| engine_memory(r, gpu))
         .map_or(DASH.into(), bytes)
@@ -251,7 +229,7 @@ fn levels_of(cells: &[&CellSummary]) -> Vec<LoadLevel> {
     levels
 }
 
-fn load_text(w: &crate::plan::WorkloadSpec) -> String {
+fn load_text(w: &crate::plan::model::WorkloadSpec) -> String {
     let levels: Vec<String> = w
         .load
         .levels
@@ -261,9 +239,9 @@ fn load_text(w: &crate::plan::WorkloadSpec) -> String {
     let mut t = match w.load.levels.first() {
         Some(LoadLevel::Rate(_)) => {
             let how = match w.load.arrival {
-                crate::plan::Arrival::Constant => "constant-rate".to_string(),
-                crate::plan::Arrival::Poisson { seed } => format!("Poisson (seed {seed})"),
-                crate::plan::Arrival::Gamma { seed, burstiness } => {
+                crate::plan::model::Arrival::Constant => "constant-rate".to_string(),
+                crate::plan::model::Arrival::Poisson { seed } => format!("Poisson (seed {seed})"),
+                crate::plan::model::Arrival::Gamma { seed, burstiness } => {
                     format!("gamma, burstiness {burstiness} (seed {seed})")
                 }
             };
@@ -279,8 +257,8 @@ fn load_text(w: &crate::plan::WorkloadSpec) -> String {
         t.push_str(&format!(
             "capacity search over {} from {} to {} ({} probes at most)",
             match s.over {
-                crate::plan::SearchOver::Concurrency => "concurrency",
-                crate::plan::SearchOver::Rate => "rate",
+                crate::plan::model::SearchOver::Concurrency => "concurrency",
+                crate::plan::model::SearchOver::Rate => "rate",
             },
             s.min,
             s.max,

@@ -20,7 +20,7 @@ pub fn find(root: &Path) -> std::io::Result<Vec<Listed>> {
             continue;
         };
         for b in bundles.flatten() {
-            let m = b.path().join("manifest.json");
+            let m = b.path().join(crate::bundle::layout::MANIFEST);
             if m.is_file() {
                 let manifest = std::fs::read(&m)
                     .ok()
@@ -86,7 +86,7 @@ pub fn render(items: &[Listed]) -> String {
             ],
         })
         .collect();
-    super::console::table(
+    super::fmt::table(
         &[
             "plan", "status", "cells ok", "started", "hardware", "bundle",
         ],

@@ -6,9 +6,9 @@ use serde::Serialize;
 
 use crate::bundle::format::{CellStatus, CellSummary};
 use crate::bundle::read::LoadedBundle;
-use crate::plan::LoadLevel;
+use crate::plan::model::LoadLevel;
 
-use super::data::bytes;
+use super::fmt::{bytes, engine_memory};
 
 /// A table with one column per engine.
 #[derive(Debug, Clone, Serialize)]
@@ -121,7 +121,7 @@ pub fn build(b: &LoadedBundle) -> Study {
         let mem_label = if gpu { "GPU memory" } else { "engine RSS" };
         rows.push(row(format!("{mem_label}: idle / peak"), &|e| {
             let rec = b.manifest.engines.iter().find(|r| r.name == e)?;
-            let pick = |r: &crate::metrics::sampler::Resources| super::data::engine_memory(r, gpu);
+            let pick = |r: &crate::metrics::sampler::Resources| engine_memory(r, gpu);
             let idle = rec.idle.as_ref().and_then(pick);
             let peak = b
                 .cells

@@ -1,8 +1,13 @@
-//! A run: the orchestrator, its progress output, host facts, and signal handling.
+//! A run: the orchestrator (the pipeline), one engine's session, one cell, the ledger that
+//! records them, typed failures, progress output, host facts, and signal handling.
 
+pub mod cell;
+pub mod error;
 pub mod host;
+pub mod ledger;
 pub mod orchestrator;
 pub mod progress;
 pub mod recover;
 pub mod search;
+pub mod session;
 pub mod signal;

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::plan::{Api, EngineSpec, Prompt, WorkloadSpec};
+use crate::plan::model::{Api, EngineSpec, Prompt, WorkloadSpec};
 
 /// One body per prompt, in prompt order.
 pub fn bodies(engine: &EngineSpec, workload: &WorkloadSpec) -> Vec<Bytes> {

@@ -1,0 +1,40 @@
+//! Every default a plan key takes when the plan leaves it out, named once (docs/plan.md lists
+//! the same values): resolution, the client's own defaults and the engine log all read them here.
+
+use std::time::Duration;
+
+/// `[engine] stop_grace`: SIGTERM to SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// `[engine] log_limit`: 64 MiB.
+pub const LOG_LIMIT: u64 = 64 << 20;
+
+/// `[engine.health] path`.
+pub const HEALTH_PATH: &str = "/health";
+/// `[engine.health] status`.
+pub const HEALTH_STATUS: u16 = 200;
+/// `[engine.health] interval`.
+pub const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
+/// `[engine.health] timeout`.
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// `[gpu] interval`.
+pub const GPU_INTERVAL: Duration = Duration::from_millis(500);
+/// `[gpu] release_timeout`.
+pub const GPU_RELEASE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `[load] duration` when `duration` is given without a value of its own.
+pub const LOAD_DURATION: Duration = Duration::from_secs(60);
+/// `[load] warmup`: requests per cell before measuring.
+pub const WARMUP: u32 = 2;
+/// `[load] request_timeout`: the whole request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+/// `[load] connect_timeout`.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// `[load] idle_timeout` (never above `request_timeout`).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// `[load] max_dispatch_lag`.
+pub const MAX_DISPATCH_LAG: Duration = Duration::from_millis(10);
+/// `[load] retries`.
+pub const RETRIES: u32 = 0;
+/// `[load] retry_max_wait`.
+pub const RETRY_MAX_WAIT: Duration = Duration::from_secs(10);

@@ -1,0 +1,237 @@
+//! Resolving `[[workload]]` tables: prompts, request shape, SLO.
+
+use toml::Spanned;
+
+use super::Resolver;
+use crate::plan::model::*;
+use crate::plan::prompts;
+use crate::plan::raw::*;
+
+impl Resolver<'_> {
+    pub(super) fn workload(
+        &mut self,
+        w: &RawWorkload,
+        default_load: &RawLoad,
+    ) -> Option<WorkloadSpec> {
+        let name_ok = self.safe_name(&w.name, "workload");
+        let name = w.name.get_ref().clone();
+        let sources = [
+            w.prompts.as_ref().map(|p| p.span()),
+            w.prompts_file.as_ref().map(|p| p.span()),
+            w.documents.as_ref().map(|p| p.span()),
+            w.synthetic.as_ref().map(|p| p.span()),
+        ];
+        let given: Vec<_> = sources.iter().flatten().cloned().collect();
+        let source_hint = "use exactly one of `prompts = [...]`, `prompts_file = \"...\"`, `[workload.documents]` or `[workload.synthetic]`";
+        if given.len() != 1 {
+            let span = given.get(1).cloned().unwrap_or(w.name.span());
+            let msg = if given.is_empty() {
+                format!("workload `{name}` has no prompts")
+            } else {
+                format!("workload `{name}` has more than one prompt source")
+            };
+            self.error_at(span, msg, Some(source_hint.into()));
+            return None;
+        }
+        let loaded = if let Some(p) = &w.prompts {
+            Ok((
+                "inline".to_string(),
+                p.get_ref().iter().cloned().map(Prompt::Text).collect(),
+            ))
+        } else if let Some(f) = &w.prompts_file {
+            let path = self.relative(f.get_ref());
+            prompts::from_file(&path)
+                .map(|p| (format!("file {}", f.get_ref()), p))
+                .map_err(|e| (f.span(), e))
+        } else if let Some(d) = &w.documents {
+            let d = d.get_ref();
+            let path = self.relative(d.file.get_ref());
+            let marker = d.marker.clone().unwrap_or_else(|| "[DOC]".into());
+            let template = d.template.as_ref().map(|t| t.get_ref().clone());
+            if let Some(t) = &d.template {
+                if !t.get_ref().contains("{doc}") {
+                    self.error_at(
+                        t.span(),
+                        "the documents `template` has no `{doc}`",
+                        Some("put `{doc}` where each document's text goes".into()),
+                    );
+                }
+            }
+            prompts::from_documents(&path, &marker, template.as_deref().unwrap_or("{doc}"))
+                .map(|p| {
+                    (
+                        format!("documents {} split on {marker}", d.file.get_ref()),
+                        p,
+                    )
+                })
+                .map_err(|e| (d.file.span(), e))
+        } else if let Some(s) = &w.synthetic {
+            let s = s.get_ref();
+            match (
+                self.positive(&s.input_tokens, "`input_tokens`", 1_000_000),
+                s.count
+                    .as_ref()
+                    .map_or(Some(16), |c| self.positive(c, "`count`", 1_000_000)),
+            ) {
+                (Some(len), Some(count)) if len * count > 50_000_000 => {
+                    self.error_at(
+                        s.input_tokens.span(),
+                        format!("{count} synthetic prompts of {len} words is more text than a benchmark needs"),
+                        Some("keep `input_tokens x count` under 50 million words; requests reuse prompts in turn".into()),
+                    );
+                    return None;
+                }
+                (Some(len), Some(count)) => {
+                    let seed = s.seed.unwrap_or(0);
+                    Ok((
+                        format!("synthetic {len} words x {count}, seed {seed}"),
+                        prompts::synthetic(len as usize, count as usize, seed),
+                    ))
+                }
+                _ => return None,
+            }
+        } else {
+            return None;
+        };
+        let (source, prompts) = match loaded {
+            Ok(v) => v,
+            Err((span, e)) => {
+                self.error_at(span, e.message, e.hint);
+                return None;
+            }
+        };
+        if prompts.is_empty() {
+            self.error_at(
+                given[0].clone(),
+                format!("workload `{name}` has no prompts"),
+                Some("the prompt source is empty; add prompts".into()),
+            );
+            return None;
+        }
+
+        let max_tokens = w
+            .max_tokens
+            .as_ref()
+            .map_or(Some(128), |m| self.positive(m, "`max_tokens`", 1_000_000));
+        let min_tokens = match &w.min_tokens {
+            None => Some(None),
+            Some(m) => match (self.positive(m, "`min_tokens`", 1_000_000), max_tokens) {
+                (Some(v), Some(max)) if v > max => {
+                    self.error_at(
+                        m.span(),
+                        format!("`min_tokens` ({v}) is above `max_tokens` ({max})"),
+                        Some("set `min_tokens = max_tokens` for a fixed output length".into()),
+                    );
+                    None
+                }
+                (v, _) => v.map(|v| Some(v as u32)),
+            },
+        };
+        let repeat = w
+            .repeat
+            .as_ref()
+            .map_or(Some(1), |r| self.positive(r, "`repeat`", 1_000_000));
+        let temperature = match &w.temperature {
+            None => 0.0,
+            Some(t) if (0.0..=2.0).contains(t.get_ref()) => *t.get_ref(),
+            Some(t) => {
+                self.error_at(t.span(), "`temperature` must be between 0 and 2", None);
+                0.0
+            }
+        };
+        let slo = w.slo.as_ref().map(|s| self.slo(s)).unwrap_or_default();
+        let mut search = match &w.search {
+            None => None,
+            Some(sp) => {
+                if slo.is_empty() {
+                    self.error_at(
+                        sp.span(),
+                        format!("workload `{name}` has a `[workload.search]` but no SLO to search under"),
+                        Some("add `[workload.slo]` with e.g. `ttft_p95_ms = 2000`".into()),
+                    );
+                }
+                self.search(sp.get_ref())
+            }
+        };
+        let load = self.load(
+            &name,
+            w.load.as_ref(),
+            default_load,
+            prompts.len() as u64 * repeat.unwrap_or(1),
+            search.is_some(),
+        );
+        if let Some(l) = &load {
+            self.check_reach(&name, w, l, search.as_mut());
+        }
+        match (load, name_ok, max_tokens, repeat, min_tokens) {
+            (Some(load), true, Some(max_tokens), Some(repeat), Some(min_tokens)) => {
+                Some(WorkloadSpec {
+                    name,
+                    source,
+                    prompts,
+                    max_tokens: max_tokens as u32,
+                    min_tokens,
+                    temperature,
+                    ignore_eos: w.ignore_eos.unwrap_or(false),
+                    allow_empty_output: w.allow_empty_output.unwrap_or(false),
+                    stream: w.stream.unwrap_or(true),
+                    repeat: repeat as u32,
+                    load,
+                    slo,
+                    search,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    pub(super) fn slo(&mut self, s: &Spanned<RawSlo>) -> Vec<SloRule> {
+        use Percentile::*;
+        use SloMetric::*;
+        let r = s.get_ref();
+        let all = [
+            (Ttft, P50, r.ttft_p50_ms),
+            (Ttft, P90, r.ttft_p90_ms),
+            (Ttft, P95, r.ttft_p95_ms),
+            (Ttft, P99, r.ttft_p99_ms),
+            (Tpot, P50, r.tpot_p50_ms),
+            (Tpot, P90, r.tpot_p90_ms),
+            (Tpot, P95, r.tpot_p95_ms),
+            (Tpot, P99, r.tpot_p99_ms),
+            (Itl, P50, r.itl_p50_ms),
+            (Itl, P90, r.itl_p90_ms),
+            (Itl, P95, r.itl_p95_ms),
+            (Itl, P99, r.itl_p99_ms),
+            (E2e, P50, r.e2e_p50_ms),
+            (E2e, P90, r.e2e_p90_ms),
+            (E2e, P95, r.e2e_p95_ms),
+            (E2e, P99, r.e2e_p99_ms),
+        ];
+        let mut rules = Vec::new();
+        for (metric, percentile, v) in all {
+            let Some(max_ms) = v else { continue };
+            let rule = SloRule {
+                metric,
+                percentile,
+                max_ms,
+            };
+            if !(max_ms > 0.0 && max_ms.is_finite()) {
+                self.error_at(
+                    s.span(),
+                    format!("SLO `{}` = {max_ms} can never be met", rule.key()),
+                    Some("an SLO threshold is a positive number of milliseconds".into()),
+                );
+                continue;
+            }
+            rules.push(rule);
+        }
+        if rules.is_empty() && self.diags.iter().all(|d| !d.is_error()) {
+            self.warn_at(
+                s.span(),
+                "`[workload.slo]` sets no threshold",
+                Some("add e.g. `ttft_p95_ms = 2000`, or remove the table".into()),
+            );
+        }
+        rules
+    }
+}

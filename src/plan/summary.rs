@@ -1,0 +1,144 @@
+//! The text `runner validate` prints for a valid plan: its engines, workloads and grid.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use super::model::{EngineTarget, LoadLevel, Plan, PortSpec, StopRule};
+
+/// The plan summary `validate` prints on stdout, one line a fact, ending in a newline.
+pub fn render(plan: &Plan, path: &Path) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "plan `{}` ({})", plan.name, path.display());
+    out.push_str("engines:\n");
+    for e in &plan.engines {
+        let how = match &e.target {
+            EngineTarget::Launch(l) => format!(
+                "launch `{}` (port {})",
+                l.argv.join(" "),
+                match l.port {
+                    PortSpec::Auto => "auto".to_string(),
+                    PortSpec::Fixed(p) => p.to_string(),
+                }
+            ),
+            EngineTarget::Attach { url } => format!("attach to {url}"),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<16} model `{}`, {:?} api, {how}",
+            e.name, e.model, e.api
+        );
+    }
+    out.push_str("workloads:\n");
+    for w in &plan.workloads {
+        let per = match w.load.stop {
+            StopRule::Requests(n) => format!("{n} requests"),
+            StopRule::Duration(d) => format!("{} of load", humantime::format_duration(d)),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<16} {} prompts ({}), max_tokens {}, {} {}, {per} + {} warmup per level{}",
+            w.name,
+            w.prompts.len(),
+            w.source,
+            w.max_tokens,
+            match w.load.levels.first() {
+                Some(LoadLevel::Rate(_)) => "rate (req/s)",
+                _ => "concurrency",
+            },
+            w.load
+                .levels
+                .iter()
+                .map(|l| l.label().replace(" req/s", ""))
+                .collect::<Vec<_>>()
+                .join(", "),
+            w.load.warmup,
+            if w.slo.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", SLO {}",
+                    w.slo
+                        .iter()
+                        .map(|r| format!("{} <= {}", r.key(), r.max_ms))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        );
+    }
+    let mut measured = 0u64;
+    let mut warmup = 0u64;
+    let mut timed = 0usize;
+    for c in &plan.cells {
+        let w = &plan.workloads[c.workload];
+        warmup += u64::from(w.load.warmup);
+        match w.load.stop {
+            StopRule::Requests(n) => measured += n,
+            StopRule::Duration(_) => timed += 1,
+        }
+    }
+    let _ = writeln!(
+        out,
+        "grid: {} cells, {} requests ({measured} measured + {warmup} warmup){}",
+        plan.cells.len(),
+        measured + warmup,
+        if timed > 0 {
+            format!(", plus {timed} duration-bound cells")
+        } else {
+            String::new()
+        }
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use crate::plan::resolve::{resolve_source, ResolveContext};
+
+    const PLAN: &str = r#"
+schema = 1
+name = "summary"
+[load]
+concurrency = [1, 4]
+requests = 10
+warmup = 3
+[[engine]]
+name = "sim"
+launch = "{runner} engine sim --port {port} --model {model}"
+model = "m"
+[[engine]]
+name = "remote"
+url = "http://127.0.0.1:9/"
+model = "m"
+api = "completions"
+[[workload]]
+name = "chat"
+prompts = ["hi there", "hello"]
+max_tokens = 8
+[workload.slo]
+ttft_p95_ms = 500
+[[workload]]
+name = "steady"
+prompts = ["one"]
+max_tokens = 16
+[workload.load]
+rate = [2.5, 10]
+duration = "30s"
+"#;
+
+    #[test]
+    fn validate_prints_engines_workloads_and_the_grid() {
+        let ctx = ResolveContext {
+            runner_exe: PathBuf::from("/bin/runner"),
+        };
+        let path = Path::new("plans/summary.toml");
+        let (plan, _) = match resolve_source(path, PLAN, "0".into(), &ctx) {
+            Ok(ok) => ok,
+            Err(d) => panic!("the test plan is invalid:\n{d}"),
+        };
+        insta::assert_snapshot!(super::render(&plan, path));
+    }
+}

@@ -1,0 +1,291 @@
+//! One cell: its request target, its repeated runs (each raced against the engine's exit), the
+//! records folded and journaled as they come, then the verdict (`metrics::verdict`) and the
+//! summary.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+
+use super::error::RunError;
+use super::orchestrator::Run;
+use crate::bundle::format::{CellStatus, CellSummary};
+use crate::bundle::journal::{Journal, JournalWriter};
+use crate::bundle::layout;
+use crate::engine::ready::api_key;
+use crate::load::body;
+use crate::load::client::{RequestTarget, RetryPolicy, Timeouts};
+use crate::load::driver::{run_level, Level, LevelOutcome};
+use crate::metrics::record::{ErrorClass, RequestRecord};
+use crate::metrics::summary::Accumulator;
+use crate::metrics::telemetry;
+use crate::metrics::verdict::{self, Ending, Measured};
+use crate::plan::model::{Cell, EngineSpec};
+
+impl Run<'_> {
+    /// Measures one cell on a ready engine (`child`: its process, when launched) and judges it.
+    pub(super) async fn cell(
+        &mut self,
+        cell: &Cell,
+        spec: &EngineSpec,
+        base_url: &str,
+        metrics_url: Option<&str>,
+        child: Option<&mut tokio::process::Child>,
+    ) -> Result<CellSummary, RunError> {
+        let w = &self.plan.workloads[cell.workload];
+        let records_rel = layout::cell_records(&cell.id);
+        let journal = Journal::create(&self.ledger.bundle().path(&records_rel))?;
+        let acc = Accumulator::for_cell(w, cell.level);
+        let (tx, rx) = mpsc::channel::<RequestRecord>(1024);
+        // Set when the engine process exits under the level: requests then cut off are
+        // `engine_died`, not `cancelled` (nobody interrupted the run).
+        let died_flag = Arc::new(AtomicBool::new(false));
+        let death = EngineDeath {
+            died: died_flag.clone(),
+            engine: spec.name.clone(),
+        };
+        // The level stops at once if the engine process exits under it, or if its journal
+        // cannot be written (a full disk must not cost the rest of a long cell).
+        let (level_stop, level_cancel, forward) = self.cancel.child();
+        let collector = tokio::spawn(collect(
+            rx,
+            journal,
+            acc,
+            self.plan.repeat > 1,
+            death,
+            level_stop.clone(),
+        ));
+
+        let timeouts = w.load.timeouts;
+        let bodies = body::bodies(spec, w);
+        let done = Arc::new(AtomicU64::new(0));
+        let ticker = self
+            .ledger
+            .progress()
+            .cell_ticker(cell, w.load.stop, done.clone());
+        let started_at = Utc::now();
+        self.sampler.begin_window(&cell.id);
+        let scraper = metrics_url.map(|url| {
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            let task = tokio::spawn(telemetry::scrape_cell(
+                self.client.clone(),
+                url.to_string(),
+                self.plan.gpu.interval,
+                cell.id.clone(),
+                self.telemetry.clone(),
+                self.origin,
+                stopped,
+            ));
+            (stop, task)
+        });
+        let cpu0 = client_cpu_s();
+        let t0 = Instant::now();
+        let mut child = child;
+        let mut outcome = None;
+        for run in 0..self.plan.repeat {
+            let target = RequestTarget {
+                url: format!("{base_url}{}", spec.api.path()),
+                stream: w.stream,
+                timeouts: Timeouts {
+                    connect: timeouts.connect,
+                    first_token: timeouts.first_token,
+                    idle: timeouts.idle,
+                    total: timeouts.total,
+                },
+                keep_text: false,
+                retry: RetryPolicy {
+                    max: w.load.retries,
+                    max_wait: w.load.retry_max_wait,
+                },
+                api_key: api_key(spec),
+                expect_tokens: w.max_tokens,
+                allow_empty_output: w.allow_empty_output,
+            };
+            // Each run opens its own connections.
+            let endpoint = crate::load::client::endpoint(&target).map_err(RunError::Endpoint)?;
+            let level = Arc::new(Level {
+                endpoint,
+                target,
+                bodies: bodies.clone(),
+                load: cell.level,
+                arrival: w.load.arrival,
+                max_in_flight: w.load.max_in_flight,
+                stop: w.load.stop,
+                warmup: w.load.warmup,
+                max_errors: w.load.max_errors,
+                max_error_rate: w.load.max_error_rate,
+                run,
+            });
+            let level_run = run_level(level, level_cancel.clone(), done.clone(), tx.clone());
+            let mut died = false;
+            let o = match child.as_deref_mut() {
+                None => level_run.await,
+                Some(c) => {
+                    tokio::pin!(level_run);
+                    tokio::select! {
+                        o = &mut level_run => o,
+                        _ = c.wait() => {
+                            died = true;
+                            // Before the stop below, so every request it cuts off sees it.
+                            died_flag.store(true, Ordering::SeqCst);
+                            level_stop.kill();
+                            level_run.await
+                        }
+                    }
+                }
+            };
+            let stop = died || o.stopped_early.is_some() || self.cancel.is_stopping();
+            outcome = Some(o);
+            if stop {
+                break;
+            }
+        }
+        drop(tx);
+        let outcome = outcome.unwrap_or(LevelOutcome {
+            interrupted: false,
+            stopped_early: None,
+        });
+        forward.abort();
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu_s = client_cpu_s() - cpu0;
+        let resources = self.sampler.end_window();
+        let engine_metrics = match scraper {
+            Some((stop, task)) => {
+                // The scraper may have ended on its own; then there is no one to tell.
+                stop.send(()).ok();
+                task.await.ok().flatten()
+            }
+            None => None,
+        };
+        if let Some(t) = ticker {
+            t.abort();
+        }
+        let (acc, runs, written) = match collector.await {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(RunError::Write(crate::bundle::write::WriteError {
+                    path: self.ledger.bundle().path(&records_rel),
+                    source: std::io::Error::other(format!("record writer failed: {e}")),
+                }))
+            }
+        };
+        written?;
+        let mut metrics = acc.finish();
+        let repeats: Vec<_> = if runs.len() > 1 {
+            runs.iter().map(Accumulator::finish).collect()
+        } else {
+            Vec::new()
+        };
+        verdict::repeat_means(&mut metrics, &repeats);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let usage = verdict::client_usage(cpu_s, wall, cores);
+        let v = verdict::judge(&Measured {
+            metrics: &metrics,
+            usage: &usage,
+            max_dispatch_lag: w.load.max_dispatch_lag,
+            slo: &w.slo,
+            stopped_early: outcome.stopped_early.as_deref(),
+            interrupted: self.cancel.is_stopping(),
+        });
+        Ok(CellSummary {
+            id: cell.id.clone(),
+            engine: spec.name.clone(),
+            workload: w.name.clone(),
+            level: cell.level,
+            status: match v.ending {
+                Ending::Ok => CellStatus::Ok,
+                Ending::Failed => CellStatus::Failed,
+                Ending::Interrupted => CellStatus::Interrupted,
+            },
+            valid: v.valid(),
+            reason: v.reason,
+            invalid_reason: v.invalid_reason,
+            client: Some(usage),
+            started_at: Some(started_at),
+            finished_at: Some(Utc::now()),
+            metrics: Some(metrics),
+            repeats,
+            resources: Some(resources),
+            engine_metrics,
+            slo: v.slo,
+            records: Some(records_rel),
+        })
+    }
+}
+
+/// User + system CPU seconds used by this process so far.
+fn client_cpu_s() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
+        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    })
+}
+
+/// Folds records into the cell's accumulator (and, with `per_run`, one per run of the cell) and
+/// appends each to the cell's journal (its own writer thread: a write that blocks must not
+/// stall the load, which shares this runtime). A journal that stops taking writes stops the
+/// level at once; its error is returned with the folded records.
+async fn collect(
+    mut rx: mpsc::Receiver<RequestRecord>,
+    journal: Journal,
+    mut acc: Accumulator,
+    per_run: bool,
+    death: EngineDeath,
+    on_write_error: crate::stop::Stopper,
+) -> (
+    Accumulator,
+    Vec<Accumulator>,
+    Result<(), crate::bundle::write::WriteError>,
+) {
+    let template = acc.clone();
+    let mut runs: Vec<Accumulator> = Vec::new();
+    let path = journal.path().to_path_buf();
+    let mut lines: JournalWriter = journal.writer();
+    while let Some(mut r) = rx.recv().await {
+        death.reclassify(&mut r);
+        acc.add(&r);
+        if per_run {
+            let run = r.run as usize;
+            while runs.len() <= run {
+                runs.push(template.clone());
+            }
+            runs[run].add(&r);
+        }
+        if !lines.push(&r) && !on_write_error.is_killed() {
+            on_write_error.kill();
+        }
+    }
+    drop(lines);
+    let written = tokio::task::spawn_blocking(move || journal.finish())
+        .await
+        .unwrap_or_else(|e| {
+            Err(crate::bundle::write::WriteError {
+                path,
+                source: std::io::Error::other(format!("the record writer panicked: {e}")),
+            })
+        });
+    (acc, runs, written)
+}
+
+/// Whether the engine process exited under a cell, and its name.
+struct EngineDeath {
+    died: Arc<AtomicBool>,
+    engine: String,
+}
+
+impl EngineDeath {
+    /// A request cancelled because the engine exited is `engine_died`: it was in flight when
+    /// the engine died, and no one interrupted the run.
+    fn reclassify(&self, r: &mut RequestRecord) {
+        if r.error_class == Some(ErrorClass::Cancelled) && self.died.load(Ordering::SeqCst) {
+            r.error_class = Some(ErrorClass::EngineDied);
+            r.error_message = Some(format!(
+                "engine `{}` exited while this request was in flight",
+                self.engine
+            ));
+        }
+    }
+}
