@@ -405,12 +405,13 @@ pub struct GpuSpec {
     #[serde(with = "humantime_serde_compat")]
     pub interval: Duration,
     /// How long teardown waits for GPU memory to return to its level before launch.
-    #[serde(with = "humantime_serde_compat", default = "thirty_s")]
+    #[serde(with = "humantime_serde_compat", default = "gpu_release_timeout")]
     pub release_timeout: Duration,
 }
 
-fn thirty_s() -> Duration {
-    Duration::from_secs(30)
+/// Bundles written before `release_timeout` existed read with the default.
+fn gpu_release_timeout() -> Duration {
+    super::defaults::GPU_RELEASE_TIMEOUT
 }
 
 /// `[report]`.

@@ -242,6 +242,7 @@ async fn collect(
 ) {
     let template = acc.clone();
     let mut runs: Vec<Accumulator> = Vec::new();
+    let path = journal.path().to_path_buf();
     let mut lines: JournalWriter = journal.writer();
     while let Some(mut r) = rx.recv().await {
         death.reclassify(&mut r);
@@ -262,7 +263,7 @@ async fn collect(
         .await
         .unwrap_or_else(|e| {
             Err(crate::bundle::write::WriteError {
-                path: std::path::PathBuf::new(),
+                path,
                 source: std::io::Error::other(format!("the record writer panicked: {e}")),
             })
         });

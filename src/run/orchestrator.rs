@@ -67,7 +67,7 @@ pub(super) struct Run<'a> {
     pub(super) client: reqwest::Client,
     pub(super) cancel: Cancel,
     /// `telemetry.jsonl`: every scrape of an engine's `/metrics`.
-    pub(super) telemetry: Option<telemetry::Journal>,
+    pub(super) telemetry: Option<telemetry::Sink>,
     pub(super) origin: Instant,
     /// Engine processes that survived their teardown, named.
     pub(super) leftovers: Vec<String>,
