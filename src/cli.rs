@@ -96,9 +96,10 @@ pub enum Command {
         /// Print the scripts and the commands that would submit them; create and submit nothing.
         #[arg(long)]
         dry_run: bool,
-        /// The container image the Kubernetes jobs run (with --k8s).
-        #[arg(long, default_value = "runner:latest")]
-        image: String,
+        /// The container image the Kubernetes jobs run, holding the runner at
+        /// /usr/local/bin/runner (needed with --k8s).
+        #[arg(long, required_if_eq("k8s", "true"))]
+        image: Option<String>,
     },
     /// Say where a submitted bundle stands: per engine, its Slurm job's state (from squeue, and
     /// sacct when the cluster keeps accounting) or, once written, its part's state.

@@ -73,7 +73,7 @@ pub fn run(command: Command) -> i32 {
             image,
         } => {
             if k8s {
-                submit_k8s(&plan, &results, gpus_per_engine, image)
+                submit_k8s(&plan, &results, gpus_per_engine, image.unwrap_or_default())
             } else {
                 let options = cluster::slurm::SubmitOptions {
                     partition,

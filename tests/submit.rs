@@ -248,7 +248,14 @@ fn submit_slurm_dry_run_prints_the_scripts() {
 fn submit_k8s_dry_run_renders_the_jobs() {
     let out = runner_in(
         &root(),
-        &["submit", "plans/quickstart.toml", "--k8s", "--dry-run"],
+        &[
+            "submit",
+            "plans/quickstart.toml",
+            "--k8s",
+            "--dry-run",
+            "--image",
+            "registry.example/runner:1",
+        ],
     );
     assert!(out.status.success(), "{}", text(&out));
     insta::assert_snapshot!(String::from_utf8_lossy(&out.stdout));
