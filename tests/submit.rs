@@ -435,3 +435,61 @@ fn slurm_submit_end_to_end_matches_a_local_run() {
     assert_eq!(files(&bundle), files(&local));
     assert_eq!(report_shape(&bundle), report_shape(&local));
 }
+
+/// Without a real Slurm (a stand-in `sbatch` on PATH): `submit` creates the bundle marked
+/// `submitted` with the job ids; one engine's part is run by hand with `--part`, and `merge`
+/// lists the other as missing, exits 3, and marks the bundle failed with that engine skipped.
+#[test]
+fn merge_of_a_submitted_bundle_lists_the_missing_part() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).expect("mkdir");
+    let sbatch = bin.join("sbatch");
+    std::fs::write(&sbatch, "#!/bin/sh\necho 42\n").expect("write fake sbatch");
+    std::fs::set_permissions(&sbatch, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let plan = small_quickstart(tmp.path(), 2);
+    let plan_s = plan.to_str().expect("utf8");
+    let out = std::process::Command::new(RUNNER)
+        .args(["submit", plan_s, "--slurm", "--results", "r"])
+        .current_dir(tmp.path())
+        .env("PATH", &path)
+        .output()
+        .expect("run submit");
+    assert!(out.status.success(), "{}", text(&out));
+    let bundle = find_bundle(&tmp.path().join("r"));
+    let m = read_json(&bundle.join("manifest.json"));
+    assert_eq!(m["status"], "submitted");
+    assert_eq!(m["slurm"]["array_job_id"], 42);
+    let b = bundle.to_str().expect("utf8");
+
+    let out = runner_in(
+        tmp.path(),
+        &["exec", plan_s, "--engine", "naive", "--part", b, "-q"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let part = read_json(&bundle.join("parts/naive/manifest.json"));
+    assert_eq!(part["part"]["engines"][0], "naive");
+    assert!(part["part"]["host"].is_string());
+
+    let out = runner_in(tmp.path(), &["merge", b]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("missing part: engine batching wrote none"),
+        "{}",
+        text(&out)
+    );
+    let m = read_json(&bundle.join("manifest.json"));
+    assert_eq!(m["status"], "failed");
+    assert_eq!(m["engines"][1]["status"], "skipped");
+    let cells = cell_ids(&bundle);
+    assert_eq!(cells.len(), 12);
+    assert!(cells[..6].iter().all(|(_, s)| s == "ok"), "{cells:?}");
+    assert!(cells[6..].iter().all(|(_, s)| s == "pending"), "{cells:?}");
+    assert!(bundle.join("report.md").exists());
+}
