@@ -35,6 +35,8 @@ pub struct Ledger {
     /// Every cell summary written so far (the CSV is rendered from these).
     summaries: Vec<CellSummary>,
     invalid: usize,
+    /// The CSV's matrix columns, from the plan.
+    matrix_columns: crate::report::csv::MatrixColumns,
     /// Held until the ledger is dropped: the bundle is this run's until then.
     _lock: BundleLock,
 }
@@ -124,6 +126,7 @@ impl Ledger {
             done: HashSet::new(),
             summaries: Vec::new(),
             invalid: 0,
+            matrix_columns: crate::report::csv::MatrixColumns::of(plan),
             _lock: lock,
         })
     }
@@ -183,6 +186,7 @@ impl Ledger {
             done,
             summaries: kept,
             invalid: 0,
+            matrix_columns: crate::report::csv::MatrixColumns::of(plan),
             _lock: lock,
         })
     }
@@ -427,7 +431,7 @@ impl Ledger {
             .collect();
         self.bundle.write(
             layout::SUMMARY_CSV,
-            crate::report::csv::render(&ordered).as_bytes(),
+            crate::report::csv::render(&ordered, &self.matrix_columns).as_bytes(),
         )
     }
 
@@ -622,6 +626,7 @@ fn pending_engine(e: &EngineSpec) -> EngineRecord {
         name: e.name.clone(),
         status: EngineStatus::Pending,
         model: e.model.clone(),
+        matrix: e.matrix.clone(),
         argv: Vec::new(),
         url: None,
         pid: None,
