@@ -127,7 +127,30 @@ fn the_sweep_runs_one_engine_per_combination_and_records_its_values() {
         .map(|r| r[..6].iter().map(|f| f.to_string()).collect())
         .collect();
     assert_eq!(got_rows, want_rows);
-    // Every cell was measured, and its workload asked for its own output length.
+    // The report groups the swept engines by their matrix values, one table per workload.
+    let report = std::fs::read_to_string(bundle.join("report.md")).expect("report.md");
+    let tables: Vec<Vec<&str>> = report
+        .split("#### Sweep: output tokens/s by matrix values\n\n")
+        .skip(1)
+        .map(|t| t.lines().take_while(|l| l.starts_with('|')).collect())
+        .collect();
+    assert_eq!(tables.len(), 2, "{report}");
+    for t in &tables {
+        assert_eq!(
+            t[0],
+            "| engine | max_batch | step_ms | concurrency 1 | concurrency 4 |"
+        );
+        let rows: Vec<String> = t[2..]
+            .iter()
+            .map(|r| r.splitn(5, " | ").take(3).collect::<Vec<_>>().join(" | "))
+            .collect();
+        let want: Vec<String> = ENGINES
+            .iter()
+            .map(|(n, b, st)| format!("| {n} | {b} | {st}"))
+            .collect();
+        assert_eq!(rows, want, "{report}");
+    }
+    // Every cell was measured.
     for r in &rows {
         let status = r[header.iter().position(|h| *h == "status").expect("status")];
         assert_eq!(status, "ok", "{r:?}");
