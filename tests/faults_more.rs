@@ -392,3 +392,48 @@ max_dispatch_lag = "10s"
         "GPU figures come from the sampler"
     );
 }
+
+#[test]
+fn an_engine_crashing_past_a_concurrency_serves_the_levels_below_it() {
+    // One sequence at a time, so a second concurrent request always queues in the engine.
+    let p = r#"
+schema = 1
+name = "fault"
+[[engine]]
+name = "e"
+launch = "{runner} engine sim --port {port} --model m --max-batch 1 --step-ms 5 --max-seqs-before-crash 1"
+model = "m"
+[engine.health]
+interval = "20ms"
+timeout = "20s"
+[[workload]]
+name = "w"
+prompts = ["hi"]
+max_tokens = 8
+[workload.load]
+warmup = 0
+max_dispatch_lag = "10s"
+concurrency = [1, 2]
+requests = 20
+"#;
+    let s = Scratch::new();
+    s.write("plan.toml", p);
+    let (out, bundle) = s.exec("plan.toml");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let c1 = cell(&bundle, "e.w.c1");
+    assert_eq!(c1["status"], "ok", "{c1}");
+    assert_eq!(c1["metrics"]["requests_ok"], 20, "{c1}");
+    let c2 = cell(&bundle, "e.w.c2");
+    assert_eq!(c2["status"], "failed", "{c2}");
+    let reason = c2["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("exited with exit status: 3 during cell e.w.c2"),
+        "{reason}"
+    );
+    let m = read_json(&bundle.join("manifest.json"));
+    assert!(m["engines"][0]["log_tail"]
+        .as_str()
+        .expect("tail")
+        .contains("--max-seqs-before-crash"));
+    assert_no_engine_survives(&m);
+}

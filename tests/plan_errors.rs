@@ -110,3 +110,71 @@ fn missing_program_is_a_warning_not_an_error() {
         "{stderr}"
     );
 }
+
+/// GOOD's engine table, which the matrix tests replace whole.
+const ENGINE: &str =
+    "name = \"sim\"\nlaunch = \"{runner} engine sim --port {port} --model m\"\nmodel = \"m\"\n";
+
+#[test]
+fn matrix_key_shadows_a_builtin_placeholder() {
+    insta::assert_snapshot!(validate_with(
+        ENGINE,
+        "name = \"sim-{port}\"\nlaunch = \"{runner} engine sim --port {port} --model m\"\nmodel = \"m\"\n[engine.matrix]\nport = [8000, 8001]\n"
+    ));
+}
+
+#[test]
+fn matrix_key_missing_from_the_name() {
+    insta::assert_snapshot!(validate_with(
+        ENGINE,
+        "name = \"sim\"\nlaunch = \"{runner} engine sim --port {port} --max-batch {batch}\"\nmodel = \"m\"\n[engine.matrix]\nbatch = [1, 8]\n"
+    ));
+}
+
+#[test]
+fn matrix_key_that_varies_nothing() {
+    insta::assert_snapshot!(validate_with(
+        ENGINE,
+        "name = \"sim-b{batch}\"\nlaunch = \"{runner} engine sim --port {port} --model m\"\nmodel = \"m\"\n[engine.matrix]\nbatch = [1, 8]\n"
+    ));
+}
+
+#[test]
+fn matrix_names_collide_after_expansion() {
+    insta::assert_snapshot!(validate_with(
+        ENGINE,
+        "name = \"sim-b{batch}\"\nlaunch = \"{runner} engine sim --port {port} --max-batch {batch}\"\nmodel = \"m\"\n[engine.matrix]\nbatch = [1, \"1\"]\n"
+    ));
+}
+
+#[test]
+fn matrix_exclude_names_an_unknown_key() {
+    insta::assert_snapshot!(validate_with(
+        ENGINE,
+        "name = \"sim-b{batch}\"\nlaunch = \"{runner} engine sim --port {port} --max-batch {batch}\"\nmodel = \"m\"\n[engine.matrix]\nbatch = [1, 8]\nexclude = [{ bacth = 1 }]\n"
+    ));
+}
+
+#[test]
+fn matrix_exclude_names_an_unknown_value() {
+    insta::assert_snapshot!(validate_with(
+        ENGINE,
+        "name = \"sim-b{batch}\"\nlaunch = \"{runner} engine sim --port {port} --max-batch {batch}\"\nmodel = \"m\"\n[engine.matrix]\nbatch = [1, 8]\nexclude = [{ batch = 4 }]\n"
+    ));
+}
+
+#[test]
+fn workload_matrix_varies_an_unknown_key() {
+    insta::assert_snapshot!(validate_with(
+        "name = \"chat\"\nprompts = [\"hi\"]\nmax_tokens = 16\n",
+        "name = \"chat-{stream}\"\nprompts = [\"hi\"]\nmax_tokens = 16\n[workload.matrix]\nstream = [true, false]\n"
+    ));
+}
+
+#[test]
+fn workload_matrix_key_also_set_in_the_workload() {
+    insta::assert_snapshot!(validate_with(
+        "name = \"chat\"\nprompts = [\"hi\"]\nmax_tokens = 16\n",
+        "name = \"chat-out{max_tokens}\"\nprompts = [\"hi\"]\nmax_tokens = 16\n[workload.matrix]\nmax_tokens = [8, 32]\n"
+    ));
+}

@@ -74,6 +74,12 @@ pub struct Faults {
     /// Exit with status 3 when request number N + 1 arrives.
     #[arg(long, hide = true)]
     pub crash_after: Option<u64>,
+    /// Exit with status 3 when more than N sequences are in flight (running or queued in the
+    /// scheduler): an engine that fails at a given concurrency, like one out of KV cache.
+    /// Counted by the scheduler, which drops a finished sequence before its client can send
+    /// the next request, so a closed loop at concurrency N never trips it.
+    #[arg(long, hide = true)]
+    pub max_seqs_before_crash: Option<u64>,
     /// Never answer a completion request (no status line, no headers).
     #[arg(long, hide = true)]
     pub hang_before_headers: bool,
@@ -329,6 +335,13 @@ async fn scheduler(mut rx: mpsc::UnboundedReceiver<Sequence>, args: SimArgs, g: 
             }
             prefill_tokens += s.prompt_tokens;
             running.push((s, 0));
+        }
+        let in_flight = (running.len() + waiting.len()) as u64;
+        if let Some(n) = args.faults.max_seqs_before_crash.filter(|&n| in_flight > n) {
+            eprintln!(
+                "sim engine: crashing with {in_flight} sequences in flight, more than {n} (--max-seqs-before-crash)"
+            );
+            std::process::exit(3);
         }
         g.running.store(running.len() as u64, Ordering::Relaxed);
         g.waiting.store(waiting.len() as u64, Ordering::Relaxed);

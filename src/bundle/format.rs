@@ -164,6 +164,12 @@ pub struct EngineRecord {
     pub name: String,
     pub status: EngineStatus,
     pub model: String,
+    /// The `[engine.matrix]` values this engine was expanded from (absent without a matrix).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::plan::matrix::MatrixValues::is_empty"
+    )]
+    pub matrix: crate::plan::matrix::MatrixValues,
     /// The command line as launched (`{port}` filled in); empty for attached engines.
     pub argv: Vec<String>,
     /// `argv` with paths under the plan's directory written `{plan_dir}/...` and the runner

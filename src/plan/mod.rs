@@ -5,6 +5,7 @@
 pub mod check;
 pub mod defaults;
 pub mod diagnostic;
+pub mod matrix;
 pub mod model;
 pub mod placeholder;
 pub mod prompts;

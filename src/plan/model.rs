@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::matrix::MatrixValues;
+
 /// A plan ready to run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
@@ -59,6 +61,9 @@ pub struct EngineSpec {
     /// (default `/metrics`; `""` turns it off).
     #[serde(default)]
     pub metrics_path: Option<String>,
+    /// The `[engine.matrix]` values this engine was expanded from (empty without a matrix).
+    #[serde(default, skip_serializing_if = "MatrixValues::is_empty")]
+    pub matrix: MatrixValues,
 }
 
 /// `accepts = [...]`: the non-standard request fields an engine takes. Both by default, since
@@ -184,6 +189,9 @@ pub struct WorkloadSpec {
     pub slo: Vec<SloRule>,
     /// Find each engine's capacity under the SLO instead of (or besides) the fixed levels.
     pub search: Option<SearchSpec>,
+    /// The `[workload.matrix]` values this workload was expanded from (empty without one).
+    #[serde(default, skip_serializing_if = "MatrixValues::is_empty")]
+    pub matrix: MatrixValues,
 }
 
 /// `[workload.search]`.

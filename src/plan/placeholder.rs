@@ -7,6 +7,9 @@ use std::collections::BTreeMap;
 pub const HINT: &str =
     "known placeholders: {port}, {model}, {name}, {host}, {runner}, {plan_dir}; write {{ for a literal {";
 
+/// The placeholders every engine has; a matrix key may not take one of these names.
+pub const BUILTINS: &[&str] = &["port", "model", "name", "host", "runner", "plan_dir"];
+
 /// Replaces every `{key}` with its value. Returns the unknown key on failure.
 pub fn expand(template: &str, vars: &BTreeMap<&str, String>) -> Result<String, String> {
     let mut out = String::with_capacity(template.len());

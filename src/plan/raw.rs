@@ -34,7 +34,7 @@ pub struct RawPlan {
 }
 
 /// One `[[engine]]` table.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawEngine {
     pub name: Spanned<String>,
@@ -73,10 +73,13 @@ pub struct RawEngine {
     /// The engine's Prometheus page (default `/metrics`, `""` for none).
     #[serde(default)]
     pub metrics_path: Option<Spanned<String>>,
+    /// `[engine.matrix]`: one engine per combination of these values.
+    #[serde(default)]
+    pub matrix: Option<Spanned<super::matrix::RawMatrix>>,
 }
 
 /// `[engine.health]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealth {
     #[serde(default)]
@@ -92,7 +95,7 @@ pub struct RawHealth {
 }
 
 /// One `[[workload]]` table.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawWorkload {
     pub name: Spanned<String>,
@@ -124,10 +127,13 @@ pub struct RawWorkload {
     pub slo: Option<Spanned<RawSlo>>,
     #[serde(default)]
     pub search: Option<Spanned<RawSearch>>,
+    /// `[workload.matrix]`: one workload per combination of these values.
+    #[serde(default)]
+    pub matrix: Option<Spanned<super::matrix::RawMatrix>>,
 }
 
 /// `[workload.search]`: a capacity search under the workload's SLO.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSearch {
     pub over: Spanned<String>,
@@ -139,7 +145,7 @@ pub struct RawSearch {
 }
 
 /// `[workload.documents]`: a text file split on a marker, each part put into a template.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDocuments {
     pub file: Spanned<String>,
@@ -150,7 +156,7 @@ pub struct RawDocuments {
 }
 
 /// `[workload.synthetic]`: generated prompts of a given length.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSynthetic {
     pub input_tokens: Spanned<i64>,
@@ -161,7 +167,7 @@ pub struct RawSynthetic {
 }
 
 /// `[load]` (plan-wide default) or `[workload.load]` (override, key by key).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLoad {
     #[serde(default)]
@@ -203,7 +209,7 @@ pub struct RawLoad {
 }
 
 /// `[workload.slo]`: thresholds in milliseconds on latency statistics.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSlo {
     pub ttft_p50_ms: Option<f64>,

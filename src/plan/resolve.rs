@@ -301,9 +301,22 @@ impl Resolver<'_> {
             );
         }
 
+        // `[engine.matrix]`: from here on, one raw table per expanded engine.
+        let mut raw_engines = Vec::new();
+        let mut matrices = Vec::new();
+        for e in &raw.engines {
+            let (expanded, errors) = super::matrix::expand_engine(e.get_ref());
+            for m in errors {
+                self.error_at(m.span, m.message, Some(m.hint));
+            }
+            for (x, values) in expanded {
+                raw_engines.push(Spanned::new(e.span(), x));
+                matrices.push(values);
+            }
+        }
         let mut engines = Vec::new();
         let mut seen = BTreeSet::new();
-        for e in &raw.engines {
+        for (e, values) in raw_engines.iter().zip(matrices) {
             let e = e.get_ref();
             if !seen.insert(e.name.get_ref().clone()) {
                 self.error_at(
@@ -314,15 +327,24 @@ impl Resolver<'_> {
                     ),
                 );
             }
-            if let Some(spec) = self.engine(e) {
+            if let Some(mut spec) = self.engine(e) {
+                spec.matrix = values;
                 engines.push(spec);
             }
         }
 
         let mut workloads = Vec::new();
         let mut seen = BTreeSet::new();
+        let mut raw_workloads = Vec::new();
         for w in &raw.workloads {
-            let w = w.get_ref();
+            let (expanded, errors) = super::matrix::expand_workload(w.get_ref());
+            for m in errors {
+                self.error_at(m.span, m.message, Some(m.hint));
+            }
+            raw_workloads.extend(expanded);
+        }
+        for (w, values) in raw_workloads {
+            let w = &w;
             if !seen.insert(w.name.get_ref().clone()) {
                 self.error_at(
                     w.name.span(),
@@ -333,7 +355,8 @@ impl Resolver<'_> {
                     ),
                 );
             }
-            if let Some(spec) = self.workload(w, &default_load) {
+            if let Some(mut spec) = self.workload(w, &default_load) {
+                spec.matrix = values;
                 workloads.push(spec);
             }
         }
@@ -389,7 +412,7 @@ impl Resolver<'_> {
         if self.diags.iter().any(Diagnostic::is_error) {
             return None;
         }
-        self.check_dialects(&raw.engines, &engines, &workloads);
+        self.check_dialects(&raw_engines, &engines, &workloads);
         let mut cells = Vec::new();
         for ei in 0..engines.len() {
             for (wi, w) in workloads.iter().enumerate() {

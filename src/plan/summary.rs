@@ -3,7 +3,19 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use super::model::{EngineTarget, LoadLevel, Plan, PortSpec, StopRule};
+use super::model::{EngineTarget, LoadLevel, MatrixValues, Plan, PortSpec, StopRule};
+
+/// `, matrix batch=8 step_ms=2` for an engine or workload expanded from a matrix.
+fn matrix_note(m: &MatrixValues) -> String {
+    if m.is_empty() {
+        return String::new();
+    }
+    let pairs: Vec<String> = m
+        .keys()
+        .map(|k| format!("{k}={}", m.get(k).unwrap_or_default()))
+        .collect();
+    format!(", matrix {}", pairs.join(" "))
+}
 
 /// The plan summary `validate` prints on stdout, one line a fact, ending in a newline.
 pub fn render(plan: &Plan, path: &Path) -> String {
@@ -25,8 +37,11 @@ pub fn render(plan: &Plan, path: &Path) -> String {
         };
         let _ = writeln!(
             out,
-            "  {:<16} model `{}`, {:?} api, {how}",
-            e.name, e.model, e.api
+            "  {:<16} model `{}`, {:?} api, {how}{}",
+            e.name,
+            e.model,
+            e.api,
+            matrix_note(&e.matrix)
         );
     }
     out.push_str("workloads:\n");
@@ -37,7 +52,7 @@ pub fn render(plan: &Plan, path: &Path) -> String {
         };
         let _ = writeln!(
             out,
-            "  {:<16} {} prompts ({}), max_tokens {}, {} {}, {per} + {} warmup per level{}",
+            "  {:<16} {} prompts ({}), max_tokens {}, {} {}, {per} + {} warmup per level{}{}",
             w.name,
             w.prompts.len(),
             w.source,
@@ -64,7 +79,8 @@ pub fn render(plan: &Plan, path: &Path) -> String {
                         .collect::<Vec<_>>()
                         .join(", ")
                 )
-            }
+            },
+            matrix_note(&w.matrix)
         );
     }
     let mut measured = 0u64;
@@ -110,6 +126,14 @@ name = "sim"
 launch = "{runner} engine sim --port {port} --model {model}"
 model = "m"
 [[engine]]
+name = "sim-b{batch}-s{step_ms}"
+launch = "{runner} engine sim --port {port} --max-batch {batch} --step-ms {step_ms}"
+model = "m"
+[engine.matrix]
+batch = [1, 8]
+step_ms = [2, 5]
+exclude = [{ batch = 1, step_ms = 5 }]
+[[engine]]
 name = "remote"
 url = "http://127.0.0.1:9/"
 model = "m"
@@ -120,6 +144,11 @@ prompts = ["hi there", "hello"]
 max_tokens = 8
 [workload.slo]
 ttft_p95_ms = 500
+[[workload]]
+name = "out{max_tokens}"
+prompts = ["hi"]
+[workload.matrix]
+max_tokens = [32, 64]
 [[workload]]
 name = "steady"
 prompts = ["one"]

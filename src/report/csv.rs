@@ -4,6 +4,74 @@
 
 use crate::bundle::format::CellSummary;
 use crate::metrics::summary::Stats;
+use crate::plan::matrix::MatrixValues;
+use crate::plan::model::Plan;
+
+/// The CSV's matrix columns: one per `[engine.matrix]` key, then one per `[workload.matrix]`
+/// key (named `workload_<key>` where an engine key has the same name), in the order first
+/// written; empty where an engine or workload has no such key.
+#[derive(Debug, Clone, Default)]
+pub struct MatrixColumns {
+    header: Vec<String>,
+    /// (from the engine, key) for each header column.
+    columns: Vec<(bool, String)>,
+    engines: Vec<(String, MatrixValues)>,
+    workloads: Vec<(String, MatrixValues)>,
+}
+
+impl MatrixColumns {
+    pub fn of(plan: &Plan) -> MatrixColumns {
+        let mut c = MatrixColumns {
+            engines: plan
+                .engines
+                .iter()
+                .map(|e| (e.name.clone(), e.matrix.clone()))
+                .collect(),
+            workloads: plan
+                .workloads
+                .iter()
+                .map(|w| (w.name.clone(), w.matrix.clone()))
+                .collect(),
+            ..MatrixColumns::default()
+        };
+        for (from_engine, list) in [(true, &c.engines), (false, &c.workloads)] {
+            for (_, values) in list {
+                for k in values.keys() {
+                    if c.columns.iter().any(|(e, ck)| *e == from_engine && ck == k) {
+                        continue;
+                    }
+                    let taken = c.header.iter().any(|h| h == k) || HEADER.contains(&k);
+                    c.header.push(if taken {
+                        format!("{}_{k}", if from_engine { "engine" } else { "workload" })
+                    } else {
+                        k.to_string()
+                    });
+                    c.columns.push((from_engine, k.to_string()));
+                }
+            }
+        }
+        c
+    }
+
+    fn fields(&self, engine: &str, workload: &str) -> Vec<String> {
+        let find = |list: &[(String, MatrixValues)], name: &str, key: &str| {
+            list.iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, v)| v.get(key))
+                .unwrap_or_default()
+        };
+        self.columns
+            .iter()
+            .map(|(from_engine, key)| {
+                if *from_engine {
+                    find(&self.engines, engine, key)
+                } else {
+                    find(&self.workloads, workload, key)
+                }
+            })
+            .collect()
+    }
+}
 
 const HEADER: &[&str] = &[
     "engine",
@@ -56,8 +124,12 @@ fn int(v: Option<u64>) -> String {
 }
 
 /// The whole CSV for these cells.
-pub fn render(cells: &[CellSummary]) -> String {
-    let mut out = HEADER.join(",");
+pub fn render(cells: &[CellSummary], matrix: &MatrixColumns) -> String {
+    // The matrix columns go right after `engine` and `workload`, the names they explain.
+    let mut header: Vec<&str> = HEADER[..2].to_vec();
+    header.extend(matrix.header.iter().map(String::as_str));
+    header.extend(&HEADER[2..]);
+    let mut out = header.join(",");
     out.push('\n');
     for c in cells {
         // An invalid cell's numbers describe the client, not the server: never a result.
@@ -67,9 +139,9 @@ pub fn render(cells: &[CellSummary]) -> String {
              q: fn(&Stats) -> f64| num(m.and_then(|m| pick(m).as_ref()).map(q));
         let r = c.resources.as_ref();
         let status = crate::bundle::format::label(&c.status);
-        let fields = [
-            c.engine.clone(),
-            c.workload.clone(),
+        let mut fields = vec![c.engine.clone(), c.workload.clone()];
+        fields.extend(matrix.fields(&c.engine, &c.workload));
+        fields.extend([
             int(c.level.concurrency().map(u64::from)),
             num(c.level.rate()),
             status,
@@ -112,7 +184,7 @@ pub fn render(cells: &[CellSummary]) -> String {
             c.slo
                 .as_ref()
                 .map_or(String::new(), |s| s.passed.to_string()),
-        ];
+        ]);
         out.push_str(&fields.join(","));
         out.push('\n');
     }

@@ -76,6 +76,25 @@ pub struct WorkloadView {
     pub capacity: Vec<Capacity>,
     /// What the engines' own `/metrics` said during each cell (empty when none serves it).
     pub telemetry: Vec<TelemetryRow>,
+    /// The engines expanded from a matrix, grouped by the keys they vary (none without one).
+    pub sweep: Option<SweepTable>,
+}
+
+/// The engines of an `[engine.matrix]` side by side for one workload: a column per matrix key,
+/// then the output tokens/s at each load level.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepTable {
+    pub keys: Vec<String>,
+    pub levels: Vec<String>,
+    pub rows: Vec<SweepRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepRow {
+    pub engine: String,
+    /// One per key; a dash where this engine's matrix has no such key.
+    pub values: Vec<String>,
+    pub output_tok_per_s: Vec<String>,
 }
 
 /// One cell's engine telemetry, in words.
@@ -459,7 +478,52 @@ pub fn build(b: &LoadedBundle) -> ReportData {
                     })
                     .collect()
             };
+            let swept: Vec<&crate::plan::model::EngineSpec> = b
+                .plan
+                .engines
+                .iter()
+                .filter(|e| !e.matrix.is_empty())
+                .collect();
+            let sweep = (!swept.is_empty()).then(|| {
+                let mut keys: Vec<String> = Vec::new();
+                for e in &swept {
+                    for k in e.matrix.keys() {
+                        if !keys.iter().any(|x| x == k) {
+                            keys.push(k.to_string());
+                        }
+                    }
+                }
+                SweepTable {
+                    levels: levels
+                        .iter()
+                        .map(|l| match l {
+                            LoadLevel::Concurrency(c) => format!("concurrency {c}"),
+                            LoadLevel::Rate(_) => l.label(),
+                        })
+                        .collect(),
+                    rows: swept
+                        .iter()
+                        .map(|e| SweepRow {
+                            engine: e.name.clone(),
+                            values: keys
+                                .iter()
+                                .map(|k| e.matrix.get(k).unwrap_or_else(|| DASH.into()))
+                                .collect(),
+                            output_tok_per_s: levels
+                                .iter()
+                                .map(|&l| {
+                                    find(&e.name, &w.name, l)
+                                        .and_then(tok_per_s)
+                                        .map_or(DASH.into(), |v| f(v, 1))
+                                })
+                                .collect(),
+                        })
+                        .collect(),
+                    keys,
+                }
+            });
             WorkloadView {
+                sweep,
                 name: w.name.clone(),
                 source: w.source.clone(),
                 max_tokens: w.max_tokens,

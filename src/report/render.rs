@@ -92,6 +92,9 @@ pub fn rerender(dir: &Path) -> Result<String, ReportError> {
     bundle.write(layout::REPORT_MD, md.as_bytes())?;
     let html = render_with("report.html.tera", BUILTIN_HTML, &data)?;
     bundle.write(layout::REPORT_HTML, html.as_bytes())?;
-    bundle.write(layout::SUMMARY_CSV, csv::render(&loaded.cells).as_bytes())?;
+    bundle.write(
+        layout::SUMMARY_CSV,
+        csv::render(&loaded.cells, &csv::MatrixColumns::of(&loaded.plan)).as_bytes(),
+    )?;
     Ok(console::summary(&data))
 }

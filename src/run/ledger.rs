@@ -35,6 +35,8 @@ pub struct Ledger {
     /// Every cell summary written so far (the CSV is rendered from these).
     summaries: Vec<CellSummary>,
     invalid: usize,
+    /// The CSV's matrix columns, from the plan.
+    matrix_columns: crate::report::csv::MatrixColumns,
     /// Held until the ledger is dropped: the bundle is this run's until then.
     _lock: BundleLock,
 }
@@ -148,6 +150,7 @@ impl Ledger {
             done: HashSet::new(),
             summaries: Vec::new(),
             invalid: 0,
+            matrix_columns: crate::report::csv::MatrixColumns::of(plan),
             _lock: lock,
         })
     }
@@ -247,6 +250,7 @@ impl Ledger {
             done,
             summaries: kept,
             invalid: 0,
+            matrix_columns: crate::report::csv::MatrixColumns::of(plan),
             _lock: lock,
         })
     }
@@ -494,7 +498,7 @@ impl Ledger {
             .collect();
         self.bundle.write(
             layout::SUMMARY_CSV,
-            crate::report::csv::render(&ordered).as_bytes(),
+            crate::report::csv::render(&ordered, &self.matrix_columns).as_bytes(),
         )
     }
 
@@ -689,6 +693,7 @@ pub(super) fn pending_engine(e: &EngineSpec) -> EngineRecord {
         name: e.name.clone(),
         status: EngineStatus::Pending,
         model: e.model.clone(),
+        matrix: e.matrix.clone(),
         argv: Vec::new(),
         argv_relative: Vec::new(),
         url: None,

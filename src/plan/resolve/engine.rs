@@ -224,6 +224,7 @@ impl Resolver<'_> {
                 accepts,
                 extra_body,
                 metrics_path,
+                matrix: MatrixValues::default(),
             }),
             _ => None,
         }

@@ -179,6 +179,7 @@ impl Resolver<'_> {
                     load,
                     slo,
                     search,
+                    matrix: MatrixValues::default(),
                 })
             }
             _ => None,
