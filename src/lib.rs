@@ -19,6 +19,7 @@ pub mod procfs;
 pub mod report;
 pub mod run;
 pub mod stop;
+pub mod workload;
 
 /// Parses arguments, runs the command, prints any error once, returns the exit code.
 pub fn main() -> i32 {
