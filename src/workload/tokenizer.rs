@@ -101,10 +101,11 @@ impl Tokenizer {
 }
 
 /// What a length is counted in: tokens with a tokenizer, whitespace-separated words without.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CountUnit {
     Tokens,
+    #[default]
     Words,
 }
 

@@ -1,0 +1,215 @@
+//! What a workload sends, end to end against the built-in engine: exact-length synthetic prompts
+//! counted by a tokenizer, and the example plans of plans/ that use them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use runner::workload::tokenizer::Tokenizer;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tiny() -> Tokenizer {
+    Tokenizer::load(&root().join("tests/fixtures/tiny-tokenizer")).expect("the tiny tokenizer")
+}
+
+/// `runner exec` of an example plan of plans/, into a scratch results dir; returns the bundle.
+fn exec_example(s: &Scratch, plan: &str) -> PathBuf {
+    let results = s.path().join("results");
+    let out = Command::new(RUNNER)
+        .arg("exec")
+        .arg(root().join("plans").join(plan))
+        .arg("--results")
+        .arg(&results)
+        .current_dir(root())
+        .output()
+        .expect("run runner exec");
+    assert!(out.status.success(), "{plan}: {}", text(&out));
+    find_bundle(&results)
+}
+
+fn resolved_workload(bundle: &Path, name: &str) -> serde_json::Value {
+    let plan = read_json(&bundle.join("plan.resolved.json"));
+    plan["workloads"]
+        .as_array()
+        .expect("workloads")
+        .iter()
+        .find(|w| w["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("workload {name} in plan.resolved.json"))
+}
+
+#[test]
+fn exact_length_plan_sends_prompts_of_exactly_the_drawn_tokens_and_pins_outputs() {
+    let s = Scratch::new();
+    let bundle = exec_example(&s, "exact_length.toml");
+    let t = tiny();
+
+    let w = resolved_workload(&bundle, "prefill_heavy");
+    assert_eq!(w["unit"], "tokens");
+    let prompts = w["prompts"].as_array().expect("prompts");
+    assert_eq!(prompts.len(), 16);
+    for p in prompts {
+        let text = p["text"].as_str().expect("a text prompt");
+        assert_eq!(t.count(text).expect("count"), 256, "{text}");
+    }
+    for r in records(&bundle, "sim.prefill_heavy.c4") {
+        assert!(r.ok, "{r:?}");
+        // The sim generates exactly max_tokens: the pinned output length reached the engine.
+        assert_eq!(r.output_tokens, 16);
+        // The sim counts with the same tokenizer: the server's count is the client's.
+        assert_eq!(r.input_tokens, Some(256));
+    }
+
+    // Drawn lengths: every prompt has its own length, every request its own max_tokens.
+    let w = resolved_workload(&bundle, "decode_heavy");
+    let prompts = w["prompts"].as_array().expect("prompts");
+    let shapes = w["shapes"].as_array().expect("shapes");
+    for (p, shape) in prompts.iter().zip(shapes) {
+        let text = p["text"].as_str().expect("a text prompt");
+        assert_eq!(
+            t.count(text).expect("count") as u64,
+            shape["prompt_len"].as_u64().expect("prompt_len")
+        );
+        let m = shape["max_tokens"].as_u64().expect("max_tokens");
+        assert!((96..=128).contains(&m), "{m}");
+        assert_eq!(shape["min_tokens"].as_u64(), Some(m));
+    }
+    let lens: std::collections::BTreeSet<_> =
+        shapes.iter().map(|s| s["prompt_len"].as_u64()).collect();
+    assert!(lens.len() > 1, "a stddev of 4 draws different lengths");
+    let recs = records(&bundle, "sim.decode_heavy.c1");
+    assert_eq!(recs.len(), 16);
+    for r in recs {
+        let shape = &shapes[(r.index % 16) as usize];
+        assert_eq!(Some(r.output_tokens), shape["max_tokens"].as_u64(), "{r:?}");
+        assert_eq!(r.input_tokens, shape["prompt_len"].as_u64());
+    }
+}
+
+const SIM_PLAN: &str = r#"schema = 1
+name = "w"
+
+[load]
+concurrency = [2]
+requests = 8
+warmup = 0
+
+[[engine]]
+name = "sim"
+launch = "{runner} engine sim --port {port} --model m --step-ms 1 ACCEPTS_ARGS"
+model = "m"
+api = "chat"
+ACCEPTS
+[engine.health]
+timeout = "30s"
+interval = "50ms"
+
+[[workload]]
+name = "w"
+SOURCE
+"#;
+
+fn sim_plan(source: &str, accepts: &str, refuse: &str) -> String {
+    SIM_PLAN
+        .replace("SOURCE", source)
+        .replace("ACCEPTS_ARGS", refuse)
+        .replace("ACCEPTS", accepts)
+}
+
+#[test]
+fn without_a_tokenizer_synthetic_lengths_are_words_and_say_so() {
+    let s = Scratch::new();
+    s.write(
+        "plan.toml",
+        &sim_plan(
+            "[workload.synthetic]\ninput_tokens_range = [5, 9]\noutput_tokens = 4\ncount = 6\nseed = 3\n",
+            "",
+            "",
+        ),
+    );
+    let v = s.runner(&["validate", "plan.toml"]);
+    assert!(v.status.success(), "{}", text(&v));
+    assert!(
+        text(&v).contains("synthetic 5-9 words x 6, output 4 tokens, seed 3"),
+        "{}",
+        text(&v)
+    );
+    let (out, bundle) = s.exec("plan.toml");
+    assert!(out.status.success(), "{}", text(&out));
+    let w = resolved_workload(&bundle, "w");
+    assert_eq!(w["unit"], "words");
+    for p in w["prompts"].as_array().expect("prompts") {
+        let n = p["text"].as_str().expect("text").split_whitespace().count();
+        assert!((5..=9).contains(&n), "{n}");
+    }
+    for r in records(&bundle, "sim.w.c2") {
+        assert_eq!(r.output_tokens, 4, "{r:?}");
+    }
+}
+
+#[test]
+fn a_plan_with_only_today_s_synthetic_keys_keeps_today_s_prompts() {
+    let s = Scratch::new();
+    s.write(
+        "plan.toml",
+        &sim_plan(
+            "max_tokens = 4\n[workload.synthetic]\ninput_tokens = 12\ncount = 5\nseed = 9\n",
+            "",
+            "",
+        ),
+    );
+    let (out, bundle) = s.exec("plan.toml");
+    assert!(out.status.success(), "{}", text(&out));
+    let w = resolved_workload(&bundle, "w");
+    let today: Vec<_> = runner::plan::prompts::synthetic(12, 5, 9)
+        .into_iter()
+        .map(|p| serde_json::to_value(p).expect("json"))
+        .collect();
+    assert_eq!(w["prompts"].as_array().expect("prompts"), &today);
+}
+
+#[test]
+fn a_pinned_output_is_sent_as_min_tokens_and_ignore_eos_only_where_the_engine_accepts_them() {
+    // The sim refuses (HTTP 422) any request carrying `min_tokens` or `ignore_eos`: with them
+    // left out of `accepts`, the requests succeed, so neither was sent.
+    let s = Scratch::new();
+    s.write(
+        "plan.toml",
+        &sim_plan(
+            "[workload.synthetic]\ninput_tokens = 8\noutput_tokens = 5\ncount = 4\n",
+            "accepts = []",
+            "--refuse-fields min_tokens,ignore_eos",
+        ),
+    );
+    let (out, bundle) = s.exec("plan.toml");
+    assert!(out.status.success(), "{}", text(&out));
+    for r in records(&bundle, "sim.w.c2") {
+        assert!(r.ok, "{r:?}");
+        assert_eq!(r.output_tokens, 5);
+    }
+    // Accepted (the default), they are sent: the same engine now refuses every request.
+    let s = Scratch::new();
+    s.write(
+        "plan.toml",
+        &sim_plan(
+            "[workload.synthetic]\ninput_tokens = 8\noutput_tokens = 5\ncount = 4\n",
+            "",
+            "--refuse-fields min_tokens",
+        ),
+    );
+    let (out, bundle) = s.exec("plan.toml");
+    for r in records(&bundle, "sim.w.c2") {
+        assert_eq!(r.status, Some(422), "{}", text(&out));
+        assert!(
+            r.error_message
+                .as_deref()
+                .is_some_and(|m| m.contains("min_tokens")),
+            "{r:?}"
+        );
+    }
+}
