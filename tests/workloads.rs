@@ -213,3 +213,73 @@ fn a_pinned_output_is_sent_as_min_tokens_and_ignore_eos_only_where_the_engine_ac
         );
     }
 }
+
+#[test]
+fn the_bundle_holds_what_was_sent_byte_identical_across_runs() {
+    let a = Scratch::new();
+    let b = Scratch::new();
+    let ba = exec_example(&a, "exact_length.toml");
+    let bb = exec_example(&b, "exact_length.toml");
+    for name in ["prefill_heavy", "decode_heavy"] {
+        let rel = format!("workloads/{name}.prompts.jsonl");
+        let fa = std::fs::read(ba.join(&rel)).expect("prompts.jsonl of the first run");
+        let fb = std::fs::read(bb.join(&rel)).expect("prompts.jsonl of the second run");
+        assert_eq!(fa, fb, "{rel} differs between two runs of the same plan");
+        let entry = read_json(&ba.join("manifest.json"))["workloads"]
+            .as_array()
+            .expect("manifest workloads")
+            .iter()
+            .find(|w| w["name"] == name)
+            .cloned()
+            .expect("the workload's entry");
+        assert_eq!(entry["path"], rel.as_str());
+        assert_eq!(entry["unit"], "tokens");
+        assert_eq!(entry["requests"], 16);
+        assert_eq!(
+            entry["sha256"],
+            runner::workload::materialize::sha256_hex(&fa).as_str()
+        );
+        // Every line is a request: its prompt and the length the client counted.
+        let t = tiny();
+        let text = String::from_utf8(fa).expect("utf8");
+        assert_eq!(text.lines().count(), 16);
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            let prompt = v["prompt"].as_str().expect("prompt");
+            assert_eq!(
+                t.count(prompt).expect("count") as u64,
+                v["prompt_tokens"].as_u64().expect("prompt_tokens")
+            );
+            assert!(v["max_tokens"].is_u64(), "{line}");
+        }
+    }
+}
+
+#[test]
+fn resume_refuses_a_bundle_whose_prompts_changed() {
+    let s = Scratch::new();
+    s.write("prompts.txt", "first prompt\nsecond prompt\n");
+    s.write(
+        "plan.toml",
+        &sim_plan("max_tokens = 4\nprompts_file = \"prompts.txt\"\n", "", ""),
+    );
+    let (out, bundle) = s.exec("plan.toml");
+    assert!(out.status.success(), "{}", text(&out));
+    let stored = std::fs::read_to_string(bundle.join("workloads/w.prompts.jsonl")).expect("file");
+    assert_eq!(
+        stored,
+        "{\"index\":0,\"prompt\":\"first prompt\",\"prompt_words\":2}\n{\"index\":1,\"prompt\":\"second prompt\",\"prompt_words\":2}\n"
+    );
+    // The plan file is unchanged; the file it names is not.
+    s.write("prompts.txt", "first prompt\nanother prompt\n");
+    let b = bundle.to_str().expect("utf8 path");
+    let out = s.runner(&["exec", "plan.toml", "--resume", b]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = text(&out);
+    assert!(
+        err.contains(
+            "workload `w` would send other requests than this bundle's workloads/w.prompts.jsonl"
+        ),
+        "{err}"
+    );
+}

@@ -73,6 +73,23 @@ pub struct Manifest {
     /// Capacity searches (`[workload.search]`), one per engine and workload.
     #[serde(default)]
     pub searches: Vec<SearchRecord>,
+    /// Each workload's materialized requests, as stored under `workloads/`.
+    #[serde(default)]
+    pub workloads: Vec<WorkloadFile>,
+}
+
+/// `workloads/<name>.prompts.jsonl` of one workload: what it sent, and the hash that shows
+/// when anything behind it (plan, tokenizer, dataset, runner) changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadFile {
+    pub name: String,
+    /// Relative to the bundle.
+    pub path: String,
+    /// Lowercase hex sha256 of the file's bytes.
+    pub sha256: String,
+    /// What the lengths in it count: `tokens` or `words`.
+    pub unit: crate::workload::tokenizer::CountUnit,
+    pub requests: usize,
 }
 
 /// The outcome of one capacity search.

@@ -56,6 +56,7 @@ impl Bundle {
                     };
                     b.mkdir("cells")?;
                     b.mkdir("logs")?;
+                    b.mkdir(crate::bundle::layout::WORKLOADS)?;
                     return Ok(b);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
