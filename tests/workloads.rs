@@ -283,3 +283,53 @@ fn resume_refuses_a_bundle_whose_prompts_changed() {
         "{err}"
     );
 }
+
+#[test]
+fn client_and_server_prompt_counts_agree_for_completions_and_differ_by_the_sim_s_template_for_chat()
+{
+    // Completions: the sim counts the prompt as the client does (its BOS included).
+    let s = Scratch::new();
+    let bundle = exec_example(&s, "exact_length.toml");
+    let m = summary(&bundle, "sim.prefill_heavy.c1")
+        .metrics
+        .expect("the cell's metrics");
+    assert_eq!(m.client_prompt_tokens_mean, Some(256.0));
+    assert_eq!(m.server_prompt_tokens_mean, Some(256.0));
+    assert_eq!(m.prompt_tokens_diff_mean, Some(0.0));
+    for r in records(&bundle, "sim.decode_heavy.c4") {
+        assert_eq!(r.client_prompt_tokens, r.input_tokens, "{r:?}");
+    }
+
+    // Chat: the client counts a text prompt as a prompt (its BOS included); the sim's template
+    // adds the BOS once and CHAT_TOKENS_PER_MESSAGE markers around the one message, so usage is
+    // exactly that many tokens more.
+    let extra = runner::builtin::sim::CHAT_TOKENS_PER_MESSAGE as u64;
+    let tok = root().join("tests/fixtures/tiny-tokenizer");
+    let tok = tok.to_str().expect("utf8 path");
+    let s = Scratch::new();
+    s.write(
+        "plan.toml",
+        &sim_plan(
+            &format!("tokenizer = \"{tok}\"\n[workload.synthetic]\ninput_tokens_range = [20, 60]\noutput_tokens = 3\ncount = 8\n"),
+            "",
+            &format!("--tokenizer {tok}"),
+        ),
+    );
+    let (out, bundle) = s.exec("plan.toml");
+    assert!(out.status.success(), "{}", text(&out));
+    let recs = records(&bundle, "sim.w.c2");
+    assert_eq!(recs.len(), 8);
+    for r in &recs {
+        let client = r.client_prompt_tokens.expect("a client count");
+        assert!((20..=60).contains(&client), "{r:?}");
+        assert_eq!(r.input_tokens, Some(client + extra), "{r:?}");
+    }
+    let m = summary(&bundle, "sim.w.c2")
+        .metrics
+        .expect("the cell's metrics");
+    assert_eq!(m.prompt_tokens_diff_mean, Some(extra as f64));
+    assert!(
+        m.cached_tokens.is_none(),
+        "the sim reports no cached tokens"
+    );
+}

@@ -68,8 +68,8 @@ pub struct SimArgs {
     pub refuse_fields: Vec<String>,
     /// Count prompt tokens with this tokenizer (a `tokenizer.json`, or a folder holding one)
     /// instead of words. Completions: the prompt's tokens, with the tokenizer's own specials (a
-    /// BOS). Chat: the sim's template is the tokenizer's specials once, then every message's
-    /// content (no role markers), so usage is the client's count plus those specials.
+    /// BOS), as the client counts a prompt. Chat: the sim's template is the tokenizer's specials
+    /// once, then per message [`CHAT_TOKENS_PER_MESSAGE`] marker tokens and its content.
     #[arg(long)]
     pub tokenizer: Option<std::path::PathBuf>,
     #[command(flatten)]
@@ -514,6 +514,10 @@ fn count_tokens(req: &Value, kind: Kind, tokenizer: Option<&Tokenizer>) -> u64 {
     n.max(1) as u64
 }
 
+/// The sim's chat template, per message: a start marker, the role and an end marker, as in
+/// ChatML-style templates (`<|im_start|>user\n ... <|im_end|>`).
+pub const CHAT_TOKENS_PER_MESSAGE: usize = 3;
+
 /// A count the sim cannot make (an encoding error) is 0: usage then shows the mismatch.
 fn count_with(t: &Tokenizer, req: &Value, kind: Kind) -> usize {
     let text = |v: &Value| v.as_str().map(str::to_owned).unwrap_or_default();
@@ -525,7 +529,9 @@ fn count_with(t: &Tokenizer, req: &Value, kind: Kind) -> usize {
         Kind::Chat => {
             let contents: usize = req["messages"].as_array().map_or(0, |m| {
                 m.iter()
-                    .map(|m| t.count_plain(&text(&m["content"])).unwrap_or(0))
+                    .map(|m| {
+                        CHAT_TOKENS_PER_MESSAGE + t.count_plain(&text(&m["content"])).unwrap_or(0)
+                    })
                     .sum()
             });
             t.added_specials().unwrap_or(0) + contents

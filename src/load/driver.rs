@@ -25,6 +25,9 @@ pub struct Level {
     pub endpoint: Endpoint,
     pub target: RequestTarget,
     pub bodies: Vec<Bytes>,
+    /// The client-side prompt length of each body (same order), recorded with each request;
+    /// empty when unknown.
+    pub prompt_lens: Vec<u64>,
     pub load: LoadLevel,
     pub arrival: Arrival,
     pub max_in_flight: Option<u32>,
@@ -34,6 +37,18 @@ pub struct Level {
     pub max_error_rate: Option<f64>,
     /// Which run of the cell this is (plan `repeat`), recorded in each record.
     pub run: u32,
+}
+
+impl Level {
+    /// The client-side prompt length of request `i` (it uses body `i mod bodies`).
+    fn prompt_len(&self, i: u64) -> Option<u64> {
+        if self.prompt_lens.is_empty() {
+            return None;
+        }
+        self.prompt_lens
+            .get((i % self.prompt_lens.len() as u64) as usize)
+            .copied()
+    }
 }
 
 /// How a level ended.
@@ -194,6 +209,7 @@ async fn closed(
                 let mut rec = out.record;
                 due = rec.end_us;
                 rec.index = i;
+                rec.client_prompt_tokens = level.prompt_len(i);
                 rec.worker = worker;
                 rec.run = level.run;
                 tally.finished(rec.ok, &level);
@@ -288,6 +304,7 @@ async fn open(
             drop(permit);
             let mut rec = out.record;
             rec.index = index;
+            rec.client_prompt_tokens = level2.prompt_len(index);
             rec.run = level2.run;
             rec.queued_us = queued_us;
             tally2.finished(rec.ok, &level2);

@@ -109,6 +109,7 @@ impl Run<'_> {
                 endpoint,
                 target,
                 bodies: bodies.clone(),
+                prompt_lens: w.shapes.iter().map(|s| s.prompt_len).collect(),
                 load: cell.level,
                 arrival: w.load.arrival,
                 max_in_flight: w.load.max_in_flight,
