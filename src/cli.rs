@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::builtin::replay::ReplayArgs;
 use crate::builtin::sim::SimArgs;
-use crate::plan::Api;
+use crate::plan::model::Api;
 
 /// Turns an LLM-serving experiment, declared in a TOML plan, into a versioned result bundle.
 ///

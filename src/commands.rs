@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::cli::{self, Command, EngineCommand};
 use crate::error::exit;
-use crate::plan::{self, check, Diagnostics, ResolveContext};
+use crate::plan::{self, check, diagnostic::Diagnostics, resolve::ResolveContext};
 use crate::{builtin, bundle, probe, report, run};
 
 /// Runs one parsed command; any error is printed here, once.
@@ -175,7 +175,7 @@ fn report_template(bundle: &Path, template: &Path) -> i32 {
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "report.custom".into());
         // The output lands in the bundle: it must never replace a file the runner wrote.
-        if bundle::format::BUNDLE_FILES.contains(&name.as_str()) || name.starts_with('.') {
+        if bundle::layout::TOP.contains(&name.as_str()) || name.starts_with('.') {
             return Err(format!(
                 "template {} would be rendered to {}, which is a file of the bundle itself; rename the template (e.g. `custom-{name}.tera`)",
                 template.display(),
@@ -235,7 +235,7 @@ fn context() -> ResolveContext {
 
 /// The plan file's bytes (read once: they are hashed, resolved and copied into the bundle), the
 /// plan and its warnings; an invalid plan is printed and gives the exit code.
-fn load_plan(path: &Path) -> Result<(Vec<u8>, plan::Plan, Diagnostics), i32> {
+fn load_plan(path: &Path) -> Result<(Vec<u8>, plan::model::Plan, Diagnostics), i32> {
     let loaded = plan::resolve::read(path).and_then(|bytes| {
         plan::resolve::from_bytes(path, &bytes, &context()).map(|ok| (bytes, ok))
     });

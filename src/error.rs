@@ -1,4 +1,5 @@
-//! Exit codes (docs/cli.md documents them) and the one-line error chain every stage prints.
+//! Exit codes (README and docs/bundle.md document them) and the one-line error chain every
+//! stage prints.
 
 /// Documented exit codes.
 pub mod exit {

@@ -1,6 +1,6 @@
 //! `runner`: turns an LLM-serving experiment, declared in a TOML plan, into a result bundle.
 //!
-//! The pipeline: plan file -> `plan::raw` -> `plan::Plan` (validated, grid expanded) ->
+//! The pipeline: plan file -> `plan::raw` -> `plan::model::Plan` (validated, grid expanded) ->
 //! `run::orchestrator` (per engine: spawn, ready, cells, shutdown; each cell written to the
 //! bundle as it finishes) -> `report` rendered from the bundle alone. `commands` holds one
 //! function per subcommand; `error`, `stop` and `procfs` are the primitives every stage uses.
@@ -8,9 +8,11 @@
 pub mod builtin;
 pub mod bundle;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod engine;
 pub mod error;
+pub mod export;
 pub mod load;
 pub mod metrics;
 pub mod plan;

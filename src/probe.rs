@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::load::body::BodySpec;
 use crate::load::client::{self, RequestTarget, RetryPolicy, Timeouts};
-use crate::load::workload::BodySpec;
 use crate::metrics::record::{RequestRecord, TokenSource};
-use crate::plan::{Api, Prompt};
+use crate::plan::model::{Api, Prompt};
 
 /// What to send.
 #[derive(Debug, Clone)]

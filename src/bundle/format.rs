@@ -10,7 +10,7 @@ use crate::metrics::gpu::GpuInventory;
 use crate::metrics::sampler::Resources;
 use crate::metrics::slo::SloVerdict;
 use crate::metrics::summary::CellMetrics;
-use crate::plan::{LoadLevel, SearchOver};
+use crate::plan::model::{LoadLevel, SearchOver};
 
 /// The snake_case name a status serializes to (`complete`, `failed`, ...), for people.
 pub fn label<T: Serialize>(value: &T) -> String {
@@ -19,23 +19,6 @@ pub fn label<T: Serialize>(value: &T) -> String {
         .and_then(|v| v.as_str().map(String::from))
         .unwrap_or_default()
 }
-
-/// Names the runner writes at the top of a bundle (docs/bundle.md): nothing else, such as a
-/// custom report rendered into the bundle, may take one of them.
-pub const BUNDLE_FILES: [&str; 12] = [
-    "manifest.json",
-    "plan.toml",
-    "plan.resolved.json",
-    "report.md.tera",
-    "summary.csv",
-    "samples.jsonl",
-    "telemetry.jsonl",
-    "report.md",
-    "report.html",
-    "cells",
-    "logs",
-    "charts",
-];
 
 /// Bumped on any change a reader of older bundles would misread.
 pub const FORMAT_VERSION: u32 = 1;

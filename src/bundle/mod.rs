@@ -1,4 +1,5 @@
-//! The result bundle: its format, writing it as the run goes, reading it back.
+//! The result bundle: its format, its layout (every path in it), its append-only journals,
+//! writing it as the run goes, reading it back, its lock and the redaction of secrets.
 
 pub mod format;
 pub mod journal;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::format::{CellSummary, Manifest, FORMAT_VERSION};
 use super::layout;
 use crate::metrics::record::RequestRecord;
-use crate::plan::Plan;
+use crate::plan::model::Plan;
 
 /// A bundle could not be read.
 #[derive(Debug, thiserror::Error)]

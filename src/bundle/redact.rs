@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::plan::{EngineTarget, Plan};
+use crate::plan::model::{EngineTarget, Plan};
 
 /// What a secret is replaced by.
 pub const REDACTED: &str = "<redacted>";

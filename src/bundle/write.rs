@@ -54,9 +54,9 @@ impl Bundle {
                         dir,
                         redactor: Arc::default(),
                     };
-                    b.mkdir("cells")?;
-                    b.mkdir("logs")?;
-                    b.mkdir(crate::bundle::layout::WORKLOADS)?;
+                    b.mkdir(super::layout::CELLS)?;
+                    b.mkdir(super::layout::LOGS)?;
+                    b.mkdir(super::layout::WORKLOADS)?;
                     return Ok(b);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use tokio::process::Child;
 
+use crate::load::body;
 use crate::load::client::{RequestTarget, RetryPolicy, Timeouts};
-use crate::load::workload;
 use crate::metrics::record::RequestRecord;
 
-use crate::plan::{EngineSpec, HealthSpec, WorkloadSpec, ACCEPTABLE_FIELDS};
+use crate::plan::model::{EngineSpec, HealthSpec, WorkloadSpec, ACCEPTABLE_FIELDS};
 use crate::procfs;
 use crate::stop::Cancel;
 
@@ -266,7 +266,7 @@ pub async fn first_completion(
     deadline: tokio::time::Instant,
     cancel: &Cancel,
 ) -> Result<(), NotReady> {
-    let body = workload::BodySpec {
+    let body = body::BodySpec {
         api: spec.api,
         model: &spec.model,
         max_tokens: 1,
@@ -276,7 +276,7 @@ pub async fn first_completion(
         ignore_eos: false,
         extra: Some(&spec.extra_body),
     }
-    .render(&crate::plan::Prompt::Text("Hello".into()));
+    .render(&crate::plan::model::Prompt::Text("Hello".into()));
     let mut last = String::new();
     loop {
         let rec = send_one(spec, base_url, body.clone(), api_key.clone(), cancel).await;
@@ -313,12 +313,12 @@ pub async fn check_dialect(
     plan_path: &std::path::Path,
     cancel: &Cancel,
 ) -> Option<Refused> {
-    let fields = workload::nonstandard_fields(spec, w);
+    let fields = body::nonstandard_fields(spec, w);
     if fields.is_empty() || cancel.is_stopping() {
         return None;
     }
     let prompt = w.prompts.first()?;
-    let mut body = workload::BodySpec::new(spec, w);
+    let mut body = body::BodySpec::new(spec, w);
     body.max_tokens = 1;
     body.min_tokens = body.min_tokens.map(|_| 1);
     let rec = send_one(spec, base_url, body.render(prompt), api_key(spec), cancel).await;

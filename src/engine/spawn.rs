@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 use super::log::EngineLog;
 use crate::bundle::redact::Redactor;
 use crate::plan::check::port_taken;
-use crate::plan::{LaunchSpec, PortSpec};
+use crate::plan::model::{LaunchSpec, PortSpec};
 
 /// Why an engine could not be brought up.
 #[derive(Debug, thiserror::Error)]

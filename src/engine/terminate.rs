@@ -241,3 +241,39 @@ pub fn kill_everything_now() -> usize {
     }
     signalled.len()
 }
+
+/// `runner recover`'s kill, from outside the run that launched them: SIGTERM to the group
+/// `pgid` and to each of `procs` (known by pid and start time, so a reused pid is never
+/// signalled), 5 s, then SIGKILL; returns who survived, described.
+pub fn kill_recorded(pgid: i32, procs: &[ProcInfo]) -> Vec<String> {
+    let send = |sig: Signal| {
+        // Each may be gone already: what is left is checked below.
+        killpg(Pid::from_raw(pgid), sig).ok();
+        for p in procs {
+            kill(Pid::from_raw(p.pid), sig).ok();
+        }
+    };
+    let alive = || -> Vec<ProcInfo> {
+        procs
+            .iter()
+            .filter_map(|p| procfs::process(p.pid))
+            .filter(|now| {
+                now.is_live()
+                    && procs
+                        .iter()
+                        .any(|p| p.pid == now.pid && p.start_ticks == now.start_ticks)
+            })
+            .collect()
+    };
+    send(Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !alive().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    send(Signal::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !alive().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    alive().iter().map(procfs::describe).collect()
+}

@@ -5,7 +5,7 @@
 //! `rand_distr`: a plan's seed must give the same schedule in every runner version, and those
 //! crates do not promise a fixed algorithm across releases.
 
-use crate::plan::Arrival;
+use crate::plan::model::Arrival;
 
 /// SplitMix64: small, fast, and fixed forever.
 #[derive(Debug, Clone)]

@@ -15,7 +15,7 @@ use super::arrival::Arrivals;
 use super::client::{self, RequestTarget};
 use super::conn::Endpoint;
 use crate::metrics::record::RequestRecord;
-use crate::plan::{Arrival, LoadLevel, StopRule};
+use crate::plan::model::{Arrival, LoadLevel, StopRule};
 use crate::stop::Cancel;
 
 /// What every request of a level shares.

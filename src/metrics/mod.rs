@@ -1,4 +1,5 @@
-//! Measurement: request records, their aggregation, and resource telemetry.
+//! Measurement: request records, their aggregation, every judgement derived from them
+//! (verdict, SLO, client check, statistics), and resource telemetry.
 
 pub mod client_check;
 pub mod gpu;

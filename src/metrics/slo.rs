@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::metrics::summary::{CellMetrics, Stats};
-use crate::plan::{Percentile, SloMetric, SloRule};
+use crate::plan::model::{Percentile, SloMetric, SloRule};
 use serde::{Deserialize, Serialize};
 
 fn actual(rule: &SloRule, m: &CellMetrics) -> Option<f64> {

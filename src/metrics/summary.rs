@@ -180,8 +180,8 @@ pub struct GoodputBounds {
 impl GoodputBounds {
     /// From a workload's SLO: per metric, the bound of its highest percentile (the loosest
     /// per-request reading of the objective). ITL bounds apply to cells only.
-    pub fn from_slo(rules: &[crate::plan::SloRule]) -> Option<GoodputBounds> {
-        use crate::plan::SloMetric;
+    pub fn from_slo(rules: &[crate::plan::model::SloRule]) -> Option<GoodputBounds> {
+        use crate::plan::model::SloMetric;
         let pick = |m: SloMetric| {
             rules
                 .iter()
@@ -289,8 +289,8 @@ impl Accumulator {
     /// the one `runner recover` rebuilds a cut-off cell with, so both derive the same metrics
     /// (an open-loop level reports its offered and sent rates).
     pub fn for_cell(
-        workload: &crate::plan::WorkloadSpec,
-        level: crate::plan::LoadLevel,
+        workload: &crate::plan::model::WorkloadSpec,
+        level: crate::plan::model::LoadLevel,
     ) -> Accumulator {
         let mut acc = Accumulator::new(
             Some(u64::from(workload.max_tokens)),
@@ -300,8 +300,8 @@ impl Accumulator {
             acc.own_max_tokens = workload.shapes.iter().map(|s| s.max_tokens).collect();
         }
         match level {
-            crate::plan::LoadLevel::Rate(_) => acc.open_loop(),
-            crate::plan::LoadLevel::Concurrency(_) => acc,
+            crate::plan::model::LoadLevel::Rate(_) => acc.open_loop(),
+            crate::plan::model::LoadLevel::Concurrency(_) => acc,
         }
     }
 

@@ -208,7 +208,7 @@ struct Line<'a> {
 
 /// Where scrapes are appended (the bundle's `telemetry.jsonl` journal), shared by the cells of
 /// a run.
-pub type Journal = Arc<Mutex<Box<dyn Write + Send>>>;
+pub type Sink = Arc<Mutex<Box<dyn Write + Send>>>;
 
 /// Scrapes one URL every `interval` until told to stop; one scrape at the start and one at
 /// the stop bound the cell. Returns the cell's telemetry, `None` when no scrape succeeded.
@@ -217,7 +217,7 @@ pub async fn scrape_cell(
     url: String,
     interval: Duration,
     label: String,
-    journal: Option<Journal>,
+    journal: Option<Sink>,
     origin: Instant,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Option<EngineTelemetry> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::client_check::{self, ClientUsage};
 use super::slo::{self, SloVerdict};
 use super::summary::CellMetrics;
-use crate::plan::SloRule;
+use crate::plan::model::SloRule;
 
 /// How a measured cell ended (the bundle's `CellStatus` has more states: pending, rejected).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +176,7 @@ pub fn client_usage(cpu_s: f64, wall_s: f64, cores: usize) -> ClientUsage {
 mod tests {
     use super::*;
     use crate::metrics::summary::{Accumulator, Stats};
-    use crate::plan::{Percentile, SloMetric};
+    use crate::plan::model::{Percentile, SloMetric};
 
     fn metrics(ok: u64, failed: u64) -> CellMetrics {
         let mut m = Accumulator::default().finish();
@@ -346,7 +346,7 @@ mod tests {
     #[test]
     fn the_cell_accumulator_of_an_open_loop_level_reports_its_offered_rate() {
         let src = "schema = 1\nname = \"t\"\n[[engine]]\nname = \"a\"\nurl = \"http://127.0.0.1:9\"\nmodel = \"m\"\n[[workload]]\nname = \"w\"\nprompts = [\"hi\"]\nmax_tokens = 1\n[workload.load]\nrate = [10]\n";
-        let ctx = crate::plan::ResolveContext {
+        let ctx = crate::plan::resolve::ResolveContext {
             runner_exe: "runner".into(),
         };
         let plan = match crate::plan::resolve::resolve_source(
@@ -359,8 +359,8 @@ mod tests {
             Err(d) => panic!("the test plan is invalid:\n{d}"),
         };
         let w = &plan.workloads[0];
-        let mut open = Accumulator::for_cell(w, crate::plan::LoadLevel::Rate(10.0));
-        let mut closed = Accumulator::for_cell(w, crate::plan::LoadLevel::Concurrency(1));
+        let mut open = Accumulator::for_cell(w, crate::plan::model::LoadLevel::Rate(10.0));
+        let mut closed = Accumulator::for_cell(w, crate::plan::model::LoadLevel::Concurrency(1));
         for i in 0..10u64 {
             let r = crate::metrics::record::tests::record(
                 i * 100_000,

@@ -1,4 +1,6 @@
-//! Plans: the TOML file a user commits, and the validated form the run uses.
+//! Plans: the TOML file a user commits (`raw`), and the validated form the run uses (`model`),
+//! with the defaults (`defaults`), the resolution between them (`resolve`), the checks against
+//! this machine (`check`) and the text `validate` prints (`summary`).
 
 pub mod check;
 pub mod defaults;
@@ -9,7 +11,3 @@ pub mod prompts;
 pub mod raw;
 pub mod resolve;
 pub mod summary;
-
-pub use diagnostic::{Diagnostic, Diagnostics};
-pub use model::*;
-pub use resolve::{load, ResolveContext};

@@ -1,5 +1,5 @@
 //! The validated plan: defaults applied, files loaded, the grid expanded. Only these types flow
-//! downstream of `plan::load`; they serialize into the bundle as `plan.resolved.json`.
+//! downstream of `plan::resolve::load`; they serialize into the bundle as `plan.resolved.json`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -297,6 +297,17 @@ impl LoadLevel {
         }
     }
 
+    /// The level a cell id's last part names (`c8`, `r10`, `r2p5`): the inverse of `id_part`.
+    pub fn from_id_part(part: &str) -> Option<LoadLevel> {
+        if let Some(c) = part.strip_prefix('c') {
+            Some(LoadLevel::Concurrency(c.parse().ok()?))
+        } else {
+            Some(LoadLevel::Rate(
+                part.strip_prefix('r')?.replace('p', ".").parse().ok()?,
+            ))
+        }
+    }
+
     /// For people: `8` or `10 req/s`.
     pub fn label(&self) -> String {
         match self {
@@ -424,12 +435,13 @@ pub struct GpuSpec {
     #[serde(with = "humantime_serde_compat")]
     pub interval: Duration,
     /// How long teardown waits for GPU memory to return to its level before launch.
-    #[serde(with = "humantime_serde_compat", default = "thirty_s")]
+    #[serde(with = "humantime_serde_compat", default = "gpu_release_timeout")]
     pub release_timeout: Duration,
 }
 
-fn thirty_s() -> Duration {
-    Duration::from_secs(30)
+/// Bundles written before `release_timeout` existed read with the default.
+fn gpu_release_timeout() -> Duration {
+    super::defaults::GPU_RELEASE_TIMEOUT
 }
 
 /// `[report]`.

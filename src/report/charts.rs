@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::bundle::format::CellSummary;
 use crate::bundle::read::LoadedBundle;
 use crate::metrics::summary::CellMetrics;
-use crate::plan::{LoadLevel, SloMetric, WorkloadSpec};
+use crate::plan::model::{LoadLevel, SloMetric, WorkloadSpec};
 
 /// One rendered chart.
 #[derive(Debug, Clone, Serialize)]

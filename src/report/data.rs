@@ -8,7 +8,7 @@ use crate::bundle::format::{CellStatus, CellSummary, HostInfo};
 use crate::bundle::read::LoadedBundle;
 use crate::metrics::gpu::GpuInventory;
 use crate::metrics::sampler::Resources;
-use crate::plan::{EngineTarget, LoadLevel, StopRule};
+use crate::plan::model::{EngineTarget, LoadLevel, StopRule};
 
 use super::fmt::{bytes, engine_memory};
 
@@ -229,7 +229,7 @@ fn levels_of(cells: &[&CellSummary]) -> Vec<LoadLevel> {
     levels
 }
 
-fn load_text(w: &crate::plan::WorkloadSpec) -> String {
+fn load_text(w: &crate::plan::model::WorkloadSpec) -> String {
     let levels: Vec<String> = w
         .load
         .levels
@@ -239,9 +239,9 @@ fn load_text(w: &crate::plan::WorkloadSpec) -> String {
     let mut t = match w.load.levels.first() {
         Some(LoadLevel::Rate(_)) => {
             let how = match w.load.arrival {
-                crate::plan::Arrival::Constant => "constant-rate".to_string(),
-                crate::plan::Arrival::Poisson { seed } => format!("Poisson (seed {seed})"),
-                crate::plan::Arrival::Gamma { seed, burstiness } => {
+                crate::plan::model::Arrival::Constant => "constant-rate".to_string(),
+                crate::plan::model::Arrival::Poisson { seed } => format!("Poisson (seed {seed})"),
+                crate::plan::model::Arrival::Gamma { seed, burstiness } => {
                     format!("gamma, burstiness {burstiness} (seed {seed})")
                 }
             };
@@ -257,8 +257,8 @@ fn load_text(w: &crate::plan::WorkloadSpec) -> String {
         t.push_str(&format!(
             "capacity search over {} from {} to {} ({} probes at most)",
             match s.over {
-                crate::plan::SearchOver::Concurrency => "concurrency",
-                crate::plan::SearchOver::Rate => "rate",
+                crate::plan::model::SearchOver::Concurrency => "concurrency",
+                crate::plan::model::SearchOver::Rate => "rate",
             },
             s.min,
             s.max,

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::bundle::format::{CellStatus, CellSummary};
 use crate::bundle::read::LoadedBundle;
-use crate::plan::LoadLevel;
+use crate::plan::model::LoadLevel;
 
 use super::fmt::{bytes, engine_memory};
 

@@ -15,14 +15,14 @@ use crate::bundle::format::{CellStatus, CellSummary};
 use crate::bundle::journal::{Journal, JournalWriter};
 use crate::bundle::layout;
 use crate::engine::ready::api_key;
+use crate::load::body;
 use crate::load::client::{RequestTarget, RetryPolicy, Timeouts};
 use crate::load::driver::{run_level, Level, LevelOutcome};
-use crate::load::workload;
 use crate::metrics::record::{ErrorClass, RequestRecord};
 use crate::metrics::summary::Accumulator;
 use crate::metrics::telemetry;
 use crate::metrics::verdict::{self, Ending, Measured};
-use crate::plan::{Cell, EngineSpec};
+use crate::plan::model::{Cell, EngineSpec};
 
 impl Run<'_> {
     /// Measures one cell on a ready engine (`child`: its process, when launched) and judges it.
@@ -59,7 +59,7 @@ impl Run<'_> {
         ));
 
         let timeouts = w.load.timeouts;
-        let bodies = workload::bodies(spec, w);
+        let bodies = body::bodies(spec, w);
         let done = Arc::new(AtomicU64::new(0));
         let ticker = self
             .ledger
@@ -243,6 +243,7 @@ async fn collect(
 ) {
     let template = acc.clone();
     let mut runs: Vec<Accumulator> = Vec::new();
+    let path = journal.path().to_path_buf();
     let mut lines: JournalWriter = journal.writer();
     while let Some(mut r) = rx.recv().await {
         death.reclassify(&mut r);
@@ -263,7 +264,7 @@ async fn collect(
         .await
         .unwrap_or_else(|e| {
             Err(crate::bundle::write::WriteError {
-                path: std::path::PathBuf::new(),
+                path,
                 source: std::io::Error::other(format!("the record writer panicked: {e}")),
             })
         });

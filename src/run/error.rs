@@ -8,7 +8,7 @@ use crate::bundle::lock::LockError;
 use crate::bundle::write::WriteError;
 use crate::engine::ready::NotReady;
 use crate::engine::spawn::Spawned;
-use crate::plan::EngineSpec;
+use crate::plan::model::EngineSpec;
 
 /// A run could not go on.
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +93,8 @@ mod tests {
     use std::time::Duration;
 
     fn spec() -> EngineSpec {
-        let src = "schema = 1\nname = \"t\"\n[[engine]]\nname = \"a\"\nurl = \"http://127.0.0.1:9\"\nmodel = \"m\"\n[[workload]]\nname = \"w\"\nprompts = [\"hi\"]\nmax_tokens = 1\n";
-        let ctx = crate::plan::ResolveContext {
+        let src = "schema = 1\nname = \"t\"\n[[engine]]\nname = \"a\"\nurl = \"http://127.0.0.1:9\"\nmodel = \"m\"\n[[workload]]\nname = \"w\"\nprompts = [\"hi\"]\nmax_tokens = 1\n[workload.load]\nconcurrency = [1]\nrequests = 1\n";
+        let ctx = crate::plan::resolve::ResolveContext {
             runner_exe: "runner".into(),
         };
         match crate::plan::resolve::resolve_source(

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::bundle::format::{HostInfo, PlanInfo};
-use crate::plan::Plan;
+use crate::plan::model::Plan;
 
 /// This machine.
 pub fn host_info() -> HostInfo {

@@ -23,7 +23,7 @@ use crate::engine::spawn::Spawned;
 use crate::engine::terminate::StopReport;
 use crate::metrics::gpu::GpuInventory;
 use crate::metrics::sampler::Resources;
-use crate::plan::{Cell, EngineSpec, EngineTarget, Plan};
+use crate::plan::model::{Cell, EngineSpec, EngineTarget, Plan};
 use crate::workload::materialize;
 
 /// The bundle being written, its manifest and the summaries so far.

@@ -19,7 +19,7 @@ use crate::load::client::http_client;
 use crate::metrics::gpu::{Gpu, GpuInventory};
 use crate::metrics::sampler::Sampler;
 use crate::metrics::telemetry;
-use crate::plan::{Cell, EngineSpec, Plan};
+use crate::plan::model::{Cell, EngineSpec, Plan};
 use crate::report;
 use crate::stop::Cancel;
 
@@ -62,7 +62,7 @@ pub(super) struct Run<'a> {
     pub(super) client: reqwest::Client,
     pub(super) cancel: Cancel,
     /// `telemetry.jsonl`: every scrape of an engine's `/metrics`.
-    pub(super) telemetry: Option<telemetry::Journal>,
+    pub(super) telemetry: Option<telemetry::Sink>,
     pub(super) origin: Instant,
     /// Engine processes that survived their teardown, named.
     pub(super) leftovers: Vec<String>,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::bundle::format::{CellStatus, CellSummary};
 use crate::engine::terminate::StopReport;
 use crate::metrics::gpu::GpuInventory;
-use crate::plan::{Cell, Plan, StopRule};
+use crate::plan::model::{Cell, Plan, StopRule};
 use crate::run::search::Search;
 
 /// Progress output; silent with `--quiet`.

@@ -6,20 +6,17 @@
 //! group, the leader's start time and session, its port), never by the program it runs, so
 //! one launched through a shell script, a pyenv or conda shim or a console script is found.
 
-use std::io::BufRead;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 
 use crate::bundle::format::*;
+use crate::bundle::layout;
 use crate::bundle::read::{self, LoadedBundle};
 use crate::bundle::write::Bundle;
-use crate::metrics::record::RequestRecord;
-use crate::metrics::summary::{Accumulator, GoodputBounds};
-use crate::plan::{LoadLevel, Plan};
+use crate::engine::terminate;
+use crate::metrics::summary::Accumulator;
+use crate::plan::model::{LoadLevel, Plan};
 use crate::procfs;
 use crate::report;
 
@@ -90,10 +87,10 @@ pub fn recover(dir: &Path) -> Result<Recovered, RecoverError> {
         let Some((engine, workload, level)) = identify(&plan, &index.id) else {
             continue;
         };
-        let journal = dir.join(format!("cells/{}.records.jsonl", index.id));
+        let journal = dir.join(layout::cell_records(&index.id));
         let metrics = if journal.is_file() {
             recovered += 1;
-            Some(fold_journal(&journal, &plan, &workload))
+            Some(fold_journal(&journal, &plan, &workload, level))
         } else {
             None
         };
@@ -119,12 +116,10 @@ pub fn recover(dir: &Path) -> Result<Recovered, RecoverError> {
             resources: None,
             engine_metrics: None,
             slo: None,
-            records: journal
-                .is_file()
-                .then(|| format!("cells/{}.records.jsonl", index.id)),
+            records: journal.is_file().then(|| layout::cell_records(&index.id)),
         };
         bundle
-            .write_json(&format!("cells/{}.summary.json", index.id), &summary)
+            .write_json(&layout::cell_summary(&index.id), &summary)
             .map_err(write_err)?;
         index.status = CellStatus::Interrupted;
     }
@@ -135,7 +130,7 @@ pub fn recover(dir: &Path) -> Result<Recovered, RecoverError> {
             .into(),
     );
     bundle
-        .write_json("manifest.json", &manifest)
+        .write_json(layout::MANIFEST, &manifest)
         .map_err(write_err)?;
     let summary = report::render::rerender(dir)?;
     Ok(Recovered {
@@ -194,7 +189,7 @@ fn kill_leftovers(engines: &mut [EngineRecord]) -> Leftovers {
                     .map(procfs::describe)
                     .collect::<Vec<_>>()
                     .join(", ");
-                let survivors = kill_all(pgid, &procs);
+                let survivors = terminate::kill_recorded(pgid, &procs);
                 killed.push(format!("{} ({what})", e.name));
                 for s in survivors {
                     not_killed.push(format!("{}: {s} survived SIGKILL", e.name));
@@ -295,39 +290,6 @@ fn find_leftover(rec: &Recorded, table: &[procfs::ProcInfo]) -> Leftover {
     Leftover::Found(procs)
 }
 
-/// SIGTERM to the group and each process, 5 s, then SIGKILL; returns who survived.
-fn kill_all(pgid: i32, procs: &[procfs::ProcInfo]) -> Vec<String> {
-    let send = |sig: Signal| {
-        let _ = killpg(Pid::from_raw(pgid), sig);
-        for p in procs {
-            let _ = nix::sys::signal::kill(Pid::from_raw(p.pid), sig);
-        }
-    };
-    let alive = || -> Vec<procfs::ProcInfo> {
-        procs
-            .iter()
-            .filter_map(|p| procfs::process(p.pid))
-            .filter(|now| {
-                now.is_live()
-                    && procs
-                        .iter()
-                        .any(|p| p.pid == now.pid && p.start_ticks == now.start_ticks)
-            })
-            .collect()
-    };
-    send(Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !alive().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    send(Signal::SIGKILL);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !alive().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    alive().iter().map(procfs::describe).collect()
-}
-
 /// Engine, workload and level of a cell id `<engine>.<workload>.<level>`.
 fn identify(plan: &Plan, id: &str) -> Option<(String, String, LoadLevel)> {
     if let Some(c) = plan.cells.iter().find(|c| c.id == id) {
@@ -340,26 +302,26 @@ fn identify(plan: &Plan, id: &str) -> Option<(String, String, LoadLevel)> {
     // A capacity-search probe: names hold no dots, so the id splits cleanly.
     let mut parts = id.splitn(3, '.');
     let (engine, workload, level) = (parts.next()?, parts.next()?, parts.next()?);
-    let level = if let Some(c) = level.strip_prefix('c') {
-        LoadLevel::Concurrency(c.parse().ok()?)
-    } else {
-        LoadLevel::Rate(level.strip_prefix('r')?.replace('p', ".").parse().ok()?)
-    };
+    let level = LoadLevel::from_id_part(level)?;
     Some((engine.to_string(), workload.to_string(), level))
 }
 
-/// Folds every whole record of a journal; a line cut off by the kill is skipped.
-fn fold_journal(path: &Path, plan: &Plan, workload: &str) -> crate::metrics::summary::CellMetrics {
-    let w = plan.workloads.iter().find(|w| w.name == workload);
-    let mut acc = Accumulator::new(
-        w.map(|w| u64::from(w.max_tokens)),
-        w.and_then(|w| GoodputBounds::from_slo(&w.slo)),
-    );
-    if let Ok(f) = std::fs::File::open(path) {
-        for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
-            if let Ok(r) = serde_json::from_str::<RequestRecord>(&line) {
-                acc.add(&r);
-            }
+/// Folds every whole record of a journal (a line cut off by the kill is skipped) with the
+/// accumulator the cell itself measured with, so a recovered cell derives the same metrics (an
+/// open-loop level keeps its offered and sent rates).
+fn fold_journal(
+    path: &Path,
+    plan: &Plan,
+    workload: &str,
+    level: LoadLevel,
+) -> crate::metrics::summary::CellMetrics {
+    let mut acc = match plan.workloads.iter().find(|w| w.name == workload) {
+        Some(w) => Accumulator::for_cell(w, level),
+        None => Accumulator::default(),
+    };
+    if let Ok(records) = read::records(path) {
+        for r in records {
+            acc.add(&r);
         }
     }
     acc.finish()
@@ -369,6 +331,68 @@ fn fold_journal(path: &Path, plan: &Plan, workload: &str) -> crate::metrics::sum
 mod tests {
     use super::*;
     use procfs::ProcInfo;
+
+    fn plan_with(load: &str) -> Plan {
+        let src = format!(
+            "schema = 1\nname = \"t\"\n[[engine]]\nname = \"e\"\nurl = \"http://127.0.0.1:9\"\nmodel = \"m\"\n[[workload]]\nname = \"w\"\nprompts = [\"hi\"]\nmax_tokens = 1\n[workload.load]\n{load}\n"
+        );
+        let ctx = crate::plan::resolve::ResolveContext {
+            runner_exe: "runner".into(),
+        };
+        match crate::plan::resolve::resolve_source(Path::new("t.toml"), &src, "0".into(), &ctx) {
+            Ok((plan, _)) => plan,
+            Err(d) => panic!("the test plan is invalid:\n{d}"),
+        }
+    }
+
+    /// A journal of `n` records scheduled 100 ms apart (10 req/s), its last line cut off.
+    fn journal(dir: &Path, n: u64) -> std::path::PathBuf {
+        let path = dir.join(layout::cell_records("e.w.r10").replace('/', "_"));
+        let mut text = String::new();
+        for i in 0..n {
+            let t = i * 100_000;
+            let r = crate::metrics::record::tests::record(t, &[t + 500], t + 900, 1);
+            text.push_str(&serde_json::to_string(&r).expect("a record"));
+            text.push('\n');
+        }
+        text.push_str("{\"index\": 4");
+        std::fs::write(&path, text).expect("write the journal");
+        path
+    }
+
+    #[test]
+    fn a_recovered_open_loop_cell_keeps_its_offered_and_sent_rates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = journal(dir.path(), 11);
+        let plan = plan_with("rate = [10]\nrequests = 1000");
+        let (_, workload, level) = identify(&plan, "e.w.r10").expect("a cell of the plan");
+        assert_eq!(level, LoadLevel::Rate(10.0));
+        let m = fold_journal(&path, &plan, &workload, level);
+        assert_eq!(m.requests_total, 11, "the cut-off line is skipped");
+        let offered = m
+            .offered_req_per_s
+            .expect("an open-loop cell keeps its offered rate");
+        assert!((offered - 10.0).abs() < 1e-9, "{offered}");
+        assert!(m.sent_req_per_s.is_some());
+        // A closed-loop cell has none.
+        let plan = plan_with("concurrency = [1]\nrequests = 1000");
+        let m = fold_journal(&path, &plan, "w", LoadLevel::Concurrency(1));
+        assert_eq!(m.offered_req_per_s, None);
+    }
+
+    #[test]
+    fn a_search_probe_is_identified_by_its_id() {
+        let plan = plan_with("concurrency = [1]\nrequests = 10");
+        assert_eq!(
+            identify(&plan, "e.w.r2p5"),
+            Some(("e".into(), "w".into(), LoadLevel::Rate(2.5)))
+        );
+        assert_eq!(
+            identify(&plan, "e.w.c16"),
+            Some(("e".into(), "w".into(), LoadLevel::Concurrency(16)))
+        );
+        assert_eq!(identify(&plan, "e.w.x1"), None);
+    }
 
     fn p(pid: i32, ppid: i32, pgid: i32, start_ticks: u64) -> ProcInfo {
         ProcInfo {

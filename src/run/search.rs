@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{LoadLevel, SearchOver, SearchSpec};
+use crate::plan::model::{LoadLevel, SearchOver, SearchSpec};
 
 /// Rate searches stop once the pass/fail bracket is this tight, relative to the fail.
 const RATE_TOLERANCE: f64 = 0.05;

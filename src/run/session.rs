@@ -14,7 +14,7 @@ use crate::engine::ready::{self, wait_ready, Miss, NotReady, Owner};
 use crate::engine::spawn::{self, log_tail, Spawned};
 use crate::engine::{terminate, version};
 use crate::metrics::telemetry;
-use crate::plan::{EngineSpec, EngineTarget};
+use crate::plan::model::{EngineSpec, EngineTarget};
 
 /// Lines of an engine's log shown when it fails.
 const LOG_TAIL_LINES: usize = 20;

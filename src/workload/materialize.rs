@@ -118,7 +118,7 @@ impl Materialized {
 
 /// A resolved workload's requests, as sent: its prompts with each request's shape (the plan's
 /// own prompts included, so every bundle stores what was sent).
-pub fn of_workload(w: &crate::plan::WorkloadSpec) -> Materialized {
+pub fn of_workload(w: &crate::plan::model::WorkloadSpec) -> Materialized {
     let requests = w
         .prompts
         .iter()
@@ -131,8 +131,8 @@ pub fn of_workload(w: &crate::plan::WorkloadSpec) -> Materialized {
                 turn: None,
                 scheduled_offset_us: shape.scheduled_offset_us,
                 body: match p {
-                    crate::plan::Prompt::Text(t) => Body::Text(t.clone()),
-                    crate::plan::Prompt::Messages(m) => Body::Messages(
+                    crate::plan::model::Prompt::Text(t) => Body::Text(t.clone()),
+                    crate::plan::model::Prompt::Messages(m) => Body::Messages(
                         m.iter()
                             .map(|m| Message {
                                 role: m.role.clone(),

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::plan::{Api, EngineSpec, Prompt, RequestShape, WorkloadSpec};
+use crate::plan::model::{Api, EngineSpec, Prompt, RequestShape, WorkloadSpec};
 
 /// One body per prompt, in prompt order, each with its own request shape (`max_tokens`, a
 /// pinned `min_tokens`) where the workload's source set one.
