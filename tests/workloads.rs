@@ -333,3 +333,95 @@ fn client_and_server_prompt_counts_agree_for_completions_and_differ_by_the_sim_s
         "the sim reports no cached tokens"
     );
 }
+
+#[test]
+fn sharegpt_plan_sends_first_turns_with_reference_length_outputs() {
+    let s = Scratch::new();
+    let bundle = exec_example(&s, "sharegpt.toml");
+    let data: serde_json::Value = read_json(&root().join("plans/data/sharegpt.json"));
+    let t = tiny();
+    // Each conversation's first human turn (after a system message, if any) and the answer
+    // after it; a conversation that opens with the model or has no answer is skipped.
+    let expected: Vec<(String, u64)> = data
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|c| {
+            let turns: Vec<_> = c["conversations"]
+                .as_array()?
+                .iter()
+                .filter(|t| t["from"] != "system")
+                .collect();
+            if turns.first()?["from"] != "human" || turns.get(1)?["from"] != "gpt" {
+                return None;
+            }
+            let q = turns[0]["value"].as_str()?.to_string();
+            let a = turns[1]["value"].as_str()?;
+            Some((q, t.count_plain(a).expect("count") as u64))
+        })
+        .collect();
+    let w = resolved_workload(&bundle, "sharegpt");
+    let prompts = w["prompts"].as_array().expect("prompts");
+    let shapes = w["shapes"].as_array().expect("shapes");
+    assert_eq!(prompts.len(), expected.len());
+    for ((p, shape), (q, answer_len)) in prompts.iter().zip(shapes).zip(&expected) {
+        // A conversation with a system message is sent as messages, the user's last.
+        let sent = p["text"]
+            .as_str()
+            .or_else(|| p["messages"].as_array()?.last()?["content"].as_str());
+        assert_eq!(sent, Some(q.as_str()), "{p}");
+        assert_eq!(shape["max_tokens"].as_u64(), Some(*answer_len));
+    }
+    let recs = records(&bundle, "sim.sharegpt.c4");
+    assert_eq!(recs.len(), 12);
+    for r in recs {
+        let (_, answer_len) = &expected[(r.index as usize) % expected.len()];
+        assert!(r.ok, "{r:?}");
+        assert_eq!(r.output_tokens, *answer_len, "{r:?}");
+    }
+}
+
+#[test]
+fn mooncake_trace_is_replayed_at_its_recorded_offsets() {
+    let s = Scratch::new();
+    let bundle = exec_example(&s, "mooncake_trace.toml");
+    let trace: Vec<serde_json::Value> =
+        std::fs::read_to_string(root().join("plans/data/mooncake.jsonl"))
+            .expect("the trace")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a trace line"))
+            .collect();
+    let time_scale = 0.5;
+    let manifest = read_json(&bundle.join("manifest.json"));
+    let cells = manifest["cells"].as_array().expect("cells");
+    assert_eq!(cells.len(), 1, "one pass over the trace: {cells:?}");
+    let cell = cells[0]["id"].as_str().expect("cell id");
+    let mut recs = records(&bundle, cell);
+    recs.sort_by_key(|r| r.index);
+    assert_eq!(recs.len(), trace.len());
+    for (r, line) in recs.iter().zip(&trace) {
+        let ms = line["timestamp"].as_u64().expect("timestamp");
+        let due_us = (ms as f64 * time_scale * 1000.0).round() as u64;
+        // The scheduled instant is the trace's, whatever the server did.
+        assert_eq!(r.scheduled_us, due_us, "{r:?}");
+        assert!(r.ok, "{r:?}");
+        assert_eq!(r.input_tokens, line["input_length"].as_u64(), "{r:?}");
+        assert_eq!(
+            Some(r.output_tokens),
+            line["output_length"].as_u64(),
+            "{r:?}"
+        );
+        assert_eq!(r.client_prompt_tokens, line["input_length"].as_u64());
+    }
+    // The stored requests carry the offsets.
+    let stored = std::fs::read_to_string(bundle.join("workloads/trace.prompts.jsonl"))
+        .expect("prompts.jsonl");
+    for (l, line) in stored.lines().zip(&trace) {
+        let v: serde_json::Value = serde_json::from_str(l).expect("json");
+        let ms = line["timestamp"].as_u64().expect("timestamp");
+        assert_eq!(
+            v["scheduled_offset_us"].as_u64(),
+            Some((ms as f64 * time_scale * 1000.0).round() as u64)
+        );
+    }
+}

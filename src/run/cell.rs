@@ -110,6 +110,11 @@ impl Run<'_> {
                 target,
                 bodies: bodies.clone(),
                 prompt_lens: w.shapes.iter().map(|s| s.prompt_len).collect(),
+                offsets_us: w
+                    .shapes
+                    .iter()
+                    .filter_map(|s| s.scheduled_offset_us)
+                    .collect(),
                 load: cell.level,
                 arrival: w.load.arrival,
                 max_in_flight: w.load.max_in_flight,

@@ -193,13 +193,46 @@ impl Resolver<'_> {
                 self.search(sp.get_ref())
             }
         };
-        let load = self.load(
+        // A trace is its own schedule: one open-loop pass over it at the recorded offsets.
+        let trace: Vec<u64> = shapes
+            .iter()
+            .filter_map(|s| s.scheduled_offset_us)
+            .collect();
+        let is_trace = !trace.is_empty();
+        if let (true, Some(own)) = (is_trace, &w.load) {
+            if let Some(span) = own
+                .concurrency
+                .as_ref()
+                .map(|c| c.span())
+                .or(own.rate.as_ref().map(|r| r.span()))
+            {
+                self.error_at(
+                    span,
+                    format!("workload `{name}` replays a trace, which sets its own schedule"),
+                    Some("remove `concurrency`/`rate` from `[workload.load]`; `time_scale` speeds the trace up or slows it down".into()),
+                );
+                return None;
+            }
+        }
+        let mut load = self.load(
             &name,
             w.load.as_ref(),
             default_load,
             prompts.len() as u64 * repeat.unwrap_or(1),
-            search.is_some(),
+            search.is_some() || is_trace,
         );
+        if let (true, Some(l)) = (is_trace, load.as_mut()) {
+            let span_s = trace.last().copied().unwrap_or(0) as f64 / 1e6;
+            // The level's label: the trace's mean rate.
+            let rate = if span_s > 0.0 {
+                (trace.len() - 1).max(1) as f64 / span_s
+            } else {
+                1.0
+            };
+            l.levels = vec![LoadLevel::Rate((rate * 1000.0).round() / 1000.0)];
+            l.stop = StopRule::Requests(trace.len() as u64);
+            l.warmup = 0;
+        }
         if let Some(l) = &load {
             self.check_reach(&name, w, l, search.as_mut());
         }
