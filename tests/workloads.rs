@@ -425,3 +425,37 @@ fn mooncake_trace_is_replayed_at_its_recorded_offsets() {
         );
     }
 }
+
+#[test]
+fn shared_prefix_plan_sends_groups_whose_prompts_share_their_first_tokens() {
+    let s = Scratch::new();
+    let bundle = exec_example(&s, "shared_prefix.toml");
+    let t = tiny();
+    let stored = std::fs::read_to_string(bundle.join("workloads/shared.prompts.jsonl"))
+        .expect("prompts.jsonl");
+    let ids: Vec<Vec<u32>> = stored
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            t.prompt_ids(v["prompt"].as_str().expect("prompt"))
+                .expect("ids")
+        })
+        .collect();
+    assert_eq!(ids.len(), 32);
+    for (i, p) in ids.iter().enumerate() {
+        assert_eq!(p.len(), 256, "prompt {i}");
+        // Prompt i is in group i mod 4: the same first 192 tokens as its group's first prompt,
+        // and not the same as the other groups'.
+        assert_eq!(p[..192], ids[i % 4][..192], "prompt {i}");
+        for g in (0..4).filter(|g| *g != i % 4) {
+            assert_ne!(p[..192], ids[g][..192], "prompt {i} vs group {g}");
+        }
+        assert_ne!(p[192..], ids[(i + 4) % 32][192..], "a unique suffix");
+    }
+    let cell = summary(&bundle, "sim.shared.c4");
+    let m = cell.metrics.expect("metrics");
+    assert_eq!(m.requests_ok, 32);
+    // The sim reports neither cached tokens nor prefix-cache counters.
+    assert_eq!(m.cached_tokens, None);
+    assert_eq!(cell.prefix_cache_hit_rate, None);
+}

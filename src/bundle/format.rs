@@ -265,6 +265,10 @@ pub struct CellSummary {
     /// The engine's own Prometheus metrics over the cell, when it serves `/metrics`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_metrics: Option<crate::metrics::telemetry::EngineTelemetry>,
+    /// The engine's prefix-cache hit rate over the cell, from its /metrics counters
+    /// (`EngineTelemetry::prefix_cache_hit_rate`), where it exposes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_cache_hit_rate: Option<f64>,
     pub slo: Option<SloVerdict>,
     /// Raw per-request records, relative to the bundle.
     pub records: Option<String>,

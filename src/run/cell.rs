@@ -214,6 +214,9 @@ impl Run<'_> {
             metrics: Some(metrics),
             repeats,
             resources: Some(resources),
+            prefix_cache_hit_rate: engine_metrics
+                .as_ref()
+                .and_then(|t| t.prefix_cache_hit_rate()),
             engine_metrics,
             slo: v.slo,
             records: Some(records_rel),

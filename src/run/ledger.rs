@@ -654,6 +654,7 @@ fn unrun_summary(plan: &Plan, cell: &Cell, status: CellStatus, reason: &str) -> 
         repeats: Vec::new(),
         resources: None,
         engine_metrics: None,
+        prefix_cache_hit_rate: None,
         slo: None,
         records: None,
     }
