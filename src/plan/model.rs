@@ -173,13 +173,16 @@ pub struct WorkloadSpec {
     /// Per prompt, in prompt order: what the workload's source set for each request (its own
     /// `max_tokens`, a pinned `min_tokens`, its client-side length, a trace's offset). Empty in
     /// bundles written before these existed: every request then takes the workload's settings.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shapes: Vec<RequestShape>,
     /// What `shapes[i].prompt_len` counts: tokens when the workload names a tokenizer.
-    #[serde(default)]
+    #[serde(
+        default,
+        skip_serializing_if = "crate::workload::tokenizer::CountUnit::is_words"
+    )]
     pub unit: crate::workload::tokenizer::CountUnit,
     /// `tokenizer = "..."`, resolved against the plan's directory.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<PathBuf>,
     /// The upper bound on every request's `max_tokens` (the workload's `max_tokens`, or the
     /// largest a request of its source carries).

@@ -110,6 +110,11 @@ pub enum CountUnit {
 }
 
 impl CountUnit {
+    /// Words are the default: a resolved plan leaves the unit out then.
+    pub fn is_words(&self) -> bool {
+        *self == CountUnit::Words
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             CountUnit::Tokens => "tokens",
