@@ -178,3 +178,32 @@ fn workload_matrix_key_also_set_in_the_workload() {
         "name = \"chat-out{max_tokens}\"\nprompts = [\"hi\"]\nmax_tokens = 16\n[workload.matrix]\nmax_tokens = [8, 32]\n"
     ));
 }
+
+/// GOOD with its inline prompts replaced by a `[workload.synthetic]` table of these keys.
+fn synthetic_with(keys: &str) -> String {
+    validate_with(
+        "prompts = [\"hi\"]\nmax_tokens = 16\n",
+        &format!("[workload.synthetic]\n{keys}"),
+    )
+}
+
+#[test]
+fn synthetic_stddev_and_range_together() {
+    insta::assert_snapshot!(synthetic_with(
+        "input_tokens_range = [8, 32]\ninput_tokens_stddev = 4.0\ncount = 4\n"
+    ));
+}
+
+#[test]
+fn synthetic_prefix_groups_without_prefix_tokens() {
+    insta::assert_snapshot!(synthetic_with(
+        "input_tokens = 64\nprefix_groups = 4\ncount = 8\n"
+    ));
+}
+
+#[test]
+fn synthetic_prefix_longer_than_the_prompt() {
+    insta::assert_snapshot!(synthetic_with(
+        "input_tokens = 16\nprefix_tokens = 16\ncount = 8\n"
+    ));
+}

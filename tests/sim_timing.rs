@@ -23,6 +23,7 @@ fn args(max_batch: usize, step_ms: f64, prefill_ms_per_token: f64) -> SimArgs {
         itl_ms: None,
         load_time: Duration::ZERO,
         refuse_fields: Vec::new(),
+        tokenizer: None,
         faults: Default::default(),
     }
 }

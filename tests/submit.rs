@@ -162,6 +162,13 @@ fn parts_run_apart_merge_into_one_bundle_and_other_plans_are_refused() {
     let m = read_json(&merged.join("manifest.json"));
     assert_eq!(m["status"], "complete");
     assert_eq!(m["merged_from"].as_array().expect("parts").len(), 2);
+    // What was sent travels with the cells: one materialized file per workload.
+    let workloads = m["workloads"].as_array().expect("workloads");
+    assert!(!workloads.is_empty(), "{m}");
+    for w in workloads {
+        let path = w["path"].as_str().expect("path");
+        assert!(merged.join(path).is_file(), "{path} in the merged bundle");
+    }
     assert!(merged.join("report.md").exists() && merged.join("summary.csv").exists());
     for id in &ids {
         assert!(merged.join(format!("cells/{id}.summary.json")).exists());

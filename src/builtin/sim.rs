@@ -26,6 +26,8 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::workload::tokenizer::Tokenizer;
+
 /// Settings of the built-in engine (`runner engine sim --help`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct SimArgs {
@@ -64,6 +66,12 @@ pub struct SimArgs {
     /// engine with a strict request schema does (e.g. `transformers serve` with `ignore_eos`).
     #[arg(long, value_delimiter = ',')]
     pub refuse_fields: Vec<String>,
+    /// Count prompt tokens with this tokenizer (a `tokenizer.json`, or a folder holding one)
+    /// instead of words. Completions: the prompt's tokens, with the tokenizer's own specials (a
+    /// BOS), as the client counts a prompt. Chat: the sim's template is the tokenizer's specials
+    /// once, then per message [`CHAT_TOKENS_PER_MESSAGE`] marker tokens and its content.
+    #[arg(long)]
+    pub tokenizer: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub faults: Faults,
 }
@@ -166,6 +174,8 @@ struct Shared {
     received: AtomicU64,
     gauges: Arc<Gauges>,
     stats: Arc<Emitted>,
+    /// `--tokenizer`: prompt tokens are counted with it, else in words.
+    tokenizer: Option<Arc<Tokenizer>>,
     /// Zero-cost mode: one pre-rendered response per request shape.
     rendered: std::sync::Mutex<std::collections::HashMap<(bool, u64, u64, bool), Bytes>>,
 }
@@ -260,8 +270,14 @@ pub fn serve(args: SimArgs) -> std::io::Result<()> {
                 .stdin(std::process::Stdio::null())
                 .spawn()?;
         }
+        let tokenizer = match &args.tokenizer {
+            None => None,
+            Some(p) => Some(Arc::new(
+                Tokenizer::load(p).map_err(|e| std::io::Error::other(e.to_string()))?,
+            )),
+        };
         let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
-        let app = router(args.clone());
+        let app = with_tokenizer(args.clone(), tokenizer);
         let timing = match (args.ttft_ms, args.itl_ms) {
             (Some(t), Some(i)) => {
                 format!("fixed timing: first token {t} ms, then one every {i} ms")
@@ -285,8 +301,13 @@ pub fn serve(args: SimArgs) -> std::io::Result<()> {
     })
 }
 
-/// The engine's routes, with its scheduler started.
+/// The engine's routes, with its scheduler started; prompts counted in words.
 pub fn router(args: SimArgs) -> Router {
+    with_tokenizer(args, None)
+}
+
+/// The engine's routes, counting prompt tokens with `tokenizer` where given.
+pub fn with_tokenizer(args: SimArgs, tokenizer: Option<Arc<Tokenizer>>) -> Router {
     let (tx, rx) = mpsc::unbounded_channel();
     let gauges = Arc::new(Gauges::default());
     tokio::spawn(scheduler(rx, args.clone(), gauges.clone()));
@@ -298,6 +319,7 @@ pub fn router(args: SimArgs) -> Router {
         received: AtomicU64::new(0),
         gauges,
         stats: Arc::new(Emitted::default()),
+        tokenizer,
         rendered: std::sync::Mutex::new(std::collections::HashMap::new()),
     });
     Router::new()
@@ -486,8 +508,12 @@ fn error(status: StatusCode, message: String) -> Response {
         .into_response()
 }
 
-/// The number of whitespace-separated words of a prompt: the sim's tokenizer.
-fn count_tokens(req: &Value, kind: Kind) -> u64 {
+/// The prompt tokens of a request: with `--tokenizer`, its tokens (see `SimArgs::tokenizer`),
+/// else its whitespace-separated words.
+fn count_tokens(req: &Value, kind: Kind, tokenizer: Option<&Tokenizer>) -> u64 {
+    if let Some(t) = tokenizer {
+        return count_with(t, req, kind).max(1) as u64;
+    }
     let words = |v: &Value| v.as_str().map_or(0, |s| s.split_whitespace().count());
     let n = match kind {
         Kind::Completion => match &req["prompt"] {
@@ -499,6 +525,31 @@ fn count_tokens(req: &Value, kind: Kind) -> u64 {
             .map_or(0, |m| m.iter().map(|m| words(&m["content"])).sum()),
     };
     n.max(1) as u64
+}
+
+/// The sim's chat template, per message: a start marker, the role and an end marker, as in
+/// ChatML-style templates (`<|im_start|>user\n ... <|im_end|>`).
+pub const CHAT_TOKENS_PER_MESSAGE: usize = 3;
+
+/// A count the sim cannot make (an encoding error) is 0: usage then shows the mismatch.
+fn count_with(t: &Tokenizer, req: &Value, kind: Kind) -> usize {
+    let text = |v: &Value| v.as_str().map(str::to_owned).unwrap_or_default();
+    match kind {
+        Kind::Completion => match &req["prompt"] {
+            Value::Array(a) => a.iter().map(|p| t.count(&text(p)).unwrap_or(0)).sum(),
+            v => t.count(&text(v)).unwrap_or(0),
+        },
+        Kind::Chat => {
+            let contents: usize = req["messages"].as_array().map_or(0, |m| {
+                m.iter()
+                    .map(|m| {
+                        CHAT_TOKENS_PER_MESSAGE + t.count_plain(&text(&m["content"])).unwrap_or(0)
+                    })
+                    .sum()
+            });
+            t.added_specials().unwrap_or(0) + contents
+        }
+    }
 }
 
 const WORDS: &[&str] = &[
@@ -580,7 +631,7 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
         .or_else(|| req["max_completion_tokens"].as_u64())
         .unwrap_or(16)
         .max(1);
-    let prompt_tokens = count_tokens(&req, kind);
+    let prompt_tokens = count_tokens(&req, kind, s.tokenizer.as_deref());
     let stream = req["stream"].as_bool().unwrap_or(false);
     let include_usage = req["stream_options"]["include_usage"]
         .as_bool()

@@ -68,6 +68,9 @@ pub struct Manifest {
     /// Set by `runner merge`: the parts this bundle was combined from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<MergedPart>,
+    /// Each workload's materialized requests, as stored under `workloads/`.
+    #[serde(default)]
+    pub workloads: Vec<WorkloadFile>,
 }
 
 /// Where one part of a split run ran.
@@ -102,6 +105,20 @@ pub struct MergedPart {
     pub engines: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part: Option<PartInfo>,
+}
+
+/// `workloads/<name>.prompts.jsonl` of one workload: what it sent, and the hash that shows
+/// when anything behind it (plan, tokenizer, dataset, runner) changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadFile {
+    pub name: String,
+    /// Relative to the bundle.
+    pub path: String,
+    /// Lowercase hex sha256 of the file's bytes.
+    pub sha256: String,
+    /// What the lengths in it count: `tokens` or `words`.
+    pub unit: crate::workload::tokenizer::CountUnit,
+    pub requests: usize,
 }
 
 /// The outcome of one capacity search.
@@ -308,6 +325,10 @@ pub struct CellSummary {
     /// The engine's own Prometheus metrics over the cell, when it serves `/metrics`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_metrics: Option<crate::metrics::telemetry::EngineTelemetry>,
+    /// The engine's prefix-cache hit rate over the cell, from its /metrics counters
+    /// (`EngineTelemetry::prefix_cache_hit_rate`), where it exposes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_cache_hit_rate: Option<f64>,
     pub slo: Option<SloVerdict>,
     /// Raw per-request records, relative to the bundle.
     pub records: Option<String>,

@@ -23,10 +23,12 @@ pub const CELLS: &str = "cells";
 pub const LOGS: &str = "logs";
 /// Per chart: `<name>.svg`.
 pub const CHARTS: &str = "charts";
+/// Per workload: `<name>.prompts.jsonl`, the requests it sent (docs/workloads.md).
+pub const WORKLOADS: &str = "workloads";
 
 /// Names the runner writes at the top of a bundle: nothing else, such as a custom report
 /// rendered into the bundle, may take one of them.
-pub const TOP: [&str; 12] = [
+pub const TOP: [&str; 13] = [
     MANIFEST,
     PLAN,
     PLAN_RESOLVED,
@@ -39,6 +41,7 @@ pub const TOP: [&str; 12] = [
     CELLS,
     LOGS,
     CHARTS,
+    WORKLOADS,
 ];
 
 /// `cells/<id>.summary.json`: a finished cell.
@@ -56,6 +59,11 @@ pub fn engine_log(engine: &str) -> String {
     format!("{LOGS}/{engine}.log")
 }
 
+/// `workloads/<name>.prompts.jsonl`: a workload's materialized requests.
+pub fn workload_prompts(workload: &str) -> String {
+    format!("{WORKLOADS}/{workload}.prompts.jsonl")
+}
+
 /// `charts/<name>.svg`.
 pub fn chart(name: &str) -> String {
     format!("{CHARTS}/{name}.svg")
@@ -71,5 +79,6 @@ mod tests {
         assert_eq!(cell_records("a.w.r2p5"), "cells/a.w.r2p5.records.jsonl");
         assert_eq!(engine_log("sim"), "logs/sim.log");
         assert_eq!(chart("ttft"), "charts/ttft.svg");
+        assert_eq!(workload_prompts("chat"), "workloads/chat.prompts.jsonl");
     }
 }

@@ -27,7 +27,8 @@ pub struct Bundle {
 }
 
 impl Bundle {
-    /// Creates `<root>/<plan>/<UTC timestamp>-<short id>/` with its `cells/` and `logs/`;
+    /// Creates `<root>/<plan>/<UTC timestamp>-<short id>/` with its `cells/`, `logs/` and
+    /// `workloads/`;
     /// never reuses an existing directory.
     pub fn create(root: &Path, plan_name: &str) -> Result<Bundle, WriteError> {
         let parent = root.join(plan_name);
@@ -56,6 +57,7 @@ impl Bundle {
                     };
                     b.mkdir(super::layout::CELLS)?;
                     b.mkdir(super::layout::LOGS)?;
+                    b.mkdir(super::layout::WORKLOADS)?;
                     return Ok(b);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -99,6 +101,7 @@ impl Bundle {
         };
         b.mkdir(super::layout::CELLS)?;
         b.mkdir(super::layout::LOGS)?;
+        b.mkdir(super::layout::WORKLOADS)?;
         Ok(b)
     }
 

@@ -4,14 +4,23 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::plan::model::{Api, EngineSpec, Prompt, WorkloadSpec};
+use crate::plan::model::{Api, EngineSpec, Prompt, RequestShape, WorkloadSpec};
 
-/// One body per prompt, in prompt order.
+/// One body per prompt, in prompt order, each with its own request shape (`max_tokens`, a
+/// pinned `min_tokens`) where the workload's source set one.
 pub fn bodies(engine: &EngineSpec, workload: &WorkloadSpec) -> Vec<Bytes> {
+    let base = BodySpec::new(engine, workload);
     workload
         .prompts
         .iter()
-        .map(|p| Bytes::from(BodySpec::new(engine, workload).render(p).to_string()))
+        .enumerate()
+        .map(|(i, p)| {
+            let b = match workload.shapes.get(i) {
+                Some(s) => base.shaped(engine, s),
+                None => base,
+            };
+            Bytes::from(b.render(p).to_string())
+        })
         .collect()
 }
 
@@ -19,11 +28,16 @@ pub fn bodies(engine: &EngineSpec, workload: &WorkloadSpec) -> Vec<Bytes> {
 /// the ones a strict engine may refuse.
 pub fn nonstandard_fields(engine: &EngineSpec, workload: &WorkloadSpec) -> Vec<String> {
     let b = BodySpec::new(engine, workload);
+    let pinned = workload
+        .shapes
+        .iter()
+        .find(|s| s.min_tokens.is_some())
+        .map(|s| b.shaped(engine, s));
     let mut out = Vec::new();
-    if b.ignore_eos {
+    if b.ignore_eos || pinned.is_some_and(|p| p.ignore_eos) {
         out.push("ignore_eos".to_string());
     }
-    if b.min_tokens.is_some() {
+    if b.min_tokens.is_some() || pinned.is_some_and(|p| p.min_tokens.is_some()) {
         out.push("min_tokens".to_string());
     }
     out.extend(engine.extra_body.keys().cloned());
@@ -57,6 +71,20 @@ impl<'a> BodySpec<'a> {
             stream: workload.stream,
             ignore_eos: workload.ignore_eos && engine.accepts.ignore_eos,
             extra: Some(&engine.extra_body),
+        }
+    }
+
+    /// This body for one request of the workload's source: its own `max_tokens`, and a pinned
+    /// output length sent as `min_tokens` with `ignore_eos`, each only where the engine
+    /// accepts it.
+    pub fn shaped(self, engine: &EngineSpec, shape: &RequestShape) -> BodySpec<'a> {
+        let pinned = shape.min_tokens.filter(|_| engine.accepts.min_tokens);
+        BodySpec {
+            max_tokens: shape.max_tokens.unwrap_or(self.max_tokens),
+            min_tokens: pinned.or(self.min_tokens),
+            ignore_eos: self.ignore_eos
+                || (shape.min_tokens.is_some() && engine.accepts.ignore_eos),
+            ..self
         }
     }
 

@@ -31,6 +31,8 @@ pub struct Facts {
     pub finish_reason: Option<String>,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
+    /// `usage.prompt_tokens_details.cached_tokens`.
+    pub cached_tokens: Option<u64>,
 }
 
 /// Reads the chunks of one stream.
@@ -138,6 +140,7 @@ pub fn serde(data: &str, text: Option<&mut String>) -> Result<Facts, serde_json:
     if let Some(u) = chunk.usage {
         f.prompt_tokens = u.prompt_tokens;
         f.completion_tokens = u.completion_tokens;
+        f.cached_tokens = u.prompt_tokens_details.and_then(|d| d.cached_tokens);
     }
     Ok(f)
 }
@@ -187,6 +190,15 @@ pub struct Usage {
     pub prompt_tokens: Option<u64>,
     #[serde(default)]
     pub completion_tokens: Option<u64>,
+    #[serde(default)]
+    pub prompt_tokens_details: Option<PromptDetails>,
+}
+
+/// `usage.prompt_tokens_details` (OpenAI, vLLM with prefix caching, SGLang).
+#[derive(Deserialize)]
+pub struct PromptDetails {
+    #[serde(default)]
+    pub cached_tokens: Option<u64>,
 }
 
 /// The fast reader: one pass over the bytes, `None` when serde must decide.
@@ -259,6 +271,21 @@ fn scan_fields(data: &[u8]) -> Option<(Facts, Option<TextField>)> {
                         b"completion_tokens" => {
                             seen.once(2)?;
                             f.completion_tokens = s.count()?;
+                            Some(())
+                        }
+                        b"prompt_tokens_details" => {
+                            seen.once(4)?;
+                            if !s.null()? {
+                                let mut seen = Seen(0);
+                                s.object(|s, key| match key {
+                                    b"cached_tokens" => {
+                                        seen.once(1)?;
+                                        f.cached_tokens = s.count()?;
+                                        Some(())
+                                    }
+                                    _ => s.skip_value(),
+                                })?;
+                            }
                             Some(())
                         }
                         _ => s.skip_value(),
@@ -640,6 +667,11 @@ mod tests {
                 ..Facts::default()
             })
         );
+        let cached = r#"{"choices":[],"usage":{"prompt_tokens":50,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":32}}}"#;
+        let f = scan(cached.as_bytes()).expect("the fast path reads cached tokens");
+        assert_eq!((f.prompt_tokens, f.cached_tokens), (Some(50), Some(32)));
+        let none = r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":4,"prompt_tokens_details":null}}"#;
+        assert_eq!(scan(none.as_bytes()).expect("scan").cached_tokens, None);
         let usage = r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":5,"total_tokens":9,"completion_tokens":4}}"#;
         let f = scan(usage.as_bytes()).expect("usage chunk");
         assert_eq!((f.prompt_tokens, f.completion_tokens), (Some(5), Some(4)));

@@ -165,6 +165,8 @@ pub fn blank_record(scheduled_us: u64) -> RequestRecord {
         error_message: None,
         finish_reason: None,
         input_tokens: None,
+        client_prompt_tokens: None,
+        cached_tokens: None,
         output_tokens: 0,
         output_tokens_source: TokenSource::Chunks,
         chunks: 0,
@@ -541,6 +543,9 @@ fn on_event(
     if chunk.prompt_tokens.is_some() {
         rec.input_tokens = chunk.prompt_tokens;
     }
+    if chunk.cached_tokens.is_some() {
+        rec.cached_tokens = chunk.cached_tokens;
+    }
     if let Some(c) = chunk.completion_tokens {
         rec.output_tokens = c;
         rec.output_tokens_source = TokenSource::Usage;
@@ -593,12 +598,13 @@ fn read_whole(
     if has_output {
         rec.content_us.push(now);
     }
-    match resp
-        .usage
-        .and_then(|u| u.completion_tokens.map(|c| (u.prompt_tokens, c)))
-    {
-        Some((input, output)) => {
+    match resp.usage.and_then(|u| {
+        let cached = u.prompt_tokens_details.and_then(|d| d.cached_tokens);
+        u.completion_tokens.map(|c| (u.prompt_tokens, c, cached))
+    }) {
+        Some((input, output, cached)) => {
             rec.input_tokens = input;
+            rec.cached_tokens = cached;
             rec.output_tokens = output;
             rec.output_tokens_source = TokenSource::Usage;
         }

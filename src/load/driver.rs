@@ -25,6 +25,12 @@ pub struct Level {
     pub endpoint: Endpoint,
     pub target: RequestTarget,
     pub bodies: Vec<Bytes>,
+    /// The client-side prompt length of each body (same order), recorded with each request;
+    /// empty when unknown.
+    pub prompt_lens: Vec<u64>,
+    /// A trace's schedule: request `i` is due this many microseconds after the start, and the
+    /// level is one pass over it; empty: the arrival process decides.
+    pub offsets_us: Vec<u64>,
     pub load: LoadLevel,
     pub arrival: Arrival,
     pub max_in_flight: Option<u32>,
@@ -34,6 +40,18 @@ pub struct Level {
     pub max_error_rate: Option<f64>,
     /// Which run of the cell this is (plan `repeat`), recorded in each record.
     pub run: u32,
+}
+
+impl Level {
+    /// The client-side prompt length of request `i` (it uses body `i mod bodies`).
+    fn prompt_len(&self, i: u64) -> Option<u64> {
+        if self.prompt_lens.is_empty() {
+            return None;
+        }
+        self.prompt_lens
+            .get((i % self.prompt_lens.len() as u64) as usize)
+            .copied()
+    }
 }
 
 /// How a level ended.
@@ -194,6 +212,7 @@ async fn closed(
                 let mut rec = out.record;
                 due = rec.end_us;
                 rec.index = i;
+                rec.client_prompt_tokens = level.prompt_len(i);
                 rec.worker = worker;
                 rec.run = level.run;
                 tally.finished(rec.ok, &level);
@@ -228,11 +247,14 @@ async fn open(
     let (due_tx, mut due_rx) = mpsc::unbounded_channel();
     let (halt_tx, halt_rx) = std::sync::mpsc::channel::<()>();
     let pacer = {
-        let arrivals = Arrivals::new(level.arrival, rate);
+        let schedule = match level.offsets_us.is_empty() {
+            true => Schedule::Arrivals(Arrivals::new(level.arrival, rate)),
+            false => Schedule::Trace(level.offsets_us.clone()),
+        };
         let (cancel, tally) = (cancel.clone(), tally.clone());
         std::thread::Builder::new()
             .name("runner-pacer".into())
-            .spawn(move || pace(origin, arrivals, stop, &cancel, &tally, &due_tx, &halt_rx))
+            .spawn(move || pace(origin, schedule, stop, &cancel, &tally, &due_tx, &halt_rx))
     };
     let mut tasks = tokio::task::JoinSet::new();
     // Until when the dispatcher last waited for a free slot: requests due meanwhile were held
@@ -288,6 +310,7 @@ async fn open(
             drop(permit);
             let mut rec = out.record;
             rec.index = index;
+            rec.client_prompt_tokens = level2.prompt_len(index);
             rec.run = level2.run;
             rec.queued_us = queued_us;
             tally2.finished(rec.ok, &level2);
@@ -311,7 +334,7 @@ async fn open(
 /// stop on errors, or a halt from the dispatcher.
 fn pace(
     origin: Instant,
-    mut arrivals: Arrivals,
+    mut schedule: Schedule,
     stop: StopRule,
     cancel: &Cancel,
     tally: &Tally,
@@ -320,8 +343,11 @@ fn pace(
 ) {
     // Linux lets a sleeping thread wake up to 50 µs late by default: ask for none.
     let _ = nix::sys::prctl::set_timerslack(1);
-    let mut due_s = 0.0f64;
     let mut i = 0u64;
+    let mut due_s = match schedule.due_s(0) {
+        Some(d) => d,
+        None => return,
+    };
     while !cancel.is_stopping() && !tally.stopped() && more(stop, i, Duration::from_secs_f64(due_s))
     {
         let due = origin + Duration::from_secs_f64(due_s);
@@ -332,10 +358,39 @@ fn pace(
                 _ => return,
             }
         }
-        if due_tx.send((i, (due_s * 1e6) as u64)).is_err() {
+        let due_us = match &schedule {
+            // A trace's offsets are exact microseconds: no float round trip.
+            Schedule::Trace(t) => t[i as usize],
+            Schedule::Arrivals(_) => (due_s * 1e6) as u64,
+        };
+        if due_tx.send((i, due_us)).is_err() {
             return;
         }
         i += 1;
-        due_s += arrivals.next_gap_s();
+        due_s = match &mut schedule {
+            Schedule::Arrivals(a) => due_s + a.next_gap_s(),
+            Schedule::Trace(_) => match schedule.due_s(i) {
+                Some(d) => d,
+                None => return,
+            },
+        };
+    }
+}
+
+/// When the open loop's requests are due.
+enum Schedule {
+    /// Gaps drawn from the plan's arrival process.
+    Arrivals(Arrivals),
+    /// A trace's recorded offsets (µs), one pass.
+    Trace(Vec<u64>),
+}
+
+impl Schedule {
+    /// Request `i`'s due time in seconds from the start; `None` past a trace's end.
+    fn due_s(&self, i: u64) -> Option<f64> {
+        match self {
+            Schedule::Arrivals(_) => (i == 0).then_some(0.0),
+            Schedule::Trace(t) => t.get(i as usize).map(|&us| us as f64 / 1e6),
+        }
     }
 }

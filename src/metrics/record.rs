@@ -119,7 +119,16 @@ pub struct RequestRecord {
     pub error_class: Option<ErrorClass>,
     pub error_message: Option<String>,
     pub finish_reason: Option<String>,
+    /// The server's `usage.prompt_tokens`.
     pub input_tokens: Option<u64>,
+    /// The client's count of the prompt it sent, in the workload's unit (tokens with its
+    /// tokenizer, else words; docs/workloads.md "Token counts").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_prompt_tokens: Option<u64>,
+    /// The server's `usage.prompt_tokens_details.cached_tokens`: prompt tokens served from its
+    /// prefix cache, where usage reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_tokens: Option<u64>,
     pub output_tokens: u64,
     pub output_tokens_source: TokenSource,
     /// Content-bearing chunks (events) received.
@@ -236,6 +245,8 @@ pub(crate) mod tests {
             error_message: None,
             finish_reason: Some("length".into()),
             input_tokens: Some(5),
+            client_prompt_tokens: None,
+            cached_tokens: None,
             output_tokens: tokens,
             output_tokens_source: TokenSource::Usage,
             chunks: content.len() as u64,

@@ -85,6 +85,22 @@ pub struct CellMetrics {
     pub total_tok_per_s: f64,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Prompt lengths of the successful requests (docs/metrics.md "Prompt token counts"): the
+    /// client's mean count (in the workload's unit), the server's mean `usage.prompt_tokens`,
+    /// and the mean of server minus client over requests that have both (the chat template's
+    /// cost, where the client counts with the model's tokenizer).
+    #[serde(default)]
+    pub client_prompt_tokens_mean: Option<f64>,
+    #[serde(default)]
+    pub server_prompt_tokens_mean: Option<f64>,
+    #[serde(default)]
+    pub prompt_tokens_diff_mean: Option<f64>,
+    /// `usage.prompt_tokens_details.cached_tokens` of the successful requests that report it:
+    /// their total, and the mean per such request.
+    #[serde(default)]
+    pub cached_tokens: Option<u64>,
+    #[serde(default)]
+    pub cached_tokens_mean: Option<f64>,
     /// Where output token counts came from: `usage`, `chunks`, or `mixed`.
     pub output_tokens_source: String,
     /// Successful requests whose usage count differs from their content-chunk count.
@@ -193,6 +209,24 @@ impl GoodputBounds {
     }
 }
 
+/// A running sum and count.
+#[derive(Debug, Default, Clone, Copy)]
+struct Mean {
+    sum: f64,
+    n: u64,
+}
+
+impl Mean {
+    fn add(&mut self, v: f64) {
+        self.sum += v;
+        self.n += 1;
+    }
+
+    fn get(self) -> Option<f64> {
+        (self.n > 0).then(|| self.sum / self.n as f64)
+    }
+}
+
 /// Folds records into a cell's metrics.
 #[derive(Debug, Default, Clone)]
 pub struct Accumulator {
@@ -215,6 +249,13 @@ pub struct Accumulator {
     last_end_us: u64,
     input_tokens: u64,
     output_tokens: u64,
+    /// Each prompt's own `max_tokens` (request `i` uses entry `i mod len`); empty: all
+    /// `max_tokens`.
+    own_max_tokens: Vec<Option<u32>>,
+    client_prompt: Mean,
+    server_prompt: Mean,
+    prompt_diff: Mean,
+    cached: Mean,
     from_usage: u64,
     from_chunks: u64,
     mismatches: u64,
@@ -251,10 +292,13 @@ impl Accumulator {
         workload: &crate::plan::model::WorkloadSpec,
         level: crate::plan::model::LoadLevel,
     ) -> Accumulator {
-        let acc = Accumulator::new(
+        let mut acc = Accumulator::new(
             Some(u64::from(workload.max_tokens)),
             GoodputBounds::from_slo(&workload.slo),
         );
+        if workload.shapes.iter().any(|s| s.max_tokens.is_some()) {
+            acc.own_max_tokens = workload.shapes.iter().map(|s| s.max_tokens).collect();
+        }
         match level {
             crate::plan::model::LoadLevel::Rate(_) => acc.open_loop(),
             crate::plan::model::LoadLevel::Concurrency(_) => acc,
@@ -299,15 +343,33 @@ impl Accumulator {
             return;
         }
         self.ok += 1;
-        let output_tokens = match r.usage_problem(self.max_tokens) {
+        let max_tokens = match self.own_max_tokens.len() {
+            0 => self.max_tokens,
+            n => self.own_max_tokens[(r.index % n as u64) as usize]
+                .map(u64::from)
+                .or(self.max_tokens),
+        };
+        let output_tokens = match r.usage_problem(max_tokens) {
             Some(why) => {
                 self.untrusted += 1;
                 self.untrusted_example.get_or_insert(why);
-                r.trusted_output_tokens(self.max_tokens)
+                r.trusted_output_tokens(max_tokens)
             }
             None => r.output_tokens,
         };
-        if self.max_tokens.is_some_and(|m| output_tokens < m) {
+        if let Some(c) = r.client_prompt_tokens {
+            self.client_prompt.add(c as f64);
+        }
+        if let Some(s) = r.input_tokens {
+            self.server_prompt.add(s as f64);
+        }
+        if let (Some(c), Some(s)) = (r.client_prompt_tokens, r.input_tokens) {
+            self.prompt_diff.add(s as f64 - c as f64);
+        }
+        if let Some(c) = r.cached_tokens {
+            self.cached.add(c as f64);
+        }
+        if max_tokens.is_some_and(|m| output_tokens < m) {
             self.short += 1;
         }
         if let Some(t) = r.ttfb_us() {
@@ -359,6 +421,11 @@ impl Accumulator {
             total_tok_per_s: rate(self.output_tokens + self.input_tokens),
             input_tokens: self.input_tokens,
             output_tokens: self.output_tokens,
+            client_prompt_tokens_mean: self.client_prompt.get(),
+            server_prompt_tokens_mean: self.server_prompt.get(),
+            prompt_tokens_diff_mean: self.prompt_diff.get(),
+            cached_tokens: (self.cached.n > 0).then_some(self.cached.sum as u64),
+            cached_tokens_mean: self.cached.get(),
             output_tokens_source: match (self.from_usage, self.from_chunks) {
                 (0, 0) => "none",
                 (_, 0) => "usage",

@@ -137,6 +137,16 @@ impl EngineTelemetry {
             .map(|(_, v)| *v)
     }
 
+    /// The engine's prefix-cache hit rate over the cell: cached tokens over queried prompt tokens
+    /// (vLLM's `prefix_cache_hits_total` / `prefix_cache_queries_total`, both counted in
+    /// tokens); `None` where the engine exposes neither or queried nothing.
+    pub fn prefix_cache_hit_rate(&self) -> Option<f64> {
+        // Exact names: vLLM also has `external_prefix_cache_*` (a KV connector's cache).
+        let hits = *self.counters.get("vllm:prefix_cache_hits_total")?;
+        let queries = *self.counters.get("vllm:prefix_cache_queries_total")?;
+        (queries > 0.0).then(|| hits / queries)
+    }
+
     /// The counter whose name ends with one of `suffixes`.
     pub fn counter(&self, suffixes: &[&str]) -> Option<f64> {
         self.counters
@@ -299,6 +309,43 @@ mod tests {
         assert_eq!(parse("<html>not metrics</html>"), None);
         let tricky = "# TYPE g gauge\ng{path=\"/a}b c\",x=\"q\\\"}\"} 4 1700000000\n";
         assert_eq!(parse(tricky).expect("parsed").gauges["g"], 4.0);
+    }
+
+    #[test]
+    fn the_prefix_cache_hit_rate_is_vllm_s_hits_over_queries_over_the_cell() {
+        let page = |hits: f64, queries: f64| {
+            let text = std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/vllm_metrics.txt"
+            ))
+            .expect("the vLLM fixture")
+            .replace(
+                "vllm:prefix_cache_hits_total{engine=\"0\",model_name=\"tiny\"} 0.0",
+                &format!("vllm:prefix_cache_hits_total{{engine=\"0\",model_name=\"tiny\"}} {hits}"),
+            )
+            .replace(
+                "vllm:prefix_cache_queries_total{engine=\"0\",model_name=\"tiny\"} 24.0",
+                &format!(
+                    "vllm:prefix_cache_queries_total{{engine=\"0\",model_name=\"tiny\"}} {queries}"
+                ),
+            );
+            parse(&text).expect("a metrics page")
+        };
+        let mut f = Folder::default();
+        f.add(&page(0.0, 24.0));
+        f.add(&page(30.0, 124.0));
+        let t = f.finish().expect("telemetry");
+        // 30 of the 100 prompt tokens queried during the cell were cached.
+        assert_eq!(t.prefix_cache_hit_rate(), Some(0.3));
+        let mut f = Folder::default();
+        f.add(&page(0.0, 24.0));
+        f.add(&page(0.0, 24.0));
+        assert_eq!(
+            f.finish().expect("t").prefix_cache_hit_rate(),
+            None,
+            "nothing queried"
+        );
+        assert_eq!(EngineTelemetry::default().prefix_cache_hit_rate(), None);
     }
 
     #[test]

@@ -175,6 +175,22 @@ pub struct WorkloadSpec {
     /// Where the prompts came from, for the record.
     pub source: String,
     pub prompts: Vec<Prompt>,
+    /// Per prompt, in prompt order: what the workload's source set for each request (its own
+    /// `max_tokens`, a pinned `min_tokens`, its client-side length, a trace's offset). Empty in
+    /// bundles written before these existed: every request then takes the workload's settings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shapes: Vec<RequestShape>,
+    /// What `shapes[i].prompt_len` counts: tokens when the workload names a tokenizer.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::workload::tokenizer::CountUnit::is_words"
+    )]
+    pub unit: crate::workload::tokenizer::CountUnit,
+    /// `tokenizer = "..."`, resolved against the plan's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<PathBuf>,
+    /// The upper bound on every request's `max_tokens` (the workload's `max_tokens`, or the
+    /// largest a request of its source carries).
     pub max_tokens: u32,
     /// Sent as `min_tokens` (vLLM, SGLang): with `ignore_eos`, fixes the output length.
     pub min_tokens: Option<u32>,
@@ -210,6 +226,23 @@ pub struct SearchSpec {
 pub enum SearchOver {
     Concurrency,
     Rate,
+}
+
+/// What one request of a workload carries besides its prompt.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestShape {
+    /// `None`: the workload's `max_tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Pins the output length (synthetic `output_tokens`): sent as `min_tokens`, with
+    /// `ignore_eos`, where the engine accepts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_tokens: Option<u32>,
+    /// The client-side prompt length, in the workload's unit.
+    pub prompt_len: u64,
+    /// A trace's due time, from the start of the measured phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_offset_us: Option<u64>,
 }
 
 /// One prompt: plain text, or a chat conversation.

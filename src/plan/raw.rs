@@ -108,6 +108,11 @@ pub struct RawWorkload {
     #[serde(default)]
     pub synthetic: Option<Spanned<RawSynthetic>>,
     #[serde(default)]
+    pub dataset: Option<Spanned<RawDataset>>,
+    /// A `tokenizer.json`, or a folder holding one: lengths are then counted in its tokens.
+    #[serde(default)]
+    pub tokenizer: Option<Spanned<String>>,
+    #[serde(default)]
     pub max_tokens: Option<Spanned<i64>>,
     #[serde(default)]
     pub min_tokens: Option<Spanned<i64>>,
@@ -159,11 +164,72 @@ pub struct RawDocuments {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSynthetic {
-    pub input_tokens: Spanned<i64>,
+    #[serde(default)]
+    pub input_tokens: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub input_tokens_stddev: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub input_tokens_range: Option<Spanned<Vec<i64>>>,
+    #[serde(default)]
+    pub output_tokens: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub output_tokens_stddev: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub output_tokens_range: Option<Spanned<Vec<i64>>>,
+    #[serde(default)]
+    pub prefix_tokens: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub prefix_groups: Option<Spanned<i64>>,
     #[serde(default)]
     pub count: Option<Spanned<i64>>,
     #[serde(default)]
     pub seed: Option<u64>,
+}
+
+impl RawSynthetic {
+    /// Only the keys that existed before exact token lengths: such a plan keeps today's word
+    /// prompts, byte for byte.
+    pub fn is_legacy(&self) -> bool {
+        self.input_tokens.is_some()
+            && self.input_tokens_stddev.is_none()
+            && self.input_tokens_range.is_none()
+            && self.output_tokens.is_none()
+            && self.output_tokens_stddev.is_none()
+            && self.output_tokens_range.is_none()
+            && self.prefix_tokens.is_none()
+            && self.prefix_groups.is_none()
+    }
+}
+
+/// `[workload.dataset]`: requests read from a ShareGPT, JSONL or Mooncake file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDataset {
+    pub format: Spanned<String>,
+    pub path: Spanned<String>,
+    #[serde(default)]
+    pub sample: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub shuffle: Option<Spanned<bool>>,
+    /// ShareGPT: `"reference"` sends the reference answer's length as `max_tokens`.
+    #[serde(default)]
+    pub output: Option<Spanned<String>>,
+    #[serde(default)]
+    pub min_input_tokens: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub max_input_tokens: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub min_output_tokens: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub max_output_tokens: Option<Spanned<i64>>,
+    /// Mooncake: tokens per hash block (512).
+    #[serde(default)]
+    pub block_size: Option<Spanned<i64>>,
+    /// Mooncake: multiplies the recorded offsets (0.5 replays twice as fast).
+    #[serde(default)]
+    pub time_scale: Option<Spanned<f64>>,
 }
 
 /// `[load]` (plan-wide default) or `[workload.load]` (override, key by key).

@@ -18,6 +18,7 @@ use super::raw::*;
 
 mod engine;
 mod load;
+mod source;
 mod workload;
 
 /// The only plan schema this runner reads.

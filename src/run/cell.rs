@@ -109,6 +109,12 @@ impl Run<'_> {
                 endpoint,
                 target,
                 bodies: bodies.clone(),
+                prompt_lens: w.shapes.iter().map(|s| s.prompt_len).collect(),
+                offsets_us: w
+                    .shapes
+                    .iter()
+                    .filter_map(|s| s.scheduled_offset_us)
+                    .collect(),
                 load: cell.level,
                 arrival: w.load.arrival,
                 max_in_flight: w.load.max_in_flight,
@@ -208,6 +214,9 @@ impl Run<'_> {
             metrics: Some(metrics),
             repeats,
             resources: Some(resources),
+            prefix_cache_hit_rate: engine_metrics
+                .as_ref()
+                .and_then(|t| t.prefix_cache_hit_rate()),
             engine_metrics,
             slo: v.slo,
             records: Some(records_rel),

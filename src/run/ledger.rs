@@ -24,6 +24,7 @@ use crate::engine::terminate::StopReport;
 use crate::metrics::gpu::GpuInventory;
 use crate::metrics::sampler::Resources;
 use crate::plan::model::{Cell, EngineSpec, EngineTarget, Plan};
+use crate::workload::materialize;
 
 /// The bundle being written, its manifest and the summaries so far.
 pub struct Ledger {
@@ -39,6 +40,25 @@ pub struct Ledger {
     matrix_columns: crate::report::csv::MatrixColumns,
     /// Held until the ledger is dropped: the bundle is this run's until then.
     _lock: BundleLock,
+}
+
+/// Each workload's `workloads/<name>.prompts.jsonl` entry and bytes (redacted as written).
+fn materialized(bundle: &Bundle, plan: &Plan) -> Vec<(WorkloadFile, Vec<u8>)> {
+    plan.workloads
+        .iter()
+        .map(|w| {
+            let m = materialize::of_workload(w);
+            let bytes = bundle.redactor().bytes(&m.jsonl()).into_owned();
+            let file = WorkloadFile {
+                name: w.name.clone(),
+                path: layout::workload_prompts(&w.name),
+                sha256: materialize::sha256_hex(&bytes),
+                unit: m.unit,
+                requests: m.requests.len(),
+            };
+            (file, bytes)
+        })
+        .collect()
 }
 
 /// What the end of a run found.
@@ -112,6 +132,11 @@ impl Ledger {
         let copy = bundle.redactor().plan_source(plan_bytes);
         bundle.write(layout::PLAN, &copy)?;
         bundle.write_json(layout::PLAN_RESOLVED, &redacted(plan))?;
+        let mut workloads = Vec::with_capacity(plan.workloads.len());
+        for (w, bytes) in materialized(&bundle, plan) {
+            bundle.write(&w.path, &bytes)?;
+            workloads.push(w);
+        }
         if let Some(t) = &plan.report.template {
             let text = std::fs::read(t).map_err(|e| WriteError {
                 path: t.clone(),
@@ -134,6 +159,7 @@ impl Ledger {
             part,
             slurm: None,
             merged_from: Vec::new(),
+            workloads,
             cells: plan
                 .cells
                 .iter()
@@ -218,6 +244,22 @@ impl Ledger {
                 &plan.sha256[..12.min(plan.sha256.len())]
             )));
         }
+        // The plan file is the same, but what it sends may not be: a tokenizer or a dataset it
+        // names changed, or this runner generates other prompts.
+        let bundle = Bundle::open(dir).with_redactor(redactor);
+        for (now, _) in materialized(&bundle, plan) {
+            if let Some(then) = manifest.workloads.iter().find(|w| w.name == now.name) {
+                if then.sha256 != now.sha256 {
+                    return Err(err(format!(
+                        "workload `{}` would send other requests than this bundle's {} (sha256 {} then, {} now: its tokenizer, dataset or the runner changed); run it as a new bundle",
+                        now.name,
+                        then.path,
+                        &then.sha256[..12.min(then.sha256.len())],
+                        &now.sha256[..12]
+                    )));
+                }
+            }
+        }
         if manifest.status == RunStatus::Complete
             && manifest.cells.iter().all(|c| c.status == CellStatus::Ok)
         {
@@ -244,7 +286,7 @@ impl Ledger {
             .filter(|c| manifest.cells.iter().any(|i| i.id == c.id))
             .collect();
         Ok(Ledger {
-            bundle: Bundle::open(dir).with_redactor(redactor),
+            bundle,
             manifest,
             progress,
             done,
@@ -683,6 +725,7 @@ fn unrun_summary(plan: &Plan, cell: &Cell, status: CellStatus, reason: &str) -> 
         repeats: Vec::new(),
         resources: None,
         engine_metrics: None,
+        prefix_cache_hit_rate: None,
         slo: None,
         records: None,
     }

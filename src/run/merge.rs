@@ -247,6 +247,8 @@ fn write_merged(
     for p in parts {
         copy_dir(&p.dir, to, layout::CELLS)?;
         copy_dir(&p.dir, to, layout::LOGS)?;
+        // Every part of one plan materialized the same requests: one copy of each file.
+        copy_dir(&p.dir, to, layout::WORKLOADS)?;
     }
     concat(parts, to, layout::SAMPLES)?;
     concat(parts, to, layout::TELEMETRY)?;
@@ -287,6 +289,12 @@ fn write_merged(
             status: cell_of(&c.id).map_or(CellStatus::Pending, |i| i.status),
         })
         .collect();
+    manifest.workloads = Vec::new();
+    for w in parts.iter().flat_map(|p| p.manifest.workloads.iter()) {
+        if !manifest.workloads.iter().any(|m| m.name == w.name) {
+            manifest.workloads.push(w.clone());
+        }
+    }
     manifest.searches = parts
         .iter()
         .flat_map(|p| p.manifest.searches.iter().cloned())

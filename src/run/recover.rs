@@ -115,6 +115,7 @@ pub fn recover(dir: &Path) -> Result<Recovered, RecoverError> {
             repeats: Vec::new(),
             resources: None,
             engine_metrics: None,
+            prefix_cache_hit_rate: None,
             slo: None,
             records: journal.is_file().then(|| layout::cell_records(&index.id)),
         };

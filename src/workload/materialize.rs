@@ -116,6 +116,43 @@ impl Materialized {
     }
 }
 
+/// A resolved workload's requests, as sent: its prompts with each request's shape (the plan's
+/// own prompts included, so every bundle stores what was sent).
+pub fn of_workload(w: &crate::plan::model::WorkloadSpec) -> Materialized {
+    let requests = w
+        .prompts
+        .iter()
+        .enumerate()
+        .map(|(index, p)| {
+            let shape = w.shapes.get(index).cloned().unwrap_or_default();
+            Request {
+                index,
+                session: None,
+                turn: None,
+                scheduled_offset_us: shape.scheduled_offset_us,
+                body: match p {
+                    crate::plan::model::Prompt::Text(t) => Body::Text(t.clone()),
+                    crate::plan::model::Prompt::Messages(m) => Body::Messages(
+                        m.iter()
+                            .map(|m| Message {
+                                role: m.role.clone(),
+                                content: m.content.clone(),
+                            })
+                            .collect(),
+                    ),
+                },
+                max_tokens: shape.max_tokens,
+                min_tokens: shape.min_tokens,
+                prompt_len: shape.prompt_len as usize,
+            }
+        })
+        .collect();
+    Materialized {
+        unit: w.unit,
+        requests,
+    }
+}
+
 /// Lowercase hex sha256 of `bytes` (the manifest's form).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)

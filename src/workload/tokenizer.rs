@@ -101,14 +101,20 @@ impl Tokenizer {
 }
 
 /// What a length is counted in: tokens with a tokenizer, whitespace-separated words without.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CountUnit {
     Tokens,
+    #[default]
     Words,
 }
 
 impl CountUnit {
+    /// Words are the default: a resolved plan leaves the unit out then.
+    pub fn is_words(&self) -> bool {
+        *self == CountUnit::Words
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             CountUnit::Tokens => "tokens",

@@ -2,6 +2,7 @@
 
 use toml::Spanned;
 
+use super::source;
 use super::Resolver;
 use crate::plan::model::*;
 use crate::plan::prompts;
@@ -20,9 +21,10 @@ impl Resolver<'_> {
             w.prompts_file.as_ref().map(|p| p.span()),
             w.documents.as_ref().map(|p| p.span()),
             w.synthetic.as_ref().map(|p| p.span()),
+            w.dataset.as_ref().map(|p| p.span()),
         ];
         let given: Vec<_> = sources.iter().flatten().cloned().collect();
-        let source_hint = "use exactly one of `prompts = [...]`, `prompts_file = \"...\"`, `[workload.documents]` or `[workload.synthetic]`";
+        let source_hint = "use exactly one of `prompts = [...]`, `prompts_file = \"...\"`, `[workload.documents]`, `[workload.synthetic]` or `[workload.dataset]`";
         if given.len() != 1 {
             let span = given.get(1).cloned().unwrap_or(w.name.span());
             let msg = if given.is_empty() {
@@ -33,7 +35,26 @@ impl Resolver<'_> {
             self.error_at(span, msg, Some(source_hint.into()));
             return None;
         }
-        let loaded = if let Some(p) = &w.prompts {
+        let tokenizer = self.tokenizer(w).ok()?;
+        let counter = source::counter(tokenizer.as_ref());
+        let wanted_max = w
+            .max_tokens
+            .as_ref()
+            .map_or(Some(128), |m| self.positive(m, "`max_tokens`", 1_000_000));
+        // Sources of `src/workload/` build their requests (and lengths) themselves; the plan's
+        // own prompts (and today's word synthetic) are counted here.
+        let built = match (&w.synthetic, &w.dataset) {
+            (Some(s), _) if !(s.get_ref().is_legacy() && tokenizer.is_none()) => {
+                Some(self.synthetic(s, w, tokenizer.as_ref())?)
+            }
+            (_, Some(d)) => {
+                Some(self.dataset(d, w, wanted_max.map(|m| m as u32), tokenizer.as_ref())?)
+            }
+            _ => None,
+        };
+        let loaded = if built.is_some() {
+            Ok((String::new(), Vec::new()))
+        } else if let Some(p) = &w.prompts {
             Ok((
                 "inline".to_string(),
                 p.get_ref().iter().cloned().map(Prompt::Text).collect(),
@@ -67,15 +88,18 @@ impl Resolver<'_> {
                 .map_err(|e| (d.file.span(), e))
         } else if let Some(s) = &w.synthetic {
             let s = s.get_ref();
+            let Some(input_tokens) = &s.input_tokens else {
+                return None;
+            };
             match (
-                self.positive(&s.input_tokens, "`input_tokens`", 1_000_000),
+                self.positive(input_tokens, "`input_tokens`", 1_000_000),
                 s.count
                     .as_ref()
                     .map_or(Some(16), |c| self.positive(c, "`count`", 1_000_000)),
             ) {
                 (Some(len), Some(count)) if len * count > 50_000_000 => {
                     self.error_at(
-                        s.input_tokens.span(),
+                        input_tokens.span(),
                         format!("{count} synthetic prompts of {len} words is more text than a benchmark needs"),
                         Some("keep `input_tokens x count` under 50 million words; requests reuse prompts in turn".into()),
                     );
@@ -93,9 +117,29 @@ impl Resolver<'_> {
         } else {
             return None;
         };
-        let (source, prompts) = match loaded {
-            Ok(v) => v,
-            Err((span, e)) => {
+        // The bound on every request's `max_tokens`: the source's own where it sets them.
+        let own_max = built.as_ref().and_then(|b| b.max_tokens).map(u64::from);
+        let max_tokens = wanted_max.map(|m| match own_max {
+            Some(own) if w.max_tokens.is_none() => own,
+            Some(own) => m.max(own),
+            None => m,
+        });
+        let (source, prompts, shapes) = match (loaded, built) {
+            (_, Some(b)) => (b.source, b.prompts, b.shapes),
+            (Ok((source, prompts)), None) => {
+                let mut shapes = Vec::with_capacity(prompts.len());
+                for p in &prompts {
+                    match source::shape_of(p, &counter) {
+                        Ok(s) => shapes.push(s),
+                        Err(e) => {
+                            self.error_at(given[0].clone(), e, None);
+                            return None;
+                        }
+                    }
+                }
+                (source, prompts, shapes)
+            }
+            (Err((span, e)), None) => {
                 self.error_at(span, e.message, e.hint);
                 return None;
             }
@@ -109,10 +153,6 @@ impl Resolver<'_> {
             return None;
         }
 
-        let max_tokens = w
-            .max_tokens
-            .as_ref()
-            .map_or(Some(128), |m| self.positive(m, "`max_tokens`", 1_000_000));
         let min_tokens = match &w.min_tokens {
             None => Some(None),
             Some(m) => match (self.positive(m, "`min_tokens`", 1_000_000), max_tokens) {
@@ -153,13 +193,46 @@ impl Resolver<'_> {
                 self.search(sp.get_ref())
             }
         };
-        let load = self.load(
+        // A trace is its own schedule: one open-loop pass over it at the recorded offsets.
+        let trace: Vec<u64> = shapes
+            .iter()
+            .filter_map(|s| s.scheduled_offset_us)
+            .collect();
+        let is_trace = !trace.is_empty();
+        if let (true, Some(own)) = (is_trace, &w.load) {
+            if let Some(span) = own
+                .concurrency
+                .as_ref()
+                .map(|c| c.span())
+                .or(own.rate.as_ref().map(|r| r.span()))
+            {
+                self.error_at(
+                    span,
+                    format!("workload `{name}` replays a trace, which sets its own schedule"),
+                    Some("remove `concurrency`/`rate` from `[workload.load]`; `time_scale` speeds the trace up or slows it down".into()),
+                );
+                return None;
+            }
+        }
+        let mut load = self.load(
             &name,
             w.load.as_ref(),
             default_load,
             prompts.len() as u64 * repeat.unwrap_or(1),
-            search.is_some(),
+            search.is_some() || is_trace,
         );
+        if let (true, Some(l)) = (is_trace, load.as_mut()) {
+            let span_s = trace.last().copied().unwrap_or(0) as f64 / 1e6;
+            // The level's label: the trace's mean rate.
+            let rate = if span_s > 0.0 {
+                (trace.len() - 1).max(1) as f64 / span_s
+            } else {
+                1.0
+            };
+            l.levels = vec![LoadLevel::Rate((rate * 1000.0).round() / 1000.0)];
+            l.stop = StopRule::Requests(trace.len() as u64);
+            l.warmup = 0;
+        }
         if let Some(l) = &load {
             self.check_reach(&name, w, l, search.as_mut());
         }
@@ -169,6 +242,9 @@ impl Resolver<'_> {
                     name,
                     source,
                     prompts,
+                    shapes,
+                    unit: counter.unit(),
+                    tokenizer: tokenizer.map(|(_, p)| p),
                     max_tokens: max_tokens as u32,
                     min_tokens,
                     temperature,
