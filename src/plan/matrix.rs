@@ -349,39 +349,19 @@ pub fn placeholders(template: &str) -> Vec<&str> {
 /// placeholders, unknown ones, doubled braces) for resolution. With `quote`, each value is
 /// quoted for a shell-like split, so a value with a space stays one argument.
 fn substitute(template: &str, vars: &[(String, String)], quote: bool) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(i) = rest.find(['{', '}']) {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i..];
-        if tail.starts_with("{{") || tail.starts_with("}}") {
-            out.push_str(&tail[..2]);
-            rest = &tail[2..];
-        } else if let Some(stripped) = tail.strip_prefix('{') {
-            match stripped.find('}') {
-                Some(end) => {
-                    let key = &stripped[..end];
-                    match vars.iter().find(|(k, _)| k == key) {
-                        Some((_, v)) if quote => out.push_str(
-                            &shlex::try_quote(v).map_or_else(|_| v.clone(), |q| q.into_owned()),
-                        ),
-                        Some((_, v)) => out.push_str(v),
-                        None => out.push_str(&tail[..end + 2]),
-                    }
-                    rest = &stripped[end + 1..];
-                }
-                None => {
-                    out.push_str(tail);
-                    rest = "";
-                }
+    let found = super::placeholder::scan(template, true, |key| {
+        Ok::<_, std::convert::Infallible>(vars.iter().find(|(k, _)| k == key).map(|(_, v)| {
+            if quote {
+                shlex::try_quote(v).map_or_else(|_| v.clone(), |q| q.into_owned())
+            } else {
+                v.clone()
             }
-        } else {
-            out.push('}');
-            rest = &tail[1..];
-        }
+        }))
+    });
+    match found {
+        Ok(s) => s,
+        Err(never) => match never {},
     }
-    out.push_str(rest);
-    out
 }
 
 fn sub_spanned(s: &Spanned<String>, vars: &[(String, String)]) -> Spanned<String> {

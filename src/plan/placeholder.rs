@@ -12,21 +12,36 @@ pub const BUILTINS: &[&str] = &["port", "model", "name", "host", "runner", "plan
 
 /// Replaces every `{key}` with its value. Returns the unknown key on failure.
 pub fn expand(template: &str, vars: &BTreeMap<&str, String>) -> Result<String, String> {
+    scan(template, false, |key| {
+        vars.get(key)
+            .cloned()
+            .map(Some)
+            .ok_or_else(|| key.to_string())
+    })
+}
+
+/// Walks the `{name}` placeholders of `template`: `lookup` gives a name's text, `Ok(None)`
+/// keeps `{name}` as written, `Err` stops the walk. Doubled braces become one brace, or stay
+/// doubled with `keep_doubled` (for a pass that leaves them to a later one).
+pub fn scan<E>(
+    template: &str,
+    keep_doubled: bool,
+    mut lookup: impl FnMut(&str) -> Result<Option<String>, E>,
+) -> Result<String, E> {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
     while let Some(i) = rest.find(['{', '}']) {
         out.push_str(&rest[..i]);
         let tail = &rest[i..];
         if tail.starts_with("{{") || tail.starts_with("}}") {
-            out.push_str(&tail[..1]);
+            out.push_str(&tail[..if keep_doubled { 2 } else { 1 }]);
             rest = &tail[2..];
         } else if let Some(stripped) = tail.strip_prefix('{') {
             match stripped.find('}') {
                 Some(end) => {
-                    let key = &stripped[..end];
-                    match vars.get(key) {
-                        Some(v) => out.push_str(v),
-                        None => return Err(key.to_string()),
+                    match lookup(&stripped[..end])? {
+                        Some(v) => out.push_str(&v),
+                        None => out.push_str(&tail[..end + 2]),
                     }
                     rest = &stripped[end + 1..];
                 }
