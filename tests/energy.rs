@@ -91,6 +91,37 @@ fn constant_power_integrates_to_power_times_the_cells_own_span() {
     );
     let samples = std::fs::read_to_string(bundle.join("samples.jsonl")).expect("samples");
     assert!(samples.contains("\"power\":[{\"index\":0,\"power_mw\":300000}]"));
+
+    // The views: the report's energy table with $ per million tokens from time and from
+    // energy, the CSV's columns, and the energy chart.
+    let report = std::fs::read_to_string(bundle.join("report.md")).expect("report");
+    assert!(report.contains("Power, energy and cost"), "{report}");
+    let csv = std::fs::read_to_string(bundle.join("summary.csv")).expect("csv");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let row: Vec<&str> = lines.next().expect("row").split(',').collect();
+    let col = |name: &str| {
+        let i = header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("no {name} in {header:?}"));
+        row[i]
+            .parse::<f64>()
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    assert_eq!(col("power_mean_w"), 300.0);
+    assert_eq!(col("power_peak_w"), 300.0);
+    let tok_s = m["output_tok_per_s"].as_f64().expect("tok/s");
+    let from_time = 3.6 / (tok_s * 3600.0) * 1e6;
+    assert!(close(col("usd_per_m_output_tokens_time"), from_time, 1e-5));
+    let from_energy = 0.12 * per_token / 3.6;
+    assert!(close(
+        col("usd_per_m_output_tokens_energy"),
+        from_energy,
+        1e-5
+    ));
+    assert!(bundle.join("charts/energy_w.svg").is_file());
+    assert!(bundle.join("charts/memory_pareto_w.svg").is_file());
 }
 
 #[test]
@@ -126,5 +157,6 @@ fn a_gpu_without_power_readings_leaves_the_figures_out_with_the_reason() {
     );
     // The rest of the cell is measured as ever, and the views render without the figures.
     assert_eq!(c["status"], "ok");
-    assert!(bundle.join("report.md").is_file());
+    let report = std::fs::read_to_string(bundle.join("report.md")).expect("report");
+    assert!(report.contains("no power reading"), "{report}");
 }
