@@ -160,3 +160,47 @@ fn a_gpu_without_power_readings_leaves_the_figures_out_with_the_reason() {
     let report = std::fs::read_to_string(bundle.join("report.md")).expect("report");
     assert!(report.contains("no power reading"), "{report}");
 }
+
+#[test]
+fn compare_judges_energy_per_token_lower_is_better() {
+    let s = Scratch::new();
+    let (base, _) = run(&s, "0\npower_w=300\n");
+    // The same cells, at 1.5x the energy per token and per request and the same power.
+    let hungry = s.path().join("hungry");
+    derive_bundle(&base, &hungry, &|name, v| {
+        if name.ends_with(".summary.json") {
+            let e = &mut v["resources"]["energy"];
+            for k in ["energy_j_per_output_token", "energy_j_per_request"] {
+                let x = e[k].as_f64().expect("a figure");
+                e[k] = (x * 1.5).into();
+            }
+        }
+    });
+    let out = s.runner(&[
+        "compare",
+        base.to_str().expect("p"),
+        hungry.to_str().expect("p"),
+        "--format",
+        "markdown",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let md = String::from_utf8_lossy(&out.stdout).into_owned();
+    let row = |metric: &str| {
+        md.lines()
+            .find(|l| l.contains(&format!("| {metric} |")))
+            .unwrap_or_else(|| panic!("no {metric} row in {md}"))
+            .to_string()
+    };
+    assert!(
+        row("energy_j_per_output_token").ends_with("| 1.500x | worse |"),
+        "{md}"
+    );
+    assert!(
+        row("energy_j_per_request").ends_with("| 1.500x | worse |"),
+        "{md}"
+    );
+    assert!(
+        row("power_mean_w").ends_with("| 1.000x | no significant difference |"),
+        "{md}"
+    );
+}
