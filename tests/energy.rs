@@ -96,6 +96,17 @@ fn constant_power_integrates_to_power_times_the_cells_own_span() {
     // energy, the CSV's columns, and the energy chart.
     let report = std::fs::read_to_string(bundle.join("report.md")).expect("report");
     assert!(report.contains("Power, energy and cost"), "{report}");
+    // The before/after table gives the energy per token and its electricity cost too.
+    assert!(
+        report.contains(&format!(
+            "| energy per output token (J) | {per_token:.4} (at 2) |"
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains("| $ per million output tokens, electricity |"),
+        "{report}"
+    );
     let csv = std::fs::read_to_string(bundle.join("summary.csv")).expect("csv");
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().expect("header").split(',').collect();

@@ -272,3 +272,31 @@ pub fn push_all(b: &LoadedBundle, charts: &mut Vec<Chart>, errors: &mut Vec<Stri
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_front_is_drawn_through_its_points_only() {
+        let p = |label: &str, x: f64, y: f64| Point {
+            label: label.into(),
+            x,
+            y,
+        };
+        // b is beaten by c (faster, less memory): the front is a and c.
+        let pts = [
+            p("a", 100.0, 10.0),
+            p("b", 150.0, 30.0),
+            p("c", 200.0, 20.0),
+        ];
+        let svg =
+            scatter_with_front("t", "x", "y", &pts, (Goal::Higher, Goal::Lower)).expect("drawn");
+        assert!(svg.contains("Pareto front"));
+        for l in ["a", "b", "c"] {
+            assert!(svg.contains(&format!("\n{l}\n")), "label {l}");
+        }
+        // One ring per point on the front, one dot per point.
+        assert_eq!(svg.matches("<circle").count(), 2 + 3, "{svg}");
+    }
+}
