@@ -207,3 +207,16 @@ fn synthetic_prefix_longer_than_the_prompt() {
         "input_tokens = 16\nprefix_tokens = 16\ncount = 8\n"
     ));
 }
+
+#[test]
+fn cost_without_a_price() {
+    insta::assert_snapshot!(validate_with("[load]", "[cost]\n\n[load]"));
+}
+
+#[test]
+fn negative_usd_per_kwh() {
+    insta::assert_snapshot!(validate_with(
+        "[load]",
+        "[cost]\nusd_per_hour = 2.49\nusd_per_kwh = -0.12\n\n[load]"
+    ));
+}

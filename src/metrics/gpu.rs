@@ -1,8 +1,13 @@
 //! GPU telemetry through NVML, best effort: where NVML cannot be loaded (no driver, no GPU)
 //! the run records why and goes on.
 
+use std::sync::Mutex;
+use std::time::Instant;
+
 use nvml_wrapper::Nvml;
 use serde::{Deserialize, Serialize};
+
+use super::energy::PowerReading;
 
 /// What the bundle records about the machine's GPUs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -48,8 +53,70 @@ pub struct Gpu {
     nvml: Option<Nvml>,
     count: u32,
     /// `RUNNER_FAKE_GPU`: a file standing in for one GPU, for tests of GPU behaviour on
-    /// machines without one. Line 1: used bytes; optional line 2: the PID holding it.
+    /// machines without one. Line 1: used bytes; optional line 2: the PID holding it; optional
+    /// `power_w=` and `energy_mj=` lines anywhere (`FakePower`).
     fake: Option<std::path::PathBuf>,
+    /// What power reads remember between samples.
+    power: Mutex<PowerState>,
+}
+
+/// The fake GPU's script position and energy counter, and the first error NVML gave for a
+/// power reading (the reason figures are missing).
+#[derive(Debug, Default)]
+struct PowerState {
+    reads: usize,
+    fake_counter_mj: f64,
+    fake_last: Option<Instant>,
+    error: Option<String>,
+}
+
+/// The fake GPU's power lines: `power_w=300` (a constant) or `power_w=100,250,300` (one value
+/// per read, the last repeated); `energy_mj=counter` (a total-energy counter that accrues each
+/// read's power since the previous read, so constant power P gives exactly P x elapsed, to the
+/// millijoule) or `energy_mj=1000,2000` (the counter's values, one per read). Without a
+/// `power_w` line the fake has no power reading; without `energy_mj`, no counter.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FakePower {
+    pub power_w: Vec<f64>,
+    pub energy: FakeEnergy,
+}
+
+/// The fake GPU's energy counter.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum FakeEnergy {
+    #[default]
+    None,
+    /// Accrues the fake power over time.
+    Counter,
+    /// These values, one per read, the last repeated.
+    Script(Vec<u64>),
+}
+
+impl FakePower {
+    /// Reads the `power_w=` and `energy_mj=` lines of a fake GPU file (other lines are the
+    /// memory and PID lines, read elsewhere); values that do not parse are left out.
+    pub fn parse(text: &str) -> FakePower {
+        let mut out = FakePower::default();
+        for line in text.lines() {
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
+            let list = || value.split(',').map(str::trim).filter(|v| !v.is_empty());
+            match key.trim() {
+                "power_w" => out.power_w = list().filter_map(|v| v.parse().ok()).collect(),
+                "energy_mj" if value.trim() == "counter" => out.energy = FakeEnergy::Counter,
+                "energy_mj" => {
+                    out.energy = FakeEnergy::Script(list().filter_map(|v| v.parse().ok()).collect())
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+fn nth<T: Copy>(script: &[T], i: usize) -> Option<T> {
+    script.get(i.min(script.len().saturating_sub(1))).copied()
 }
 
 /// The environment variable that replaces NVML with a file (tests only).
@@ -81,6 +148,7 @@ impl Gpu {
                 nvml: None,
                 count: 1,
                 fake: Some(path.into()),
+                power: Mutex::default(),
             };
             return (Some(gpu), inventory);
         }
@@ -125,6 +193,7 @@ impl Gpu {
                 nvml: Some(nvml),
                 count,
                 fake: None,
+                power: Mutex::default(),
             }),
             inventory,
         )
@@ -200,5 +269,124 @@ impl Gpu {
                 })
             })
             .collect()
+    }
+
+    /// Reads every device's power draw and total-energy counter; `at` is the instant the
+    /// sample is stamped with (the fake's counter accrues up to it). A device that gives no
+    /// reading is listed without one; the first NVML error is kept for `power_error`.
+    pub fn power_at(&self, at: Instant) -> Vec<PowerReading> {
+        let mut st = self.power.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = &self.fake {
+            let fake = FakePower::parse(&std::fs::read_to_string(f).unwrap_or_default());
+            let watts = nth(&fake.power_w, st.reads);
+            if watts.is_none() && st.error.is_none() {
+                st.error = Some(format!("the fake GPU ({FAKE_GPU_ENV}) has no power_w line"));
+            }
+            let since = st
+                .fake_last
+                .map_or(0.0, |l| at.duration_since(l).as_secs_f64());
+            st.fake_counter_mj += watts.unwrap_or(0.0) * 1000.0 * since;
+            st.fake_last = Some(at);
+            let energy_mj = match &fake.energy {
+                FakeEnergy::None => None,
+                FakeEnergy::Counter => Some(st.fake_counter_mj.round() as u64),
+                FakeEnergy::Script(v) => nth(v, st.reads),
+            };
+            st.reads += 1;
+            return (0..self.count)
+                .map(|index| PowerReading {
+                    index,
+                    power_mw: watts.map(|w| (w * 1000.0).round() as u32),
+                    energy_mj,
+                })
+                .collect();
+        }
+        let Some(nvml) = &self.nvml else {
+            return Vec::new();
+        };
+        (0..self.count)
+            .map(|index| {
+                let (power_mw, energy_mj) = match nvml.device_by_index(index) {
+                    Ok(d) => {
+                        let power = d.power_usage();
+                        if let Err(e) = &power {
+                            if st.error.is_none() {
+                                st.error = Some(format!("NVML power usage of GPU {index}: {e}"));
+                            }
+                        }
+                        // A missing counter is normal before Volta: the integral stands in.
+                        (power.ok(), d.total_energy_consumption().ok())
+                    }
+                    Err(e) => {
+                        if st.error.is_none() {
+                            st.error = Some(format!("NVML cannot open GPU {index}: {e}"));
+                        }
+                        (None, None)
+                    }
+                };
+                PowerReading {
+                    index,
+                    power_mw,
+                    energy_mj,
+                }
+            })
+            .collect()
+    }
+
+    /// Why power readings were missing, the first time one was.
+    pub fn power_error(&self) -> Option<String> {
+        self.power
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .error
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fake_gpu_reads_power_and_energy_lines_anywhere() {
+        let f = FakePower::parse("3221225472\n1234\npower_w=300\nenergy_mj=counter\n");
+        assert_eq!(f.power_w, vec![300.0]);
+        assert_eq!(f.energy, FakeEnergy::Counter);
+        let f = FakePower::parse("0\npower_w = 100, 250\nenergy_mj=5,9\n");
+        assert_eq!(f.power_w, vec![100.0, 250.0]);
+        assert_eq!(f.energy, FakeEnergy::Script(vec![5, 9]));
+        assert_eq!(FakePower::parse("0\n"), FakePower::default());
+        assert_eq!(nth(&[1, 2], 0), Some(1));
+        assert_eq!(nth(&[1, 2], 5), Some(2));
+        assert_eq!(nth::<u64>(&[], 0), None);
+    }
+
+    #[test]
+    fn the_fake_counter_accrues_its_power_and_scripts_advance_per_read() {
+        let dir = std::env::temp_dir().join(format!("runner-fake-gpu-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("gpu");
+        std::fs::write(&path, "0\npower_w=300\nenergy_mj=counter\n").expect("write");
+        let gpu = Gpu {
+            nvml: None,
+            count: 1,
+            fake: Some(path.clone()),
+            power: Mutex::default(),
+        };
+        let t0 = Instant::now();
+        let first = gpu.power_at(t0);
+        let second = gpu.power_at(t0 + std::time::Duration::from_millis(1500));
+        assert_eq!(first[0].power_mw, Some(300_000));
+        assert_eq!(first[0].energy_mj, Some(0));
+        assert_eq!(second[0].energy_mj, Some(450_000));
+        std::fs::write(&path, "0\npower_w=100,200\nenergy_mj=7,8\n").expect("write");
+        let third = gpu.power_at(t0 + std::time::Duration::from_millis(2000));
+        // The third read takes the script's last values.
+        assert_eq!(third[0].power_mw, Some(200_000));
+        assert_eq!(third[0].energy_mj, Some(8));
+        std::fs::write(&path, "0\n").expect("write");
+        assert_eq!(gpu.power_at(t0)[0].power_mw, None);
+        assert!(gpu.power_error().is_some_and(|e| e.contains("power_w")));
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -2,6 +2,7 @@
 //! (verdict, SLO, client check, statistics), and resource telemetry.
 
 pub mod client_check;
+pub mod energy;
 pub mod gpu;
 pub mod record;
 pub mod sampler;

@@ -1,5 +1,5 @@
-//! A background thread that samples GPU memory and utilization (when NVML is there) and the
-//! resident memory of the current engine's process group, writes every sample to the
+//! A background thread that samples GPU memory, utilization and power (when NVML is there) and
+//! the resident memory of the current engine's process group, writes every sample to the
 //! bundle, and folds them into per-window (per-cell) statistics.
 
 use std::io::Write;
@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::energy::{Energy, EnergyFolder, PowerReading};
 use super::gpu::{Gpu, GpuReading};
 use crate::procfs;
 
@@ -35,6 +36,10 @@ pub struct Resources {
     /// What the driver reserves, summed over GPUs (not part of "used").
     #[serde(default)]
     pub gpu_mem_reserved_bytes: Option<u64>,
+    /// Power draw and energy of the sampled GPUs over the window (`metrics::energy`); absent
+    /// without GPU telemetry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub energy: Option<Energy>,
 }
 
 #[derive(Default)]
@@ -52,6 +57,7 @@ struct Window {
     egpu_sum: f64,
     egpu_peak: u64,
     reserved: Option<u64>,
+    energy: EnergyFolder,
 }
 
 impl Window {
@@ -83,7 +89,15 @@ impl Window {
         }
     }
 
-    fn resources(&self) -> Resources {
+    /// A window whose power is attributed over `devices` (`None`: every device sampled).
+    fn for_devices(devices: Option<Vec<u32>>) -> Window {
+        Window {
+            energy: EnergyFolder::new(devices),
+            ..Window::default()
+        }
+    }
+
+    fn resources(&self, power_error: Option<&str>) -> Resources {
         let gpu = self.gpu_n > 0;
         let rss = self.rss_n > 0;
         Resources {
@@ -98,6 +112,7 @@ impl Window {
             engine_gpu_mem_mean_bytes: (self.egpu_n > 0)
                 .then(|| (self.egpu_sum / self.egpu_n as f64) as u64),
             gpu_mem_reserved_bytes: self.reserved,
+            energy: self.energy.finish(power_error),
         }
     }
 }
@@ -107,6 +122,8 @@ struct State {
     pgid: Option<i32>,
     label: String,
     window: Window,
+    /// The GPUs whose power a window attributes (`None`: every device sampled).
+    energy_devices: Option<Vec<u32>>,
     /// `samples.jsonl` (the bundle's journal writer).
     out: Option<Box<dyn Write + Send>>,
     started: std::time::Instant,
@@ -121,11 +138,21 @@ struct SampleLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     engine_gpu_bytes: Option<u64>,
     gpus: &'a [GpuReading],
+    /// Power draw and energy counter per GPU, where NVML gives them.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    power: &'a [PowerReading],
 }
 
 impl State {
+    fn power_error(&self) -> Option<String> {
+        self.gpu.as_ref().and_then(Gpu::power_error)
+    }
+
     fn sample(&mut self) {
+        let at = std::time::Instant::now();
+        let t_s = at.duration_since(self.started).as_secs_f64();
         let gpu = self.gpu.as_ref().map(Gpu::read).unwrap_or_default();
+        let power = self.gpu.as_ref().map(|g| g.power_at(at));
         let rss = self.pgid.map(procfs::group_rss_bytes).filter(|&r| r > 0);
         let engine_gpu = match (&self.gpu, self.pgid) {
             (Some(g), Some(pgid)) => {
@@ -144,13 +171,17 @@ impl State {
             _ => None,
         };
         self.window.add(&gpu, rss, engine_gpu);
+        if let Some(p) = &power {
+            self.window.energy.add(t_s, p);
+        }
         if let Some(out) = &mut self.out {
             let line = SampleLine {
-                t_s: self.started.elapsed().as_secs_f64(),
+                t_s,
                 label: &self.label,
                 rss_bytes: rss,
                 engine_gpu_bytes: engine_gpu,
                 gpus: &gpu,
+                power: power.as_deref().unwrap_or_default(),
             };
             if serde_json::to_writer(&mut *out, &line).is_ok() {
                 let _ = out.write_all(b"\n");
@@ -178,6 +209,7 @@ impl Sampler {
             pgid: None,
             label: String::new(),
             window: Window::default(),
+            energy_devices: None,
             out,
             started: std::time::Instant::now(),
         }));
@@ -218,7 +250,7 @@ impl Sampler {
     pub fn begin_window(&self, label: &str) {
         let mut s = self.lock();
         s.label = label.to_string();
-        s.window = Window::default();
+        s.window = Window::for_devices(s.energy_devices.clone());
         s.sample();
     }
 
@@ -226,12 +258,17 @@ impl Sampler {
     pub fn end_window(&self) -> Resources {
         let mut s = self.lock();
         s.sample();
-        let r = s.window.resources();
+        let r = s.window.resources(s.power_error().as_deref());
         if let Some(out) = &mut s.out {
             // Samples are best-effort: a journal that stopped says so when it is finished.
             out.flush().ok();
         }
         r
+    }
+
+    /// Attributes the power of the next windows to these GPUs (`None`: every GPU sampled).
+    pub fn set_energy_devices(&self, devices: Option<Vec<u32>>) {
+        self.lock().energy_devices = devices;
     }
 
     /// GPU memory used now, summed over GPUs; `None` without NVML.
@@ -253,10 +290,11 @@ impl Sampler {
     /// One reading now, outside any window.
     pub fn snapshot(&self, label: &str) -> Resources {
         let mut s = self.lock();
-        let saved = std::mem::take(&mut s.window);
+        let fresh = Window::for_devices(s.energy_devices.clone());
+        let saved = std::mem::replace(&mut s.window, fresh);
         s.label = label.to_string();
         s.sample();
-        let r = s.window.resources();
+        let r = s.window.resources(s.power_error().as_deref());
         s.window = saved;
         r
     }

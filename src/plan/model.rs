@@ -26,6 +26,10 @@ pub struct Plan {
     /// `[cost] usd_per_hour`: what the machine costs, for dollars per million tokens.
     #[serde(default)]
     pub usd_per_hour: Option<f64>,
+    /// `[cost] usd_per_kwh`: what the electricity costs, for dollars per million tokens from
+    /// the GPUs' energy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_kwh: Option<f64>,
     /// Each cell is measured this many times (each run with its own warmup): summaries give the
     /// runs' mean and spread, and comparisons use it.
     #[serde(default = "one")]

@@ -24,7 +24,7 @@ pub struct RawPlan {
     #[serde(default)]
     pub report: Option<RawReport>,
     #[serde(default)]
-    pub cost: Option<RawCost>,
+    pub cost: Option<Spanned<RawCost>>,
     #[serde(default)]
     pub repeat: Option<Spanned<i64>>,
     #[serde(default, rename = "engine")]
@@ -308,11 +308,14 @@ pub struct RawGpu {
     pub enabled: Option<bool>,
 }
 
-/// `[cost]`: the price of the machine, for cost per token.
+/// `[cost]`: the price of the machine and of its electricity, for cost per token.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCost {
-    pub usd_per_hour: Spanned<f64>,
+    #[serde(default)]
+    pub usd_per_hour: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub usd_per_kwh: Option<Spanned<f64>>,
 }
 
 /// `[report]`.

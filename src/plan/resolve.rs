@@ -239,6 +239,45 @@ impl Resolver<'_> {
         }
     }
 
+    /// `[cost]`: `usd_per_hour` and `usd_per_kwh`, each a positive number, at least one given.
+    fn cost(&mut self, c: &Spanned<RawCost>) -> (Option<f64>, Option<f64>) {
+        let mut price = |v: &Option<Spanned<f64>>, key: &str, hint: &str| {
+            let v = v.as_ref()?;
+            let x = *v.get_ref();
+            if x > 0.0 && x.is_finite() {
+                return Some(x);
+            }
+            self.error_at(
+                v.span(),
+                format!("`{key}` must be a positive number"),
+                Some(hint.to_string()),
+            );
+            None
+        };
+        let cost = c.get_ref();
+        let hour = price(
+            &cost.usd_per_hour,
+            "usd_per_hour",
+            "the machine's price per hour in US dollars, e.g. 2.49",
+        );
+        let kwh = price(
+            &cost.usd_per_kwh,
+            "usd_per_kwh",
+            "the electricity price per kilowatt-hour in US dollars, e.g. 0.12",
+        );
+        if cost.usd_per_hour.is_none() && cost.usd_per_kwh.is_none() {
+            self.error_at(
+                c.span(),
+                "`[cost]` names no price",
+                Some(
+                    "give `usd_per_hour` (the machine) or `usd_per_kwh` (its electricity), or both"
+                        .into(),
+                ),
+            );
+        }
+        (hour, kwh)
+    }
+
     fn positive(&mut self, value: &Spanned<i64>, what: &str, max: i64) -> Option<u64> {
         let v = *value.get_ref();
         if v < 1 || v > max {
@@ -391,19 +430,9 @@ impl Resolver<'_> {
             },
         };
 
-        let usd_per_hour = match &raw.cost {
-            None => None,
-            Some(c) if *c.usd_per_hour.get_ref() > 0.0 && c.usd_per_hour.get_ref().is_finite() => {
-                Some(*c.usd_per_hour.get_ref())
-            }
-            Some(c) => {
-                self.error_at(
-                    c.usd_per_hour.span(),
-                    "`usd_per_hour` must be a positive number",
-                    Some("the machine's price per hour in US dollars, e.g. 2.49".into()),
-                );
-                None
-            }
+        let (usd_per_hour, usd_per_kwh) = match &raw.cost {
+            None => (None, None),
+            Some(c) => self.cost(c),
         };
         let repeat = raw
             .repeat
@@ -433,6 +462,7 @@ impl Resolver<'_> {
             gpu,
             report,
             usd_per_hour,
+            usd_per_kwh,
             repeat,
             cells,
         })

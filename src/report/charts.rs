@@ -25,7 +25,7 @@ pub struct Chart {
 const W: u32 = 760;
 const H: u32 = 400;
 
-fn color(i: usize) -> RGBColor {
+pub(super) fn color(i: usize) -> RGBColor {
     const P: [RGBColor; 8] = [
         RGBColor(0x4c, 0x72, 0xb0),
         RGBColor(0xdd, 0x84, 0x52),
@@ -119,7 +119,7 @@ fn slo_bound(w: &WorkloadSpec, metric: SloMetric) -> Option<(f64, String)> {
         .map(|r| (r.max_ms, r.key()))
 }
 
-fn top(max: f64) -> f64 {
+pub(super) fn top(max: f64) -> f64 {
     if max > 0.0 {
         max * 1.18
     } else {
@@ -536,5 +536,6 @@ pub fn all(b: &LoadedBundle) -> (Vec<Chart>, Vec<String>) {
         Ok(None) => {}
         Err(e) => errors.push(format!("chart memory: {e}")),
     }
+    super::energy_charts::push_all(b, &mut charts, &mut errors);
     (charts, errors)
 }

@@ -203,6 +203,34 @@ pub fn compare(base: &LoadedBundle, other: &LoadedBundle, threshold: f64) -> Com
                 verdict: verdict.to_string(),
             });
         }
+        // Energy figures: one per cell, no runs' spread; lower is better, and a difference
+        // within the threshold is noise.
+        for def in super::energy::COMPARED {
+            let (Some(va), Some(vb)) = ((def.pick)(a), (def.pick)(b)) else {
+                continue;
+            };
+            if va <= 0.0 {
+                continue;
+            }
+            let ratio = vb / va;
+            let verdict = if (ratio - 1.0).abs() <= threshold {
+                "no significant difference"
+            } else if ratio < 1.0 {
+                "better"
+            } else {
+                "worse"
+            };
+            rows.push(Row {
+                engine: a.engine.clone(),
+                workload: a.workload.clone(),
+                level: a.level.label(),
+                metric: def.key.to_string(),
+                base: va,
+                other: vb,
+                ratio,
+                verdict: verdict.to_string(),
+            });
+        }
     }
     for b in &other.cells {
         if !base

@@ -17,6 +17,8 @@ pub struct MatrixColumns {
     columns: Vec<(bool, String)>,
     engines: Vec<(String, MatrixValues)>,
     workloads: Vec<(String, MatrixValues)>,
+    /// The plan's prices, for the cost columns (`report::energy`).
+    prices: super::energy::Prices,
 }
 
 impl MatrixColumns {
@@ -32,6 +34,7 @@ impl MatrixColumns {
                 .iter()
                 .map(|w| (w.name.clone(), w.matrix.clone()))
                 .collect(),
+            prices: super::energy::Prices::of(plan),
             ..MatrixColumns::default()
         };
         for (from_engine, list) in [(true, &c.engines), (false, &c.workloads)] {
@@ -40,7 +43,9 @@ impl MatrixColumns {
                     if c.columns.iter().any(|(e, ck)| *e == from_engine && ck == k) {
                         continue;
                     }
-                    let taken = c.header.iter().any(|h| h == k) || HEADER.contains(&k);
+                    let taken = c.header.iter().any(|h| h == k)
+                        || HEADER.contains(&k)
+                        || super::energy::CSV_HEADER.contains(&k);
                     c.header.push(if taken {
                         format!("{}_{k}", if from_engine { "engine" } else { "workload" })
                     } else {
@@ -129,6 +134,7 @@ pub fn render(cells: &[CellSummary], matrix: &MatrixColumns) -> String {
     let mut header: Vec<&str> = HEADER[..2].to_vec();
     header.extend(matrix.header.iter().map(String::as_str));
     header.extend(&HEADER[2..]);
+    header.extend(super::energy::CSV_HEADER);
     let mut out = header.join(",");
     out.push('\n');
     for c in cells {
@@ -181,12 +187,37 @@ pub fn render(cells: &[CellSummary], matrix: &MatrixColumns) -> String {
                 t.gauge(&["num_requests_waiting", "num_queue_reqs"])
                     .map(|g| g.peak)
             })),
+            num(m.and_then(|m| m.goodput_req_per_s)),
+            // The client's own figures describe the client: kept for invalid cells too.
+            num(c
+                .metrics
+                .as_ref()
+                .and_then(|m| m.dispatch_lag_ms.as_ref())
+                .map(|s| s.p99)),
+            num(c.client.as_ref().map(|u| u.cpu_pct)),
             c.slo
                 .as_ref()
                 .map_or(String::new(), |s| s.passed.to_string()),
         ]);
+        fields.extend(super::energy::csv_fields(c, &matrix.prices));
         out.push_str(&fields.join(","));
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_row_has_a_field_per_column() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/quickstart_bundle");
+        let b = crate::bundle::read::load(&dir).expect("the fixture bundle");
+        let csv = super::render(&b.cells, &super::MatrixColumns::of(&b.plan));
+        let mut lines = csv.lines();
+        let n = lines.next().expect("header").split(',').count();
+        for l in lines {
+            assert_eq!(l.split(',').count(), n, "{l}");
+        }
+    }
 }

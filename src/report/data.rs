@@ -37,6 +37,8 @@ pub struct ReportData {
     pub cells_total: usize,
     pub cells_ok: usize,
     pub cells_failed: usize,
+    /// `[cost] usd_per_kwh`: the electricity price, for dollars per million tokens from energy.
+    pub usd_per_kwh: Option<f64>,
     /// The case-study tables, findings and cost.
     pub study: super::study::Study,
     /// Filled in by the renderer once the charts are drawn.
@@ -78,6 +80,8 @@ pub struct WorkloadView {
     pub telemetry: Vec<TelemetryRow>,
     /// The engines expanded from a matrix, grouped by the keys they vary (none without one).
     pub sweep: Option<SweepTable>,
+    /// Power, energy and cost per cell (`report::energy`; empty without GPU telemetry).
+    pub energy: Vec<super::energy::EnergyRow>,
 }
 
 /// The engines of an `[engine.matrix]` side by side for one workload: a column per matrix key,
@@ -523,6 +527,7 @@ pub fn build(b: &LoadedBundle) -> ReportData {
                 }
             });
             WorkloadView {
+                energy: super::energy::rows(&cells, &super::energy::Prices::of(&b.plan)),
                 sweep,
                 name: w.name.clone(),
                 source: w.source.clone(),
@@ -593,6 +598,7 @@ pub fn build(b: &LoadedBundle) -> ReportData {
         cells_total: b.manifest.cells.len(),
         cells_ok: ok,
         cells_failed: failed,
+        usd_per_kwh: b.plan.usd_per_kwh,
         study: super::study::build(b),
         charts: Vec::new(),
         chart_errors: Vec::new(),

@@ -161,9 +161,8 @@ pub fn build(b: &LoadedBundle) -> Study {
         }
         // Cost per token at the level that matters: the highest meeting the SLO, else the
         // fastest level measured.
-        let mut cost_cells = Vec::new();
-        for e in &engines {
-            let at = if w.slo.is_empty() {
+        let at = |e: &str| {
+            if w.slo.is_empty() {
                 levels
                     .iter()
                     .copied()
@@ -171,8 +170,11 @@ pub fn build(b: &LoadedBundle) -> Study {
                     .max_by(|a, b| tps(a).total_cmp(&tps(b)))
             } else {
                 capacity(e).and_then(|l| cell(e, l))
-            };
-            if let (Some(c), Some(price)) = (at, b.plan.usd_per_hour) {
+            }
+        };
+        let mut cost_cells = Vec::new();
+        for e in &engines {
+            if let (Some(c), Some(price)) = (at(e), b.plan.usd_per_hour) {
                 let t = tps(c);
                 if t > 0.0 {
                     cost_cells.push(CostRow {
@@ -194,6 +196,36 @@ pub fn build(b: &LoadedBundle) -> Study {
             }));
         }
         costs.extend(cost_cells);
+        // Energy per token at the same level, where the GPUs' power was read.
+        let energy = |e: &str| {
+            at(e)
+                .and_then(|c| {
+                    c.resources
+                        .as_ref()?
+                        .energy
+                        .as_ref()?
+                        .energy_j_per_output_token
+                })
+                .map(|j| (j, at(e).map(|c| c.level.label()).unwrap_or_default()))
+        };
+        if engines.iter().any(|e| energy(e).is_some()) {
+            rows.push(row("energy per output token (J)".into(), &|e| {
+                energy(e).map(|(j, l)| format!("{j:.4} (at {l})"))
+            }));
+            if let Some(kwh) = b.plan.usd_per_kwh {
+                rows.push(row(
+                    "$ per million output tokens, electricity".into(),
+                    &|e| {
+                        energy(e).map(|(j, l)| {
+                            format!(
+                                "{:.4} (at {l})",
+                                crate::metrics::energy::usd_per_million_tokens_from_energy(j, kwh)
+                            )
+                        })
+                    },
+                ));
+            }
+        }
 
         // Findings, stated from the numbers.
         let base = &engines[0];

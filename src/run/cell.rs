@@ -185,6 +185,10 @@ impl Run<'_> {
             Vec::new()
         };
         verdict::repeat_means(&mut metrics, &repeats);
+        let mut resources = resources;
+        if let Some(e) = &mut resources.energy {
+            e.derive(metrics.output_tok_per_s, metrics.request_per_s);
+        }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let usage = verdict::client_usage(cpu_s, wall, cores);
         let v = verdict::judge(&Measured {
