@@ -30,7 +30,14 @@ pub struct Plan {
     /// runs' mean and spread, and comparisons use it.
     #[serde(default = "one")]
     pub repeat: u32,
+    /// `[run] parallel`: engines whose device sets do not overlap run at the same time.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub parallel: bool,
     pub cells: Vec<Cell>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn one() -> u32 {
@@ -64,6 +71,9 @@ pub struct EngineSpec {
     /// The `[engine.matrix]` values this engine was expanded from (empty without a matrix).
     #[serde(default, skip_serializing_if = "MatrixValues::is_empty")]
     pub matrix: MatrixValues,
+    /// `gpus`: how many of the plan's devices the engine is given; `None`: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<u32>,
 }
 
 /// `accepts = [...]`: the non-standard request fields an engine takes. Both by default, since
@@ -448,6 +458,10 @@ pub struct GpuSpec {
     /// How long teardown waits for GPU memory to return to its level before launch.
     #[serde(with = "humantime_serde_compat", default = "gpu_release_timeout")]
     pub release_timeout: Duration,
+    /// `devices`: the GPUs engines are placed on (NVML indexes); `None`: every GPU NVML sees
+    /// when the run starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Vec<u32>>,
 }
 
 /// Bundles written before `release_timeout` existed read with the default.
