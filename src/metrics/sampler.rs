@@ -1,6 +1,7 @@
 //! A background thread that samples GPU memory and utilization (when NVML is there) and the
-//! resident memory of the current engine's process group, writes every sample to the
-//! bundle, and folds them into per-window (per-cell) statistics.
+//! resident memory of each running engine's process group, writes every sample to the
+//! bundle, and folds them into per-window (per-cell) statistics. Each engine has a lane: its
+//! figures cover its own devices (`[run] parallel` runs several engines side by side).
 
 use std::io::Write;
 
@@ -102,11 +103,63 @@ impl Window {
     }
 }
 
-struct State {
-    gpu: Option<Gpu>,
+/// One engine's view: its process group, its devices, the label of its samples and its
+/// window. Engines running side by side (`[run] parallel`) each have one.
+#[derive(Default)]
+struct Lane {
     pgid: Option<i32>,
+    /// The GPUs (NVML indexes) its figures cover; empty: all of them.
+    devices: Vec<u32>,
     label: String,
     window: Window,
+}
+
+/// One tick's readings, shared by every lane.
+struct Tick {
+    gpu: Vec<GpuReading>,
+    /// NVML's per-process list, read only when some lane has a process group.
+    processes: Vec<super::gpu::GpuProcess>,
+}
+
+impl Lane {
+    fn covers(&self, index: u32) -> bool {
+        self.devices.is_empty() || self.devices.contains(&index)
+    }
+
+    /// Folds one tick into the window; returns the line to journal.
+    fn add(&mut self, tick: &Tick) -> (Vec<GpuReading>, Option<u64>, Option<u64>) {
+        let gpu: Vec<GpuReading> = tick
+            .gpu
+            .iter()
+            .filter(|g| self.covers(g.index))
+            .copied()
+            .collect();
+        let rss = self.pgid.map(procfs::group_rss_bytes).filter(|&r| r > 0);
+        let engine_gpu = match self.pgid {
+            Some(pgid) if !tick.gpu.is_empty() => {
+                let members: std::collections::HashSet<u32> = procfs::group_members(pgid)
+                    .iter()
+                    .filter_map(|p| u32::try_from(p.pid).ok())
+                    .collect();
+                Some(
+                    tick.processes
+                        .iter()
+                        .filter(|p| self.covers(p.gpu) && members.contains(&p.pid))
+                        .filter_map(|p| p.used_bytes)
+                        .sum(),
+                )
+            }
+            _ => None,
+        };
+        self.window.add(&gpu, rss, engine_gpu);
+        (gpu, rss, engine_gpu)
+    }
+}
+
+struct State {
+    gpu: Option<Gpu>,
+    /// By engine index.
+    lanes: std::collections::BTreeMap<usize, Lane>,
     /// `samples.jsonl` (the bundle's journal writer).
     out: Option<Box<dyn Write + Send>>,
     started: std::time::Instant,
@@ -124,37 +177,61 @@ struct SampleLine<'a> {
 }
 
 impl State {
-    fn sample(&mut self) {
+    fn tick(&self) -> Tick {
         let gpu = self.gpu.as_ref().map(Gpu::read).unwrap_or_default();
-        let rss = self.pgid.map(procfs::group_rss_bytes).filter(|&r| r > 0);
-        let engine_gpu = match (&self.gpu, self.pgid) {
-            (Some(g), Some(pgid)) => {
-                let members: std::collections::HashSet<u32> = procfs::group_members(pgid)
-                    .iter()
-                    .filter_map(|p| u32::try_from(p.pid).ok())
-                    .collect();
-                Some(
-                    g.processes()
-                        .iter()
-                        .filter(|p| members.contains(&p.pid))
-                        .filter_map(|p| p.used_bytes)
-                        .sum(),
-                )
-            }
-            _ => None,
+        let processes = match &self.gpu {
+            Some(g) if self.lanes.values().any(|l| l.pgid.is_some()) => g.processes(),
+            _ => Vec::new(),
         };
-        self.window.add(&gpu, rss, engine_gpu);
+        Tick { gpu, processes }
+    }
+
+    fn write(
+        &mut self,
+        label: &str,
+        rss: Option<u64>,
+        engine_gpu: Option<u64>,
+        gpus: &[GpuReading],
+    ) {
         if let Some(out) = &mut self.out {
             let line = SampleLine {
                 t_s: self.started.elapsed().as_secs_f64(),
-                label: &self.label,
+                label,
                 rss_bytes: rss,
                 engine_gpu_bytes: engine_gpu,
-                gpus: &gpu,
+                gpus,
             };
             if serde_json::to_writer(&mut *out, &line).is_ok() {
                 let _ = out.write_all(b"\n");
             }
+        }
+    }
+
+    /// One sample of lane `key` (a lane not open is opened).
+    fn sample_lane(&mut self, key: usize) {
+        let tick = self.tick();
+        self.sample_with(key, &tick);
+    }
+
+    fn sample_with(&mut self, key: usize, tick: &Tick) {
+        let lane = self.lanes.entry(key).or_default();
+        let (gpus, rss, egpu) = lane.add(tick);
+        let label = lane.label.clone();
+        self.write(&label, rss, egpu, &gpus);
+    }
+
+    /// The sampler thread's tick: every lane, or the GPUs alone while no engine is up.
+    fn sample_all(&mut self) {
+        let tick = self.tick();
+        if self.lanes.is_empty() {
+            if !tick.gpu.is_empty() {
+                self.write("", None, None, &tick.gpu);
+            }
+            return;
+        }
+        let keys: Vec<usize> = self.lanes.keys().copied().collect();
+        for key in keys {
+            self.sample_with(key, &tick);
         }
     }
 }
@@ -175,9 +252,7 @@ impl Sampler {
     ) -> Sampler {
         let state = Arc::new(Mutex::new(State {
             gpu,
-            pgid: None,
-            label: String::new(),
-            window: Window::default(),
+            lanes: std::collections::BTreeMap::new(),
             out,
             started: std::time::Instant::now(),
         }));
@@ -188,8 +263,8 @@ impl Sampler {
             .spawn(move || {
                 while !st.load(Ordering::Relaxed) {
                     if let Ok(mut g) = s.lock() {
-                        if g.pgid.is_some() || g.gpu.is_some() {
-                            g.sample();
+                        if g.gpu.is_some() || g.lanes.values().any(|l| l.pgid.is_some()) {
+                            g.sample_all();
                         }
                     }
                     std::thread::park_timeout(interval);
@@ -207,26 +282,48 @@ impl Sampler {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sets whose process group is sampled and the label written with each sample.
-    pub fn set_target(&self, pgid: Option<i32>, label: &str) {
-        let mut s = self.lock();
-        s.pgid = pgid;
-        s.label = label.to_string();
+    /// Opens the lane of engine `lane`, covering `devices` (empty: every GPU).
+    pub fn open_lane(&self, lane: usize, devices: &[u32]) {
+        self.lock().lanes.insert(
+            lane,
+            Lane {
+                devices: devices.to_vec(),
+                ..Lane::default()
+            },
+        );
     }
 
-    /// Starts a new window with one sample taken now.
-    pub fn begin_window(&self, label: &str) {
-        let mut s = self.lock();
-        s.label = label.to_string();
-        s.window = Window::default();
-        s.sample();
+    /// The engine of `lane` is gone: its samples stop.
+    pub fn close_lane(&self, lane: usize) {
+        self.lock().lanes.remove(&lane);
     }
 
-    /// Ends the window with one sample taken now, and returns its statistics.
-    pub fn end_window(&self) -> Resources {
+    /// Sets whose process group lane `lane` samples and the label written with its samples.
+    pub fn set_target(&self, lane: usize, pgid: Option<i32>, label: &str) {
         let mut s = self.lock();
-        s.sample();
-        let r = s.window.resources();
+        let l = s.lanes.entry(lane).or_default();
+        l.pgid = pgid;
+        l.label = label.to_string();
+    }
+
+    /// Starts a new window of `lane` with one sample taken now.
+    pub fn begin_window(&self, lane: usize, label: &str) {
+        let mut s = self.lock();
+        let l = s.lanes.entry(lane).or_default();
+        l.label = label.to_string();
+        l.window = Window::default();
+        s.sample_lane(lane);
+    }
+
+    /// Ends the window of `lane` with one sample taken now, and returns its statistics.
+    pub fn end_window(&self, lane: usize) -> Resources {
+        let mut s = self.lock();
+        s.sample_lane(lane);
+        let r = s
+            .lanes
+            .get(&lane)
+            .map(|l| l.window.resources())
+            .unwrap_or_default();
         if let Some(out) = &mut s.out {
             // Samples are best-effort: a journal that stopped says so when it is finished.
             out.flush().ok();
@@ -234,30 +331,41 @@ impl Sampler {
         r
     }
 
-    /// GPU memory used now, summed over GPUs; `None` without NVML.
-    pub fn gpu_used_now(&self) -> Option<u64> {
+    /// GPU memory used now, summed over `devices` (empty: every GPU); `None` without NVML.
+    pub fn gpu_used_now(&self, devices: &[u32]) -> Option<u64> {
         let s = self.lock();
         let r = s.gpu.as_ref()?.read();
-        (!r.is_empty()).then(|| r.iter().map(|g| g.memory_used_bytes).sum())
+        (!r.is_empty()).then(|| {
+            r.iter()
+                .filter(|g| devices.is_empty() || devices.contains(&g.index))
+                .map(|g| g.memory_used_bytes)
+                .sum()
+        })
     }
 
-    /// The processes holding GPU memory now (empty without NVML).
-    pub fn gpu_processes(&self) -> Vec<super::gpu::GpuProcess> {
+    /// The processes holding GPU memory on `devices` now (empty: every GPU; nothing without
+    /// NVML).
+    pub fn gpu_processes(&self, devices: &[u32]) -> Vec<super::gpu::GpuProcess> {
         self.lock()
             .gpu
             .as_ref()
             .map(Gpu::processes)
             .unwrap_or_default()
+            .into_iter()
+            .filter(|p| devices.is_empty() || devices.contains(&p.gpu))
+            .collect()
     }
 
-    /// One reading now, outside any window.
-    pub fn snapshot(&self, label: &str) -> Resources {
+    /// One reading of `lane` now, outside any window.
+    pub fn snapshot(&self, lane: usize, label: &str) -> Resources {
         let mut s = self.lock();
-        let saved = std::mem::take(&mut s.window);
-        s.label = label.to_string();
-        s.sample();
-        let r = s.window.resources();
-        s.window = saved;
+        let l = s.lanes.entry(lane).or_default();
+        let saved = std::mem::take(&mut l.window);
+        l.label = label.to_string();
+        s.sample_lane(lane);
+        let l = s.lanes.entry(lane).or_default();
+        let r = l.window.resources();
+        l.window = saved;
         r
     }
 }

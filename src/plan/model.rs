@@ -94,6 +94,9 @@ impl Default for Accepts {
     }
 }
 
+/// The variable that gives a launched engine its GPUs (`gpus`).
+pub const CUDA_VISIBLE_DEVICES: &str = "CUDA_VISIBLE_DEVICES";
+
 /// The request fields `accepts` may name.
 pub const ACCEPTABLE_FIELDS: [&str; 2] = ["ignore_eos", "min_tokens"];
 

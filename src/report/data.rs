@@ -31,6 +31,8 @@ pub struct ReportData {
     /// "GPU memory" when NVML was available, "engine RSS" otherwise.
     pub memory_label: String,
     pub baseline: String,
+    /// `[run] parallel`: engines ran side by side, each on its own GPUs.
+    pub parallel: bool,
     pub engine_names: Vec<String>,
     pub engines: Vec<EngineView>,
     pub workloads: Vec<WorkloadView>,
@@ -58,6 +60,9 @@ pub struct EngineView {
     pub log_tail: Option<String>,
     pub log: Option<String>,
     pub stop: String,
+    /// "GPUs 0,1 (CUDA_VISIBLE_DEVICES=0,1)": where it ran, when it was placed on GPUs or
+    /// started with a CUDA_VISIBLE_DEVICES.
+    pub gpus: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -198,6 +203,26 @@ fn f(v: f64, digits: usize) -> String {
     format!("{v:.digits$}")
 }
 
+/// Where an engine ran: its device set and the CUDA_VISIBLE_DEVICES it was started with.
+fn placement_label(r: &crate::bundle::format::EngineRecord) -> Option<String> {
+    let cvd = r
+        .cuda_visible_devices
+        .as_ref()
+        .map(|c| format!("CUDA_VISIBLE_DEVICES={c}"));
+    match (r.gpus.is_empty(), cvd) {
+        (true, None) => None,
+        (true, Some(c)) => Some(c),
+        (false, c) => {
+            let set = crate::engine::spawn::device_list(&r.gpus);
+            let s = if r.gpus.len() == 1 { "" } else { "s" };
+            Some(match c {
+                Some(c) => format!("GPU{s} {set} ({c})"),
+                None => format!("GPU{s} {set}"),
+            })
+        }
+    }
+}
+
 fn memory_peak(r: Option<&Resources>, gpu: bool) -> String {
     r.and_then(|r| engine_memory(r, gpu))
         .map_or(DASH.into(), bytes)
@@ -330,6 +355,7 @@ pub fn build(b: &LoadedBundle) -> ReportData {
                 failure: rec.and_then(|r| r.failure.clone()),
                 log_tail: rec.and_then(|r| r.log_tail.clone()),
                 log: rec.and_then(|r| r.log.clone()),
+                gpus: rec.and_then(placement_label),
                 stop: rec.and_then(|r| r.stop.as_ref()).map_or(DASH.into(), |s| {
                     let mut t = format!(
                         "{} in {:.2} s",
@@ -587,6 +613,7 @@ pub fn build(b: &LoadedBundle) -> ReportData {
             "engine RSS".into()
         },
         baseline,
+        parallel: b.plan.parallel,
         engine_names,
         engines,
         workloads,

@@ -48,8 +48,11 @@ impl Progress {
         }
     }
 
-    pub fn engine_launching(&self, name: &str, argv: &[String]) {
-        self.say(&format!("[{name}] launching: {}", argv.join(" ")));
+    pub fn engine_launching(&self, name: &str, argv: &[String], cuda_visible: Option<&str>) {
+        let on = cuda_visible
+            .map(|d| format!(" (CUDA_VISIBLE_DEVICES={d})"))
+            .unwrap_or_default();
+        self.say(&format!("[{name}] launching{on}: {}", argv.join(" ")));
     }
 
     pub fn engine_attaching(&self, name: &str, url: &str) {

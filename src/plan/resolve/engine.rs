@@ -10,9 +10,6 @@ use crate::plan::model::*;
 use crate::plan::placeholder;
 use crate::plan::raw::*;
 
-/// The variable that gives an engine its GPUs.
-pub const CUDA_VISIBLE_DEVICES: &str = "CUDA_VISIBLE_DEVICES";
-
 impl Resolver<'_> {
     pub(super) fn engine(&mut self, e: &RawEngine) -> Option<EngineSpec> {
         let name_ok = self.safe_name(&e.name, "engine");
