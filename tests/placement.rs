@@ -26,10 +26,11 @@ fn fake_gpus(s: &Scratch, n: usize) -> std::path::PathBuf {
 /// One engine: records what it saw in `seen.<name>`, puts (index + 1) GiB on its first
 /// device, and (with `wait`) starts only once `wait` other engines are ready in the bundle's
 /// manifest: so in a run where it is not running side by side with them, it never comes up.
+/// (`ready_a[t]`: the manifest also holds this very command line, which must not count.)
 fn engine(name: &str, gpus: Option<u32>, wait: Option<usize>, sim: &str) -> String {
     let gate = match wait {
         Some(n) => format!(
-            "until [ \\\"$(cat results/*/*/manifest.json 2>/dev/null | grep -c ready_at)\\\" -ge {n} ]; do sleep 0.02; done; "
+            "until [ \\\"$(cat results/*/*/manifest.json 2>/dev/null | grep -c 'ready_a[t]')\\\" -ge {n} ]; do sleep 0.02; done; "
         ),
         None => String::new(),
     };
@@ -173,6 +174,7 @@ fn four_engines_on_four_gpus_run_side_by_side_into_one_bundle() {
         "{report}"
     );
     assert!(report.contains("side by side"), "{report}");
+    assert!(report.contains("the run took"), "{report}");
     assert_no_engine_survives(&m);
 }
 
@@ -189,6 +191,8 @@ fn engines_needing_overlapping_devices_run_one_after_another() {
     s.write("plan.toml", &plan("", true, &engines, FEW));
     let (out, bundle) = exec(&s, &gpu);
     assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[b] waiting for 1 free GPU"), "{err}");
     assert_eq!(seen(&s, "a"), "0,1|0,1|2");
     assert_eq!(seen(&s, "b"), "0|0|1");
     assert_eq!(seen(&s, "c"), "1|1|1");
@@ -309,5 +313,27 @@ fn a_signal_tears_down_every_engine_running_side_by_side() {
         assert_eq!(e["status"], "stopped", "{e}");
         assert!(e["stop"].is_object(), "{e}");
     }
+    assert_no_engine_survives(&m);
+}
+
+#[test]
+fn an_engine_that_fails_side_by_side_fails_its_cells_and_the_others_go_on() {
+    let s = Scratch::new();
+    let gpu = fake_gpus(&s, 2);
+    let engines = [
+        engine("bad", Some(1), None, "--no-such-flag"),
+        engine("good", Some(1), None, QUICK),
+    ];
+    s.write("plan.toml", &plan("", true, &engines, FEW));
+    let (out, bundle) = exec(&s, &gpu);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let m = read_json(&bundle.join("manifest.json"));
+    assert_eq!(engine_rec(&m, "bad")["status"], "failed", "{m}");
+    assert_eq!(engine_rec(&m, "good")["status"], "stopped", "{m}");
+    let bad = read_json(&bundle.join("cells/bad.w.c1.summary.json"));
+    assert_eq!(bad["status"], "failed", "{bad}");
+    let good = read_json(&bundle.join("cells/good.w.c1.summary.json"));
+    assert_eq!(good["status"], "ok", "{good}");
+    assert_eq!(seen(&s, "good"), "1|1|1");
     assert_no_engine_survives(&m);
 }

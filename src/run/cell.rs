@@ -62,10 +62,14 @@ impl Run<'_> {
         let timeouts = w.load.timeouts;
         let bodies = body::bodies(spec, w);
         let done = Arc::new(AtomicU64::new(0));
-        let ticker = self
-            .ledger()
-            .progress()
-            .cell_ticker(cell, w.load.stop, done.clone());
+        // Side by side, several cells would rewrite the one live line: none then.
+        let ticker = if self.plan.parallel {
+            None
+        } else {
+            self.ledger()
+                .progress()
+                .cell_ticker(cell, w.load.stop, done.clone())
+        };
         let started_at = Utc::now();
         self.sampler.begin_window(ei, &cell.id);
         let scraper = metrics_url.map(|url| {

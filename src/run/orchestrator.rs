@@ -252,6 +252,7 @@ impl Run<'_> {
         let mut waiting: Vec<usize> = (0..self.plan.engines.len()).collect();
         let mut running = FuturesUnordered::new();
         let mut failed: Option<RunError> = None;
+        let mut told = std::collections::HashSet::new();
         loop {
             let mut i = 0;
             while i < waiting.len() {
@@ -265,7 +266,13 @@ impl Run<'_> {
                             (devices, r)
                         }));
                     }
-                    None => i += 1,
+                    None => {
+                        if told.insert(ei) {
+                            let n = self.pool.demand(spec);
+                            self.ledger().progress().engine_waiting(&spec.name, n);
+                        }
+                        i += 1;
+                    }
                 }
             }
             let Some((devices, r)) = running.next().await else {

@@ -55,6 +55,14 @@ impl Progress {
         self.say(&format!("[{name}] launching{on}: {}", argv.join(" ")));
     }
 
+    /// `[run] parallel`: the engine's GPUs are in use; it starts once an engine gives them back.
+    pub fn engine_waiting(&self, name: &str, gpus: usize) {
+        let s = if gpus == 1 { "" } else { "s" };
+        self.say(&format!(
+            "[{name}] waiting for {gpus} free GPU{s} (the others are in use by engines still running)"
+        ));
+    }
+
     pub fn engine_attaching(&self, name: &str, url: &str) {
         self.say(&format!("[{name}] attaching to {url}"));
     }
