@@ -337,3 +337,71 @@ fn an_engine_that_fails_side_by_side_fails_its_cells_and_the_others_go_on() {
     assert_eq!(seen(&s, "good"), "1|1|1");
     assert_no_engine_survives(&m);
 }
+
+/// A small tmpfs mounted for one test (needs root, as CI has), unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test fills a real disk: it mounts a {size} tmpfs at {}, which needs root",
+            at.display()
+        );
+        std::fs::create_dir_all(at).expect("mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .expect("run mount");
+        assert!(out.status.success(), "mount tmpfs: {}", text(&out));
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_run_failure_in_one_lane_stops_the_engines_running_beside_it() {
+    // `fast` fills the bundle's 1 MiB disk with records, and its lane fails on the write; `slow`
+    // never sends a first token, so only the run's own stop ends its cell: then it is torn down.
+    let s = Scratch::new();
+    let gpu = fake_gpus(&s, 2);
+    let disk = Tmpfs::mount(&s.path().join("results"), "1m");
+    let engines = [
+        engine("slow", Some(1), None, "--ttft-ms 3600000 --itl-ms 1"),
+        engine("fast", Some(1), None, QUICK),
+    ];
+    let load = "requests = 1000000\nfirst_token_timeout = \"1h\"\nrequest_timeout = \"2h\"";
+    s.write(
+        "plan.toml",
+        &plan("", true, &engines, load).replace("concurrency = [1]", "concurrency = [4]"),
+    );
+    let out = Command::new(RUNNER)
+        .args(["exec", "plan.toml", "--results", "results"])
+        .env("RUNNER_FAKE_GPU", &gpu)
+        .env_remove("CUDA_VISIBLE_DEVICES")
+        .current_dir(s.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("stopping the engines still running"), "{err}");
+    let m = read_json(&find_bundle(&s.path().join("results")).join("manifest.json"));
+    for name in ["slow", "fast"] {
+        let pid = engine_rec(&m, name)["pid"]
+            .as_i64()
+            .expect("a recorded pid");
+        assert!(
+            group_alive(pid).is_empty(),
+            "engine {name} outlived the failed run: {:?}",
+            group_alive(pid)
+        );
+    }
+    drop(disk);
+}
