@@ -230,6 +230,17 @@ impl Gpu {
     }
 }
 
+/// Fake GPUs from a directory of device files, for unit tests of what reads them.
+#[cfg(test)]
+pub(crate) fn fake_for_tests(dir: &std::path::Path) -> Gpu {
+    let fake = fake_devices(dir);
+    Gpu {
+        nvml: None,
+        count: fake.len() as u32,
+        fake,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -381,3 +381,31 @@ impl Drop for Sampler {
         drop(self.lock().out.take());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_lane_counts_the_gpus_of_its_own_device_set() {
+        let d = tempfile::tempdir().expect("a temp dir");
+        std::fs::write(d.path().join("0"), "1000\n").expect("a fake gpu");
+        std::fs::write(d.path().join("1"), "2000\n").expect("a fake gpu");
+        let gpu = super::super::gpu::fake_for_tests(d.path());
+        let s = Sampler::start(Some(gpu), Duration::from_secs(3600), None);
+        s.open_lane(0, &[0]);
+        s.open_lane(1, &[1]);
+        s.open_lane(2, &[]);
+        for lane in 0..3 {
+            s.begin_window(lane, "cell");
+        }
+        let peak = |lane| s.end_window(lane).gpu_mem_used_peak_bytes;
+        assert_eq!(peak(0), Some(1000));
+        assert_eq!(peak(1), Some(2000));
+        assert_eq!(peak(2), Some(3000), "no device set: every GPU");
+        assert_eq!(s.gpu_used_now(&[1]), Some(2000));
+        assert_eq!(s.gpu_used_now(&[]), Some(3000));
+        s.close_lane(1);
+        assert_eq!(peak(0), Some(1000), "closing a lane leaves the others");
+    }
+}

@@ -24,8 +24,10 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// `[gpu] devices` when the plan lists them; else the runner's own `CUDA_VISIBLE_DEVICES`
-    /// when it is a list of indexes; else every GPU in the inventory.
+    /// `[gpu] devices` when the plan lists them; else, when the runner itself was started with
+    /// a `CUDA_VISIBLE_DEVICES`, the indexes it lists (none for an empty one, or for UUIDs the
+    /// runner cannot map: engines then inherit it unchanged, as before placement); else every GPU
+    /// in the inventory.
     pub fn of(plan: &Plan, inventory: &GpuInventory, runner_cvd: Option<&str>) -> Pool {
         if let Some(d) = &plan.gpu.devices {
             return Pool {
@@ -33,9 +35,9 @@ impl Pool {
                 source: PoolSource::Plan,
             };
         }
-        if let Some(list) = runner_cvd.and_then(parse_list) {
+        if let Some(text) = runner_cvd {
             return Pool {
-                devices: list,
+                devices: parse_list(text).unwrap_or_default(),
                 source: PoolSource::RunnerEnv,
             };
         }
@@ -160,6 +162,39 @@ mod tests {
         f.give_back(&[1, 2]);
         assert_eq!(f.take(3), Some(vec![1, 2, 0]));
         assert_eq!(f.take(1), None);
+    }
+
+    #[test]
+    fn the_pool_is_the_plans_list_else_the_runners_own_devices_else_nvmls() {
+        let toml = "schema = 1\nname = \"p\"\n[[engine]]\nname = \"e\"\nurl = \"http://127.0.0.1:9\"\nmodel = \"m\"\n[[workload]]\nname = \"w\"\nprompts = [\"hi\"]\n[workload.load]\nconcurrency = [1]\n";
+        let ctx = crate::plan::resolve::ResolveContext {
+            runner_exe: "runner".into(),
+        };
+        let (mut plan, _) =
+            crate::plan::resolve::from_bytes(std::path::Path::new("p.toml"), toml.as_bytes(), &ctx)
+                .map_err(|d| d.to_string())
+                .expect("a valid plan");
+        let inventory = GpuInventory {
+            available: true,
+            devices: (0..4)
+                .map(|index| crate::metrics::gpu::GpuDevice {
+                    index,
+                    name: String::new(),
+                    uuid: String::new(),
+                    memory_total_bytes: 0,
+                })
+                .collect(),
+            ..GpuInventory::default()
+        };
+        assert_eq!(Pool::of(&plan, &inventory, None).devices, [0, 1, 2, 3]);
+        assert_eq!(Pool::of(&plan, &inventory, Some("2,3")).devices, [2, 3]);
+        // Hidden, or named by UUID: no placement, the engines inherit it.
+        assert!(Pool::of(&plan, &inventory, Some("")).devices.is_empty());
+        assert!(Pool::of(&plan, &inventory, Some("GPU-8a1b"))
+            .devices
+            .is_empty());
+        plan.gpu.devices = Some(vec![1]);
+        assert_eq!(Pool::of(&plan, &inventory, Some("2,3")).devices, [1]);
     }
 
     #[test]
