@@ -242,7 +242,7 @@ pub(crate) fn fake_for_tests(dir: &std::path::Path) -> Gpu {
 }
 
 #[cfg(test)]
-mod tests {
+mod fake_dir_tests {
     use super::*;
 
     #[test]
