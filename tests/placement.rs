@@ -40,9 +40,10 @@ fn engine(name: &str, gpus: Option<u32>, wait: Option<usize>, sim: &str) -> Stri
 [[engine]]
 name = "{name}"
 {gpus}shell = true
-launch = "echo \"$CUDA_VISIBLE_DEVICES|{{gpus}}|{{gpu_count}}\" > seen.{{name}}; first=$(echo $CUDA_VISIBLE_DEVICES | cut -d, -f1); printf '%s\n%s\n' $(( (first + 1) << 30 )) $$ > gpu/$first; {gate}exec {{runner}} engine sim --port {{port}} --model m {sim}"
+launch = "echo \"$CUDA_VISIBLE_DEVICES|{{gpus}}|{{gpu_count}}\" > seen.{{name}}; echo \"$FROM_ENV\" > env.{{name}}; first=$(echo $CUDA_VISIBLE_DEVICES | cut -d, -f1); printf '%s\n%s\n' $(( (first + 1) << 30 )) $$ > gpu/$first; {gate}exec {{runner}} engine sim --port {{port}} --model m {sim}"
 model = "m"
 stop_grace = "20s"
+env = {{ FROM_ENV = "{{gpus}}/{{gpu_count}}" }}
 [engine.health]
 interval = "20ms"
 "#
@@ -134,6 +135,9 @@ fn four_engines_on_four_gpus_run_side_by_side_into_one_bundle() {
     // Plan order, first fit: a on GPU 0, b on 1, ...; each saw only its own.
     for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
         assert_eq!(seen(&s, name), format!("{i}|{i}|1"), "engine {name}");
+        // `env` values take the placeholders too.
+        let env = std::fs::read_to_string(s.path().join(format!("env.{name}"))).expect("env");
+        assert_eq!(env.trim(), format!("{i}/1"));
     }
     let m = read_json(&bundle.join("manifest.json"));
     assert_eq!(m["status"], "complete", "{m}");
