@@ -409,3 +409,34 @@ fn a_run_failure_in_one_lane_stops_the_engines_running_beside_it() {
     }
     drop(disk);
 }
+
+#[test]
+fn a_plan_that_asks_for_no_placement_leaves_cuda_visible_devices_alone() {
+    // No `[gpu] devices`, no `gpus`, no `parallel`, no `{gpus}`: the engine's environment is as
+    // before placement existed (nothing set), while its figures still cover every GPU.
+    let s = Scratch::new();
+    let gpu = fake_gpus(&s, 2);
+    let toml = plan("", false, &[], FEW).replace(
+        "[[workload]]",
+        r#"[[engine]]
+name = "a"
+shell = true
+launch = "echo \"[${CUDA_VISIBLE_DEVICES-unset}]\" > seen.a; exec {runner} engine sim --port {port} --model m --ttft-ms 1 --itl-ms 1"
+model = "m"
+
+[[workload]]"#,
+    );
+    s.write(
+        "plan.toml",
+        &toml
+            .replace("${CUDA", "${{CUDA")
+            .replace("-unset}", "-unset}}"),
+    );
+    let (out, bundle) = exec(&s, &gpu);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(seen(&s, "a"), "[unset]");
+    let m = read_json(&bundle.join("manifest.json"));
+    let a = engine_rec(&m, "a");
+    assert_eq!(a["gpus"], serde_json::json!([0, 1]), "{a}");
+    assert!(a.get("cuda_visible_devices").is_none(), "{a}");
+}

@@ -80,12 +80,14 @@ pub fn pick_port(spec: PortSpec) -> Result<u16, EngineError> {
 }
 
 /// Starts the engine with `{port}`, `{gpus}` and `{gpu_count}` filled in, in a new process
-/// group, without a shell; a non-empty device set `gpus` is its `CUDA_VISIBLE_DEVICES`. Its
-/// output goes to `log_path`, at most `launch.log_limit` bytes of it, secrets redacted.
+/// group, without a shell; with `place`, a non-empty device set `gpus` is its
+/// `CUDA_VISIBLE_DEVICES`. Its output goes to `log_path`, at most `launch.log_limit` bytes of
+/// it, secrets redacted.
 pub fn spawn(
     launch: &LaunchSpec,
     port: u16,
     gpus: &[u32],
+    place: bool,
     log_path: &Path,
     redactor: Arc<Redactor>,
 ) -> Result<Spawned, EngineError> {
@@ -112,7 +114,7 @@ pub fn spawn(
         .process_group(0)
         .kill_on_drop(false);
     let mut cuda_visible_devices = std::env::var(CUDA_VISIBLE_DEVICES).ok();
-    if !gpus.is_empty() && !launch.env.contains_key(CUDA_VISIBLE_DEVICES) {
+    if place && !gpus.is_empty() && !launch.env.contains_key(CUDA_VISIBLE_DEVICES) {
         cmd.env(CUDA_VISIBLE_DEVICES, &gpus_s);
         cuda_visible_devices = Some(gpus_s.clone());
         if !launch.env.contains_key(CUDA_DEVICE_ORDER) {

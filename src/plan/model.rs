@@ -40,6 +40,27 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+impl Plan {
+    /// Whether the runner sets each launched engine's `CUDA_VISIBLE_DEVICES`: the plan asks
+    /// for placement (`[gpu] devices`, an engine's `gpus`, `[run] parallel`, or `{gpus}` /
+    /// `{gpu_count}` in a launch command or env value). A plan that says none of these leaves
+    /// the engines' environment as it was before placement existed.
+    pub fn places_gpus(&self) -> bool {
+        let uses = |t: &str| t.contains("{gpus}") || t.contains("{gpu_count}");
+        self.gpu.devices.is_some()
+            || self.parallel
+            || self.engines.iter().any(|e| {
+                e.gpus.is_some()
+                    || match &e.target {
+                        EngineTarget::Launch(l) => {
+                            l.argv.iter().any(|a| uses(a)) || l.env.values().any(|v| uses(v))
+                        }
+                        EngineTarget::Attach { .. } => false,
+                    }
+            })
+    }
+}
+
 fn one() -> u32 {
     1
 }

@@ -114,7 +114,9 @@ impl Run<'_> {
                     let l = self.ledger();
                     (l.bundle().path(&log_rel), l.bundle().redactor().clone())
                 };
-                let sp = spawn::spawn(l, port, devices, &log_path, redactor).map_err(spawn_err)?;
+                let place = self.plan.places_gpus();
+                let sp = spawn::spawn(l, port, devices, place, &log_path, redactor)
+                    .map_err(spawn_err)?;
                 let base_url = format!("http://127.0.0.1:{port}");
                 self.ledger()
                     .engine_launched(ei, &spec.name, &sp, &base_url, log_rel);
