@@ -43,6 +43,11 @@ impl Progress {
             plan.cells.len(),
             dir.display()
         ));
+        if plan.parallel {
+            self.say(
+                "runner: [run] parallel: engines whose GPUs do not overlap run at the same time",
+            );
+        }
         if let Some(why) = &gpu.unavailable_reason {
             self.say(&format!("runner: GPU telemetry unavailable: {why}"));
         }
