@@ -27,3 +27,9 @@ bench *ARGS:
 # The real-engine case study CI runs (vLLM CPU build, HF baseline, tiny models).
 case-study:
     engines/cpu_case_study.sh
+
+# Four single-GPU engines on four fake GPUs, alone and with `[run] parallel`: prints the
+# parallel run's wall time over the longest engine alone (issue 18's target: at most 1.2x).
+bench-parallel *ARGS:
+    cargo build --release --locked
+    python3 bench/parallel.py {{ARGS}}

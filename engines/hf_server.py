@@ -66,15 +66,21 @@ class Engine:
             "bfloat16": torch.bfloat16,
         }[args.dtype]
         self.tokenizer = AutoTokenizer.from_pretrained(args.model, local_files_only=True)
+        # --device-map auto: the layers spread over every visible GPU (accelerate places them);
+        # inputs then go to `device`, where the embedding is.
+        placed = {"device_map": args.device_map} if args.device_map else {}
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                args.model, dtype=dtype, local_files_only=True
+                args.model, dtype=dtype, local_files_only=True, **placed
             )
         except TypeError:  # transformers 4.x names it torch_dtype
             model = AutoModelForCausalLM.from_pretrained(
-                args.model, torch_dtype=dtype, local_files_only=True
+                args.model, torch_dtype=dtype, local_files_only=True, **placed
             )
-        model.to(device)
+        if not args.device_map:
+            model.to(device)
+        else:
+            print(f"hf_server: device map {getattr(model, 'hf_device_map', None)}", file=sys.stderr)
         model.eval()
         if args.quantize:
             quantize(model, args.quantize)
@@ -445,6 +451,8 @@ def main(argv=None) -> int:
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    ap.add_argument("--device-map", default=None,
+                    help="`auto`: spread the model over every visible GPU (needs accelerate)")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch CPU threads (0: torch's default; 1 is fastest on a 2-core machine)")
     ap.add_argument("--quantize", choices=["int4", "int8"], default=None,

@@ -428,7 +428,7 @@ fn exec(
                 _ => exit::OK,
             }
         }
-        Err(e @ run::error::RunError::Resume { .. }) => {
+        Err(e @ (run::error::RunError::Resume { .. } | run::error::RunError::Placement(_))) => {
             eprintln!("error: {e}");
             exit::INVALID
         }

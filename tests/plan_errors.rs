@@ -208,6 +208,60 @@ fn synthetic_prefix_longer_than_the_prompt() {
     ));
 }
 
+const ENGINE_MODEL: &str = "model = \"m\"\n\n[[workload]]";
+
+/// GOOD with `gpu` (a `[gpu]` table's lines) and `engine` (lines of the engine) added.
+fn gpus_with(gpu: &str, engine: &str) -> String {
+    let to = format!("model = \"m\"\n{engine}\n\n[gpu]\n{gpu}\n\n[[workload]]");
+    validate_with(ENGINE_MODEL, &to)
+}
+
+#[test]
+fn gpus_zero() {
+    insta::assert_snapshot!(gpus_with("devices = [0, 1]", "gpus = 0"));
+}
+
+#[test]
+fn gpu_device_listed_twice() {
+    insta::assert_snapshot!(gpus_with("devices = [0, 1, 0]", "gpus = 1"));
+}
+
+#[test]
+fn gpu_devices_empty() {
+    insta::assert_snapshot!(gpus_with("devices = []", ""));
+}
+
+#[test]
+fn gpu_device_negative() {
+    insta::assert_snapshot!(gpus_with("devices = [0, -1]", ""));
+}
+
+#[test]
+fn gpus_more_than_devices() {
+    insta::assert_snapshot!(gpus_with("devices = [0, 1]", "gpus = 3"));
+}
+
+#[test]
+fn gpus_with_gpu_disabled_and_no_devices() {
+    insta::assert_snapshot!(gpus_with("enabled = false", "gpus = 1"));
+}
+
+#[test]
+fn gpus_and_env_cuda_visible_devices() {
+    insta::assert_snapshot!(gpus_with(
+        "devices = [0, 1]",
+        "gpus = 1\nenv = { CUDA_VISIBLE_DEVICES = \"1\" }"
+    ));
+}
+
+#[test]
+fn gpus_on_an_attached_engine() {
+    insta::assert_snapshot!(validate_with(
+        "launch = \"{runner} engine sim --port {port} --model m\"",
+        "url = \"http://127.0.0.1:9\"\ngpus = 1"
+    ));
+}
+
 #[test]
 fn cost_without_a_price() {
     insta::assert_snapshot!(validate_with("[load]", "[cost]\n\n[load]"));

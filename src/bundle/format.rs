@@ -236,6 +236,22 @@ pub struct EngineRecord {
     /// The Prometheus page scraped during its cells (`metrics_path`), when it answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_url: Option<String>,
+    /// The GPUs (NVML indexes) the engine was placed on; absent without GPUs, and for an
+    /// attached engine.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<u32>,
+    /// The `CUDA_VISIBLE_DEVICES` the engine was started with (the runner's placement, the
+    /// plan's `env`, or inherited), when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuda_visible_devices: Option<String>,
+    /// When it was launched (or attached to), became ready, and was torn down: with
+    /// `[run] parallel`, how the engines' lifecycles overlapped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launched_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<DateTime<Utc>>,
 }
 
 /// A request field an engine refused.

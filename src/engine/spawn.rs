@@ -44,6 +44,22 @@ pub struct Spawned {
     /// The thread copying its output into the log.
     pub log: EngineLog,
     pub started: Instant,
+    /// The `CUDA_VISIBLE_DEVICES` the engine was started with (set by the runner, by the
+    /// plan's `env`, or inherited from the runner), if any.
+    pub cuda_visible_devices: Option<String>,
+}
+
+pub use crate::plan::model::CUDA_VISIBLE_DEVICES;
+/// Set with it, so CUDA numbers the devices as NVML (and nvidia-smi, and `[gpu] devices`) do.
+pub const CUDA_DEVICE_ORDER: &str = "CUDA_DEVICE_ORDER";
+
+/// `0,1,3`, as `CUDA_VISIBLE_DEVICES` and `{gpus}` write a device set.
+pub fn device_list(devices: &[u32]) -> String {
+    devices
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Chooses the port: a fixed one must be free, `auto` takes one the OS says is free.
@@ -63,20 +79,25 @@ pub fn pick_port(spec: PortSpec) -> Result<u16, EngineError> {
     }
 }
 
-/// Starts the engine with `{port}` filled in, in a new process group, without a shell.
-/// Its output goes to `log_path`, at most `launch.log_limit` bytes of it, secrets redacted.
+/// Starts the engine with `{port}`, `{gpus}` and `{gpu_count}` filled in, in a new process
+/// group, without a shell; with `place`, a non-empty device set `gpus` is its
+/// `CUDA_VISIBLE_DEVICES`. Its output goes to `log_path`, at most `launch.log_limit` bytes of
+/// it, secrets redacted.
 pub fn spawn(
     launch: &LaunchSpec,
     port: u16,
+    gpus: &[u32],
+    place: bool,
     log_path: &Path,
     redactor: Arc<Redactor>,
 ) -> Result<Spawned, EngineError> {
-    let port_s = port.to_string();
-    let argv: Vec<String> = launch
-        .argv
-        .iter()
-        .map(|a| a.replace("{port}", &port_s))
-        .collect();
+    let (port_s, gpus_s, count_s) = (port.to_string(), device_list(gpus), gpus.len().to_string());
+    let fill = |a: &str| {
+        a.replace("{port}", &port_s)
+            .replace("{gpus}", &gpus_s)
+            .replace("{gpu_count}", &count_s)
+    };
+    let argv: Vec<String> = launch.argv.iter().map(|a| fill(a)).collect();
     let log_err = |e| EngineError::Log {
         path: log_path.to_path_buf(),
         source: e,
@@ -92,8 +113,20 @@ pub fn spawn(
         .stderr(Stdio::from(err))
         .process_group(0)
         .kill_on_drop(false);
+    let mut cuda_visible_devices = std::env::var(CUDA_VISIBLE_DEVICES).ok();
+    if place && !gpus.is_empty() && !launch.env.contains_key(CUDA_VISIBLE_DEVICES) {
+        cmd.env(CUDA_VISIBLE_DEVICES, &gpus_s);
+        cuda_visible_devices = Some(gpus_s.clone());
+        if !launch.env.contains_key(CUDA_DEVICE_ORDER) {
+            cmd.env(CUDA_DEVICE_ORDER, "PCI_BUS_ID");
+        }
+    }
     for (k, v) in &launch.env {
-        cmd.env(k, v.replace("{port}", &port_s));
+        let v = fill(v);
+        if k == CUDA_VISIBLE_DEVICES {
+            cuda_visible_devices = Some(v.clone());
+        }
+        cmd.env(k, v);
     }
     let child = cmd.spawn().map_err(|e| EngineError::Spawn {
         program: argv[0].clone(),
@@ -105,6 +138,7 @@ pub fn spawn(
         program: argv[0].clone(),
         source: std::io::Error::other("the child exited before its pid was read"),
     })?;
+    super::terminate::track(pgid);
     Ok(Spawned {
         child,
         pgid,
@@ -113,6 +147,7 @@ pub fn spawn(
         log_path: log_path.to_path_buf(),
         log: engine_log,
         started: Instant::now(),
+        cuda_visible_devices,
     })
 }
 

@@ -50,9 +50,31 @@ fn subreaper() -> bool {
     nix::sys::prctl::get_child_subreaper().unwrap_or(false)
 }
 
+/// The process groups of the engines launched and not yet stopped: with `[run] parallel`
+/// several run at once, and one engine's teardown must leave the others' processes alone.
+static RUNNING: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+fn running() -> std::sync::MutexGuard<'static, Vec<i32>> {
+    RUNNING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An engine just launched, leading group `pgid`.
+pub fn track(pgid: i32) {
+    running().push(pgid);
+}
+
+/// Whether `p` belongs to an engine other than the one of group `pgid` that is still running:
+/// its leader, or a member of its group.
+fn another_engines(p: &ProcInfo, pgid: i32) -> bool {
+    running()
+        .iter()
+        .any(|&g| g != pgid && (p.pid == g || p.pgid == g))
+}
+
 /// Every live process of the engine led by `leader` (group `pgid`): its group, its
 /// descendants whatever their group or session, and, when the runner is a subreaper, the
-/// orphans reparented to the runner (engines run one at a time, so they are this engine's).
+/// orphans reparented to the runner, except those of another running engine. (Side by side,
+/// an orphan that also left its group cannot be told apart: the first engine stopped takes it.)
 pub fn engine_processes(leader: i32, pgid: i32) -> Vec<ProcInfo> {
     let table = procfs::all_processes();
     let mut out: Vec<ProcInfo> = table
@@ -72,7 +94,7 @@ pub fn engine_processes(leader: i32, pgid: i32) -> Vec<ProcInfo> {
         let me = std::process::id() as i32;
         for orphan in table
             .iter()
-            .filter(|p| p.ppid == me && p.pid != leader && p.is_live())
+            .filter(|p| p.ppid == me && p.pid != leader && p.is_live() && !another_engines(p, pgid))
         {
             add(vec![orphan.clone()]);
             add(procfs::descendants_in(&table, orphan.pid));
@@ -142,13 +164,14 @@ fn note_escaped(escaped: &mut Vec<(i32, String)>, procs: &[ProcInfo], pgid: i32)
     }
 }
 
-/// Reaps the zombies of processes reparented to the runner (never the leader, which its
-/// `Child` reaps).
+/// Reaps the zombies of processes reparented to the runner (never an engine's leader, which
+/// its `Child` reaps: this one's, or another's still running).
 fn reap_orphans(leader: i32) {
     let me = std::process::id() as i32;
+    let leaders = running().clone();
     for z in procfs::all_processes()
         .iter()
-        .filter(|p| p.ppid == me && p.pid != leader && !p.is_live())
+        .filter(|p| p.ppid == me && p.pid != leader && !p.is_live() && !leaders.contains(&p.pid))
     {
         let _ = waitpid(Pid::from_raw(z.pid), Some(WaitPidFlag::WNOHANG));
     }
@@ -204,6 +227,7 @@ pub async fn stop(
         }
     }
     reap_orphans(pgid);
+    running().retain(|&g| g != pgid);
     StopReport {
         exit_status,
         killed,

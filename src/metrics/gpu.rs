@@ -52,10 +52,10 @@ pub struct GpuProcess {
 pub struct Gpu {
     nvml: Option<Nvml>,
     count: u32,
-    /// `RUNNER_FAKE_GPU`: a file standing in for one GPU, for tests of GPU behaviour on
-    /// machines without one. Line 1: used bytes; optional line 2: the PID holding it; optional
-    /// `power_w=` and `energy_mj=` lines anywhere (`FakePower`).
-    fake: Option<std::path::PathBuf>,
+    /// `RUNNER_FAKE_GPU`: files standing in for GPUs, for tests of GPU behaviour on machines
+    /// without one (empty with NVML). Each file: line 1 used bytes; optional line 2 the PID
+    /// holding them.
+    fake: Vec<(u32, std::path::PathBuf)>,
     /// What power reads remember between samples.
     power: Mutex<PowerState>,
 }
@@ -119,8 +119,30 @@ fn nth<T: Copy>(script: &[T], i: usize) -> Option<T> {
     script.get(i.min(script.len().saturating_sub(1))).copied()
 }
 
-/// The environment variable that replaces NVML with a file (tests only).
+/// The environment variable that replaces NVML with files (tests only): a file stands for one
+/// GPU (index 0); a directory holding files `0`, `1`, ... for as many GPUs, one file each.
 pub const FAKE_GPU_ENV: &str = "RUNNER_FAKE_GPU";
+
+/// The fake devices `RUNNER_FAKE_GPU` names: the file itself, or the directory's files `0`,
+/// `1`, ... up to the first index missing.
+fn fake_devices(path: &std::path::Path) -> Vec<(u32, std::path::PathBuf)> {
+    if !path.is_dir() {
+        return vec![(0, path.to_path_buf())];
+    }
+    (0u32..)
+        .map(|i| (i, path.join(i.to_string())))
+        .take_while(|(_, p)| p.is_file())
+        .collect()
+}
+
+/// One fake device's file: its used bytes and the PID holding them.
+fn fake_read(path: &std::path::Path) -> (Option<u64>, Option<u32>) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut lines = text.lines();
+    let used = lines.next().and_then(|l| l.trim().parse().ok());
+    let pid = lines.next().and_then(|l| l.trim().parse().ok());
+    (used, pid)
+}
 
 impl std::fmt::Debug for Gpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -133,21 +155,27 @@ impl Gpu {
     /// cannot.
     pub fn open() -> (Option<Gpu>, GpuInventory) {
         if let Some(path) = std::env::var_os(FAKE_GPU_ENV) {
+            let fake = fake_devices(std::path::Path::new(&path));
             let inventory = GpuInventory {
-                available: true,
-                unavailable_reason: None,
+                available: !fake.is_empty(),
+                unavailable_reason: fake
+                    .is_empty()
+                    .then(|| format!("{FAKE_GPU_ENV} names a directory without a file `0`")),
                 driver_version: Some(format!("fake ({FAKE_GPU_ENV})")),
-                devices: vec![GpuDevice {
-                    index: 0,
-                    name: format!("fake GPU ({FAKE_GPU_ENV})"),
-                    uuid: String::new(),
-                    memory_total_bytes: 80 << 30,
-                }],
+                devices: fake
+                    .iter()
+                    .map(|(index, _)| GpuDevice {
+                        index: *index,
+                        name: format!("fake GPU ({FAKE_GPU_ENV})"),
+                        uuid: String::new(),
+                        memory_total_bytes: 80 << 30,
+                    })
+                    .collect(),
             };
             let gpu = Gpu {
                 nvml: None,
-                count: 1,
-                fake: Some(path.into()),
+                count: fake.len() as u32,
+                fake,
                 power: Mutex::default(),
             };
             return (Some(gpu), inventory);
@@ -192,7 +220,7 @@ impl Gpu {
             Some(Gpu {
                 nvml: Some(nvml),
                 count,
-                fake: None,
+                fake: Vec::new(),
                 power: Mutex::default(),
             }),
             inventory,
@@ -202,16 +230,15 @@ impl Gpu {
     /// Every process NVML sees on any GPU, with the memory it holds.
     pub fn processes(&self) -> Vec<GpuProcess> {
         let mut out = Vec::new();
-        if let Some(f) = &self.fake {
-            let text = std::fs::read_to_string(f).unwrap_or_default();
-            let mut lines = text.lines();
-            let used = lines.next().and_then(|l| l.trim().parse().ok());
-            if let Some(pid) = lines.next().and_then(|l| l.trim().parse().ok()) {
-                out.push(GpuProcess {
-                    gpu: 0,
-                    pid,
-                    used_bytes: used,
-                });
+        if !self.fake.is_empty() {
+            for (index, f) in &self.fake {
+                if let (used, Some(pid)) = fake_read(f) {
+                    out.push(GpuProcess {
+                        gpu: *index,
+                        pid,
+                        used_bytes: used,
+                    });
+                }
             }
             return out;
         }
@@ -238,19 +265,18 @@ impl Gpu {
 
     /// Reads memory and utilization of every device; devices that fail to answer are left out.
     pub fn read(&self) -> Vec<GpuReading> {
-        if let Some(f) = &self.fake {
-            let text = std::fs::read_to_string(f).unwrap_or_default();
-            return text
-                .lines()
-                .next()
-                .and_then(|l| l.trim().parse().ok())
-                .map(|used| GpuReading {
-                    index: 0,
-                    memory_used_bytes: used,
-                    memory_reserved_bytes: 0,
-                    utilization_pct: 0,
+        if !self.fake.is_empty() {
+            return self
+                .fake
+                .iter()
+                .filter_map(|(index, f)| {
+                    fake_read(f).0.map(|used| GpuReading {
+                        index: *index,
+                        memory_used_bytes: used,
+                        memory_reserved_bytes: 0,
+                        utilization_pct: 0,
+                    })
                 })
-                .into_iter()
                 .collect();
         }
         let Some(nvml) = &self.nvml else {
@@ -276,7 +302,8 @@ impl Gpu {
     /// reading is listed without one; the first NVML error is kept for `power_error`.
     pub fn power_at(&self, at: Instant) -> Vec<PowerReading> {
         let mut st = self.power.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = &self.fake {
+        // Fake GPUs: the first device's file gives the power of every device.
+        if let Some((_, f)) = self.fake.first() {
             let fake = FakePower::parse(&std::fs::read_to_string(f).unwrap_or_default());
             let watts = nth(&fake.power_w, st.reads);
             if watts.is_none() && st.error.is_none() {
@@ -370,7 +397,7 @@ mod tests {
         let gpu = Gpu {
             nvml: None,
             count: 1,
-            fake: Some(path.clone()),
+            fake: vec![(0, path.clone())],
             power: Mutex::default(),
         };
         let t0 = Instant::now();
@@ -388,5 +415,57 @@ mod tests {
         assert_eq!(gpu.power_at(t0)[0].power_mw, None);
         assert!(gpu.power_error().is_some_and(|e| e.contains("power_w")));
         std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+/// Fake GPUs from a directory of device files, for unit tests of what reads them.
+#[cfg(test)]
+pub(crate) fn fake_for_tests(dir: &std::path::Path) -> Gpu {
+    let fake = fake_devices(dir);
+    Gpu {
+        nvml: None,
+        count: fake.len() as u32,
+        fake,
+        power: Mutex::default(),
+    }
+}
+
+#[cfg(test)]
+mod fake_dir_tests {
+    use super::*;
+
+    #[test]
+    fn a_fake_gpu_directory_holds_one_file_per_device() {
+        let d = tempfile::tempdir().expect("a temp dir");
+        for (i, used) in [(0, "1\n"), (1, "2\n7\n"), (2, "3\n")] {
+            std::fs::write(d.path().join(i.to_string()), used).expect("a fake gpu");
+        }
+        // `4` without `3`: the devices end at the first index missing.
+        std::fs::write(d.path().join("4"), "9\n").expect("a fake gpu");
+        let fake = fake_devices(d.path());
+        assert_eq!(fake.iter().map(|f| f.0).collect::<Vec<_>>(), [0, 1, 2]);
+        let gpu = Gpu {
+            nvml: None,
+            count: 3,
+            fake,
+            power: Mutex::default(),
+        };
+        let used: Vec<(u32, u64)> = gpu
+            .read()
+            .iter()
+            .map(|r| (r.index, r.memory_used_bytes))
+            .collect();
+        assert_eq!(used, [(0, 1), (1, 2), (2, 3)]);
+        assert_eq!(
+            gpu.processes(),
+            [GpuProcess {
+                gpu: 1,
+                pid: 7,
+                used_bytes: Some(2)
+            }]
+        );
+        // A plain file is one GPU, index 0.
+        let one = fake_devices(&d.path().join("2"));
+        assert_eq!(one, [(0, d.path().join("2"))]);
     }
 }

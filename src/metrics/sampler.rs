@@ -1,6 +1,7 @@
 //! A background thread that samples GPU memory, utilization and power (when NVML is there) and
-//! the resident memory of the current engine's process group, writes every sample to the
-//! bundle, and folds them into per-window (per-cell) statistics.
+//! the resident memory of each running engine's process group, writes every sample to the
+//! bundle, and folds them into per-window (per-cell) statistics. Each engine has a lane: its
+//! figures cover its own devices (`[run] parallel` runs several engines side by side).
 
 use std::io::Write;
 
@@ -117,13 +118,93 @@ impl Window {
     }
 }
 
-struct State {
-    gpu: Option<Gpu>,
+/// One engine's view: its process group, its devices, the label of its samples and its
+/// window. Engines running side by side (`[run] parallel`) each have one.
+#[derive(Default)]
+struct Lane {
     pgid: Option<i32>,
+    /// The GPUs (NVML indexes) its figures cover; empty: all of them.
+    devices: Vec<u32>,
     label: String,
     window: Window,
-    /// The GPUs whose power a window attributes (`None`: every device sampled).
-    energy_devices: Option<Vec<u32>>,
+}
+
+/// One tick's readings, shared by every lane.
+struct Tick {
+    t_s: f64,
+    gpu: Vec<GpuReading>,
+    power: Option<Vec<PowerReading>>,
+    /// NVML's per-process list, read only when some lane has a process group.
+    processes: Vec<super::gpu::GpuProcess>,
+}
+
+/// What one lane journals for one tick.
+struct Line {
+    gpus: Vec<GpuReading>,
+    power: Vec<PowerReading>,
+    rss: Option<u64>,
+    engine_gpu: Option<u64>,
+}
+
+impl Lane {
+    fn covers(&self, index: u32) -> bool {
+        self.devices.is_empty() || self.devices.contains(&index)
+    }
+
+    /// A fresh window, its power attributed over the lane's devices.
+    fn fresh_window(&self) -> Window {
+        Window::for_devices((!self.devices.is_empty()).then(|| self.devices.clone()))
+    }
+
+    /// Folds one tick into the window; returns the line to journal.
+    fn add(&mut self, tick: &Tick) -> Line {
+        let gpus: Vec<GpuReading> = tick
+            .gpu
+            .iter()
+            .filter(|g| self.covers(g.index))
+            .copied()
+            .collect();
+        let rss = self.pgid.map(procfs::group_rss_bytes).filter(|&r| r > 0);
+        let engine_gpu = match self.pgid {
+            Some(pgid) if !tick.gpu.is_empty() => {
+                let members: std::collections::HashSet<u32> = procfs::group_members(pgid)
+                    .iter()
+                    .filter_map(|p| u32::try_from(p.pid).ok())
+                    .collect();
+                Some(
+                    tick.processes
+                        .iter()
+                        .filter(|p| self.covers(p.gpu) && members.contains(&p.pid))
+                        .filter_map(|p| p.used_bytes)
+                        .sum(),
+                )
+            }
+            _ => None,
+        };
+        self.window.add(&gpus, rss, engine_gpu);
+        if let Some(p) = &tick.power {
+            self.window.energy.add(tick.t_s, p);
+        }
+        let power = tick
+            .power
+            .iter()
+            .flatten()
+            .filter(|p| self.covers(p.index))
+            .copied()
+            .collect();
+        Line {
+            gpus,
+            power,
+            rss,
+            engine_gpu,
+        }
+    }
+}
+
+struct State {
+    gpu: Option<Gpu>,
+    /// By engine index.
+    lanes: std::collections::BTreeMap<usize, Lane>,
     /// `samples.jsonl` (the bundle's journal writer).
     out: Option<Box<dyn Write + Send>>,
     started: std::time::Instant,
@@ -148,44 +229,69 @@ impl State {
         self.gpu.as_ref().and_then(Gpu::power_error)
     }
 
-    fn sample(&mut self) {
+    fn tick(&self) -> Tick {
         let at = std::time::Instant::now();
-        let t_s = at.duration_since(self.started).as_secs_f64();
         let gpu = self.gpu.as_ref().map(Gpu::read).unwrap_or_default();
         let power = self.gpu.as_ref().map(|g| g.power_at(at));
-        let rss = self.pgid.map(procfs::group_rss_bytes).filter(|&r| r > 0);
-        let engine_gpu = match (&self.gpu, self.pgid) {
-            (Some(g), Some(pgid)) => {
-                let members: std::collections::HashSet<u32> = procfs::group_members(pgid)
-                    .iter()
-                    .filter_map(|p| u32::try_from(p.pid).ok())
-                    .collect();
-                Some(
-                    g.processes()
-                        .iter()
-                        .filter(|p| members.contains(&p.pid))
-                        .filter_map(|p| p.used_bytes)
-                        .sum(),
-                )
-            }
-            _ => None,
+        let processes = match &self.gpu {
+            Some(g) if self.lanes.values().any(|l| l.pgid.is_some()) => g.processes(),
+            _ => Vec::new(),
         };
-        self.window.add(&gpu, rss, engine_gpu);
-        if let Some(p) = &power {
-            self.window.energy.add(t_s, p);
+        Tick {
+            t_s: at.duration_since(self.started).as_secs_f64(),
+            gpu,
+            power,
+            processes,
         }
+    }
+
+    fn write(&mut self, t_s: f64, label: &str, line: &Line) {
         if let Some(out) = &mut self.out {
             let line = SampleLine {
                 t_s,
-                label: &self.label,
-                rss_bytes: rss,
-                engine_gpu_bytes: engine_gpu,
-                gpus: &gpu,
-                power: power.as_deref().unwrap_or_default(),
+                label,
+                rss_bytes: line.rss,
+                engine_gpu_bytes: line.engine_gpu,
+                gpus: &line.gpus,
+                power: &line.power,
             };
             if serde_json::to_writer(&mut *out, &line).is_ok() {
                 let _ = out.write_all(b"\n");
             }
+        }
+    }
+
+    /// One sample of lane `key` (a lane not open is opened).
+    fn sample_lane(&mut self, key: usize) {
+        let tick = self.tick();
+        self.sample_with(key, &tick);
+    }
+
+    fn sample_with(&mut self, key: usize, tick: &Tick) {
+        let lane = self.lanes.entry(key).or_default();
+        let line = lane.add(tick);
+        let label = lane.label.clone();
+        self.write(tick.t_s, &label, &line);
+    }
+
+    /// The sampler thread's tick: every lane, or the GPUs alone while no engine is up.
+    fn sample_all(&mut self) {
+        let tick = self.tick();
+        if self.lanes.is_empty() {
+            if !tick.gpu.is_empty() {
+                let line = Line {
+                    gpus: tick.gpu.clone(),
+                    power: tick.power.clone().unwrap_or_default(),
+                    rss: None,
+                    engine_gpu: None,
+                };
+                self.write(tick.t_s, "", &line);
+            }
+            return;
+        }
+        let keys: Vec<usize> = self.lanes.keys().copied().collect();
+        for key in keys {
+            self.sample_with(key, &tick);
         }
     }
 }
@@ -206,10 +312,7 @@ impl Sampler {
     ) -> Sampler {
         let state = Arc::new(Mutex::new(State {
             gpu,
-            pgid: None,
-            label: String::new(),
-            window: Window::default(),
-            energy_devices: None,
+            lanes: std::collections::BTreeMap::new(),
             out,
             started: std::time::Instant::now(),
         }));
@@ -220,8 +323,8 @@ impl Sampler {
             .spawn(move || {
                 while !st.load(Ordering::Relaxed) {
                     if let Ok(mut g) = s.lock() {
-                        if g.pgid.is_some() || g.gpu.is_some() {
-                            g.sample();
+                        if g.gpu.is_some() || g.lanes.values().any(|l| l.pgid.is_some()) {
+                            g.sample_all();
                         }
                     }
                     std::thread::park_timeout(interval);
@@ -239,26 +342,48 @@ impl Sampler {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sets whose process group is sampled and the label written with each sample.
-    pub fn set_target(&self, pgid: Option<i32>, label: &str) {
-        let mut s = self.lock();
-        s.pgid = pgid;
-        s.label = label.to_string();
+    /// Opens the lane of engine `lane`, covering `devices` (empty: every GPU).
+    pub fn open_lane(&self, lane: usize, devices: &[u32]) {
+        let mut l = Lane {
+            devices: devices.to_vec(),
+            ..Lane::default()
+        };
+        l.window = l.fresh_window();
+        self.lock().lanes.insert(lane, l);
     }
 
-    /// Starts a new window with one sample taken now.
-    pub fn begin_window(&self, label: &str) {
-        let mut s = self.lock();
-        s.label = label.to_string();
-        s.window = Window::for_devices(s.energy_devices.clone());
-        s.sample();
+    /// The engine of `lane` is gone: its samples stop.
+    pub fn close_lane(&self, lane: usize) {
+        self.lock().lanes.remove(&lane);
     }
 
-    /// Ends the window with one sample taken now, and returns its statistics.
-    pub fn end_window(&self) -> Resources {
+    /// Sets whose process group lane `lane` samples and the label written with its samples.
+    pub fn set_target(&self, lane: usize, pgid: Option<i32>, label: &str) {
         let mut s = self.lock();
-        s.sample();
-        let r = s.window.resources(s.power_error().as_deref());
+        let l = s.lanes.entry(lane).or_default();
+        l.pgid = pgid;
+        l.label = label.to_string();
+    }
+
+    /// Starts a new window of `lane` with one sample taken now.
+    pub fn begin_window(&self, lane: usize, label: &str) {
+        let mut s = self.lock();
+        let l = s.lanes.entry(lane).or_default();
+        l.label = label.to_string();
+        l.window = l.fresh_window();
+        s.sample_lane(lane);
+    }
+
+    /// Ends the window of `lane` with one sample taken now, and returns its statistics.
+    pub fn end_window(&self, lane: usize) -> Resources {
+        let mut s = self.lock();
+        s.sample_lane(lane);
+        let err = s.power_error();
+        let r = s
+            .lanes
+            .get(&lane)
+            .map(|l| l.window.resources(err.as_deref()))
+            .unwrap_or_default();
         if let Some(out) = &mut s.out {
             // Samples are best-effort: a journal that stopped says so when it is finished.
             out.flush().ok();
@@ -266,36 +391,43 @@ impl Sampler {
         r
     }
 
-    /// Attributes the power of the next windows to these GPUs (`None`: every GPU sampled).
-    pub fn set_energy_devices(&self, devices: Option<Vec<u32>>) {
-        self.lock().energy_devices = devices;
-    }
-
-    /// GPU memory used now, summed over GPUs; `None` without NVML.
-    pub fn gpu_used_now(&self) -> Option<u64> {
+    /// GPU memory used now, summed over `devices` (empty: every GPU); `None` without NVML.
+    pub fn gpu_used_now(&self, devices: &[u32]) -> Option<u64> {
         let s = self.lock();
         let r = s.gpu.as_ref()?.read();
-        (!r.is_empty()).then(|| r.iter().map(|g| g.memory_used_bytes).sum())
+        (!r.is_empty()).then(|| {
+            r.iter()
+                .filter(|g| devices.is_empty() || devices.contains(&g.index))
+                .map(|g| g.memory_used_bytes)
+                .sum()
+        })
     }
 
-    /// The processes holding GPU memory now (empty without NVML).
-    pub fn gpu_processes(&self) -> Vec<super::gpu::GpuProcess> {
+    /// The processes holding GPU memory on `devices` now (empty: every GPU; nothing without
+    /// NVML).
+    pub fn gpu_processes(&self, devices: &[u32]) -> Vec<super::gpu::GpuProcess> {
         self.lock()
             .gpu
             .as_ref()
             .map(Gpu::processes)
             .unwrap_or_default()
+            .into_iter()
+            .filter(|p| devices.is_empty() || devices.contains(&p.gpu))
+            .collect()
     }
 
-    /// One reading now, outside any window.
-    pub fn snapshot(&self, label: &str) -> Resources {
+    /// One reading of `lane` now, outside any window.
+    pub fn snapshot(&self, lane: usize, label: &str) -> Resources {
         let mut s = self.lock();
-        let fresh = Window::for_devices(s.energy_devices.clone());
-        let saved = std::mem::replace(&mut s.window, fresh);
-        s.label = label.to_string();
-        s.sample();
-        let r = s.window.resources(s.power_error().as_deref());
-        s.window = saved;
+        let l = s.lanes.entry(lane).or_default();
+        let fresh = l.fresh_window();
+        let saved = std::mem::replace(&mut l.window, fresh);
+        l.label = label.to_string();
+        s.sample_lane(lane);
+        let err = s.power_error();
+        let l = s.lanes.entry(lane).or_default();
+        let r = l.window.resources(err.as_deref());
+        l.window = saved;
         r
     }
 }
@@ -309,5 +441,33 @@ impl Drop for Sampler {
         }
         // Hands the last samples to the journal, which its owner then finishes.
         drop(self.lock().out.take());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_lane_counts_the_gpus_of_its_own_device_set() {
+        let d = tempfile::tempdir().expect("a temp dir");
+        std::fs::write(d.path().join("0"), "1000\n").expect("a fake gpu");
+        std::fs::write(d.path().join("1"), "2000\n").expect("a fake gpu");
+        let gpu = super::super::gpu::fake_for_tests(d.path());
+        let s = Sampler::start(Some(gpu), Duration::from_secs(3600), None);
+        s.open_lane(0, &[0]);
+        s.open_lane(1, &[1]);
+        s.open_lane(2, &[]);
+        for lane in 0..3 {
+            s.begin_window(lane, "cell");
+        }
+        let peak = |lane| s.end_window(lane).gpu_mem_used_peak_bytes;
+        assert_eq!(peak(0), Some(1000));
+        assert_eq!(peak(1), Some(2000));
+        assert_eq!(peak(2), Some(3000), "no device set: every GPU");
+        assert_eq!(s.gpu_used_now(&[1]), Some(2000));
+        assert_eq!(s.gpu_used_now(&[]), Some(3000));
+        s.close_lane(1);
+        assert_eq!(peak(0), Some(1000), "closing a lane leaves the others");
     }
 }

@@ -34,7 +34,35 @@ pub struct Plan {
     /// runs' mean and spread, and comparisons use it.
     #[serde(default = "one")]
     pub repeat: u32,
+    /// `[run] parallel`: engines whose device sets do not overlap run at the same time.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub parallel: bool,
     pub cells: Vec<Cell>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl Plan {
+    /// Whether the runner sets each launched engine's `CUDA_VISIBLE_DEVICES`: the plan asks
+    /// for placement (`[gpu] devices`, an engine's `gpus`, `[run] parallel`, or `{gpus}` /
+    /// `{gpu_count}` in a launch command or env value). A plan that says none of these leaves
+    /// the engines' environment as it was before placement existed.
+    pub fn places_gpus(&self) -> bool {
+        let uses = |t: &str| t.contains("{gpus}") || t.contains("{gpu_count}");
+        self.gpu.devices.is_some()
+            || self.parallel
+            || self.engines.iter().any(|e| {
+                e.gpus.is_some()
+                    || match &e.target {
+                        EngineTarget::Launch(l) => {
+                            l.argv.iter().any(|a| uses(a)) || l.env.values().any(|v| uses(v))
+                        }
+                        EngineTarget::Attach { .. } => false,
+                    }
+            })
+    }
 }
 
 fn one() -> u32 {
@@ -68,6 +96,9 @@ pub struct EngineSpec {
     /// The `[engine.matrix]` values this engine was expanded from (empty without a matrix).
     #[serde(default, skip_serializing_if = "MatrixValues::is_empty")]
     pub matrix: MatrixValues,
+    /// `gpus`: how many of the plan's devices the engine is given; `None`: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<u32>,
 }
 
 /// `accepts = [...]`: the non-standard request fields an engine takes. Both by default, since
@@ -87,6 +118,9 @@ impl Default for Accepts {
         }
     }
 }
+
+/// The variable that gives a launched engine its GPUs (`gpus`).
+pub const CUDA_VISIBLE_DEVICES: &str = "CUDA_VISIBLE_DEVICES";
 
 /// The request fields `accepts` may name.
 pub const ACCEPTABLE_FIELDS: [&str; 2] = ["ignore_eos", "min_tokens"];
@@ -452,6 +486,10 @@ pub struct GpuSpec {
     /// How long teardown waits for GPU memory to return to its level before launch.
     #[serde(with = "humantime_serde_compat", default = "gpu_release_timeout")]
     pub release_timeout: Duration,
+    /// `devices`: the GPUs engines are placed on (NVML indexes); `None`: every GPU NVML sees
+    /// when the run starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Vec<u32>>,
 }
 
 /// Bundles written before `release_timeout` existed read with the default.

@@ -5,10 +5,23 @@ use std::collections::BTreeMap;
 
 /// The hint shown with an unknown-placeholder error.
 pub const HINT: &str =
-    "known placeholders: {port}, {model}, {name}, {host}, {runner}, {plan_dir}; write {{ for a literal {";
+    "known placeholders: {port}, {model}, {name}, {host}, {runner}, {plan_dir}, {gpus}, {gpu_count}; write {{ for a literal {";
 
 /// The placeholders every engine has; a matrix key may not take one of these names.
-pub const BUILTINS: &[&str] = &["port", "model", "name", "host", "runner", "plan_dir"];
+pub const BUILTINS: &[&str] = &[
+    "port",
+    "model",
+    "name",
+    "host",
+    "runner",
+    "plan_dir",
+    "gpus",
+    "gpu_count",
+];
+
+/// The placeholders filled in at launch, once the port is picked and the devices placed; the
+/// resolved plan keeps them as written.
+pub const AT_LAUNCH: &[&str] = &["port", "gpus", "gpu_count"];
 
 /// Replaces every `{key}` with its value. Returns the unknown key on failure.
 pub fn expand(template: &str, vars: &BTreeMap<&str, String>) -> Result<String, String> {

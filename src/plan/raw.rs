@@ -27,6 +27,8 @@ pub struct RawPlan {
     pub cost: Option<Spanned<RawCost>>,
     #[serde(default)]
     pub repeat: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub run: Option<RawRun>,
     #[serde(default, rename = "engine")]
     pub engines: Vec<Spanned<RawEngine>>,
     #[serde(default, rename = "workload")]
@@ -76,6 +78,18 @@ pub struct RawEngine {
     /// `[engine.matrix]`: one engine per combination of these values.
     #[serde(default)]
     pub matrix: Option<Spanned<super::matrix::RawMatrix>>,
+    /// How many of `[gpu] devices` the engine is given (`CUDA_VISIBLE_DEVICES`).
+    #[serde(default)]
+    pub gpus: Option<Spanned<i64>>,
+}
+
+/// `[run]`: how the engines are scheduled.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRun {
+    /// Engines whose device sets do not overlap run at the same time.
+    #[serde(default)]
+    pub parallel: Option<bool>,
 }
 
 /// `[engine.health]`.
@@ -306,6 +320,9 @@ pub struct RawGpu {
     pub release_timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// The GPUs engines are placed on (NVML indexes); default: every GPU NVML sees.
+    #[serde(default)]
+    pub devices: Option<Spanned<Vec<Spanned<i64>>>>,
 }
 
 /// `[cost]`: the price of the machine and of its electricity, for cost per token.

@@ -324,6 +324,70 @@ impl Resolver<'_> {
         }
     }
 
+    /// `[gpu] devices`: NVML indexes, each once.
+    fn devices(&mut self, d: &Spanned<Vec<Spanned<i64>>>) -> Vec<u32> {
+        if d.get_ref().is_empty() {
+            self.error_at(
+                d.span(),
+                "`[gpu] devices` lists no device",
+                Some("list the GPUs' indexes (as nvidia-smi numbers them), or leave `devices` out to use every GPU NVML sees".into()),
+            );
+        }
+        let mut out: Vec<u32> = Vec::new();
+        for i in d.get_ref() {
+            let Ok(index) = u32::try_from(*i.get_ref()) else {
+                self.error_at(
+                    i.span(),
+                    format!("GPU index {} is not a device", i.get_ref()),
+                    Some("indexes count from 0, as nvidia-smi numbers the GPUs".into()),
+                );
+                continue;
+            };
+            if out.contains(&index) {
+                self.error_at(
+                    i.span(),
+                    format!("GPU {index} is listed twice in `[gpu] devices`"),
+                    Some("list each device once: an engine given it twice would share it with itself".into()),
+                );
+                continue;
+            }
+            out.push(index);
+        }
+        out
+    }
+
+    /// Each engine's `gpus` fits the devices the plan lists (when it lists them), and there are
+    /// devices to place it on at all.
+    fn check_gpus(&mut self, raw: &[Spanned<RawEngine>], gpu: &GpuSpec) {
+        for r in raw {
+            let r = r.get_ref();
+            let Some(g) = &r.gpus else { continue };
+            let (n, span, name) = (*g.get_ref(), g.span(), r.name.get_ref());
+            let s = if n == 1 { "" } else { "s" };
+            if n < 1 {
+                continue; // said where `gpus` is resolved
+            }
+            match &gpu.devices {
+                Some(d) if n as usize > d.len() && !d.is_empty() => self.error_at(
+                    span,
+                    format!(
+                        "engine `{name}` asks for {n} GPU{s}, but `[gpu] devices` lists {}",
+                        d.len()
+                    ),
+                    Some("lower `gpus`, or list more devices in `[gpu] devices`".into()),
+                ),
+                None if !gpu.enabled => self.error_at(
+                    span,
+                    format!(
+                        "engine `{name}` asks for {n} GPU{s}, but `[gpu] enabled = false` leaves NVML unasked, so no device is known"
+                    ),
+                    Some("list the devices in `[gpu] devices`".into()),
+                ),
+                _ => {}
+            }
+        }
+    }
+
     fn resolve(&mut self, raw: RawPlan, sha256: String) -> Option<Plan> {
         self.safe_name(&raw.name, "plan");
         let default_load = raw.load.unwrap_or_default();
@@ -406,13 +470,17 @@ impl Resolver<'_> {
                 enabled: true,
                 interval: defaults::GPU_INTERVAL,
                 release_timeout: defaults::GPU_RELEASE_TIMEOUT,
+                devices: None,
             },
             Some(g) => GpuSpec {
                 enabled: g.enabled.unwrap_or(true),
                 interval: self.duration(&g.interval, defaults::GPU_INTERVAL),
                 release_timeout: self.duration(&g.release_timeout, defaults::GPU_RELEASE_TIMEOUT),
+                devices: g.devices.as_ref().map(|d| self.devices(d)),
             },
         };
+        self.check_gpus(&raw_engines, &gpu);
+        let parallel = raw.run.as_ref().and_then(|r| r.parallel).unwrap_or(false);
         let report = ReportSpec {
             template: match raw.report.as_ref().and_then(|r| r.template.as_ref()) {
                 None => None,
@@ -464,6 +532,7 @@ impl Resolver<'_> {
             usd_per_hour,
             usd_per_kwh,
             repeat,
+            parallel,
             cells,
         })
     }

@@ -35,14 +35,26 @@ pub fn render(plan: &Plan, path: &Path) -> String {
             ),
             EngineTarget::Attach { url } => format!("attach to {url}"),
         };
+        let gpus = match e.gpus {
+            Some(1) => ", 1 GPU".to_string(),
+            Some(n) => format!(", {n} GPUs"),
+            None => String::new(),
+        };
         let _ = writeln!(
             out,
-            "  {:<16} model `{}`, {:?} api, {how}{}",
+            "  {:<16} model `{}`, {:?} api, {how}{gpus}{}",
             e.name,
             e.model,
             e.api,
             matrix_note(&e.matrix)
         );
+    }
+    if let Some(d) = &plan.gpu.devices {
+        let list: Vec<String> = d.iter().map(u32::to_string).collect();
+        let _ = writeln!(out, "gpu devices: {}", list.join(", "));
+    }
+    if plan.parallel {
+        out.push_str("run: parallel (engines whose GPUs do not overlap run at the same time)\n");
     }
     out.push_str("workloads:\n");
     for w in &plan.workloads {

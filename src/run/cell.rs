@@ -27,7 +27,8 @@ use crate::plan::model::{Cell, EngineSpec};
 impl Run<'_> {
     /// Measures one cell on a ready engine (`child`: its process, when launched) and judges it.
     pub(super) async fn cell(
-        &mut self,
+        &self,
+        ei: usize,
         cell: &Cell,
         spec: &EngineSpec,
         base_url: &str,
@@ -36,7 +37,7 @@ impl Run<'_> {
     ) -> Result<CellSummary, RunError> {
         let w = &self.plan.workloads[cell.workload];
         let records_rel = layout::cell_records(&cell.id);
-        let journal = Journal::create(&self.ledger.bundle().path(&records_rel))?;
+        let journal = Journal::create(&self.ledger().bundle().path(&records_rel))?;
         let acc = Accumulator::for_cell(w, cell.level);
         let (tx, rx) = mpsc::channel::<RequestRecord>(1024);
         // Set when the engine process exits under the level: requests then cut off are
@@ -61,12 +62,16 @@ impl Run<'_> {
         let timeouts = w.load.timeouts;
         let bodies = body::bodies(spec, w);
         let done = Arc::new(AtomicU64::new(0));
-        let ticker = self
-            .ledger
-            .progress()
-            .cell_ticker(cell, w.load.stop, done.clone());
+        // Side by side, several cells would rewrite the one live line: none then.
+        let ticker = if self.plan.parallel {
+            None
+        } else {
+            self.ledger()
+                .progress()
+                .cell_ticker(cell, w.load.stop, done.clone())
+        };
         let started_at = Utc::now();
-        self.sampler.begin_window(&cell.id);
+        self.sampler.begin_window(ei, &cell.id);
         let scraper = metrics_url.map(|url| {
             let (stop, stopped) = tokio::sync::oneshot::channel();
             let task = tokio::spawn(telemetry::scrape_cell(
@@ -156,7 +161,7 @@ impl Run<'_> {
         forward.abort();
         let wall = t0.elapsed().as_secs_f64();
         let cpu_s = client_cpu_s() - cpu0;
-        let resources = self.sampler.end_window();
+        let resources = self.sampler.end_window(ei);
         let engine_metrics = match scraper {
             Some((stop, task)) => {
                 // The scraper may have ended on its own; then there is no one to tell.
@@ -172,7 +177,7 @@ impl Run<'_> {
             Ok(c) => c,
             Err(e) => {
                 return Err(RunError::Write(crate::bundle::write::WriteError {
-                    path: self.ledger.bundle().path(&records_rel),
+                    path: self.ledger().bundle().path(&records_rel),
                     source: std::io::Error::other(format!("record writer failed: {e}")),
                 }))
             }

@@ -23,6 +23,8 @@ pub enum RunError {
     Endpoint(String),
     #[error("cannot resume {dir}: {why}")]
     Resume { dir: PathBuf, why: String },
+    #[error("cannot place the engines on GPUs: {0}")]
+    Placement(String),
 }
 
 /// An engine that did not come up.

@@ -356,6 +356,11 @@ impl Ledger {
 
     // Engines.
 
+    /// The GPUs the engine goes on (recorded before it starts).
+    pub fn engine_placed(&mut self, ei: usize, devices: &[u32]) {
+        self.manifest.engines[ei].gpus = devices.to_vec();
+    }
+
     pub fn engine_skipped(&mut self, ei: usize) {
         self.manifest.engines[ei].status = EngineStatus::Skipped;
     }
@@ -376,6 +381,7 @@ impl Ledger {
         let rec = &mut self.manifest.engines[ei];
         rec.url = Some(url.to_string());
         rec.status = EngineStatus::Starting;
+        rec.launched_at = Some(Utc::now());
         self.progress.engine_attaching(name, url);
     }
 
@@ -402,14 +408,18 @@ impl Ledger {
         rec.url = Some(base_url.to_string());
         rec.log = Some(log);
         rec.status = EngineStatus::Starting;
+        rec.cuda_visible_devices = sp.cuda_visible_devices.clone();
+        rec.launched_at = Some(Utc::now());
         self.save_or_warn();
-        self.progress.engine_launching(name, &sp.argv);
+        self.progress
+            .engine_launching(name, &sp.argv, sp.cuda_visible_devices.as_deref());
     }
 
     pub fn engine_ready(&mut self, ei: usize, name: &str, secs: f64, idle: Resources) {
         let rec = &mut self.manifest.engines[ei];
         rec.status = EngineStatus::Ready;
         rec.ready_s = Some(secs);
+        rec.ready_at = Some(Utc::now());
         rec.idle = Some(idle);
         self.save_or_warn();
         self.progress.engine_ready(name, secs);
@@ -457,6 +467,7 @@ impl Ledger {
         if self.manifest.engines[ei].status == EngineStatus::Ready {
             self.manifest.engines[ei].status = EngineStatus::Stopped;
         }
+        self.manifest.engines[ei].stopped_at = Some(Utc::now());
     }
 
     /// A launched engine torn down, with what its log kept.
@@ -486,6 +497,7 @@ impl Ledger {
             rec.status = EngineStatus::Stopped;
         }
         rec.stop = Some(report);
+        rec.stopped_at = Some(Utc::now());
         self.save()
     }
 
@@ -758,6 +770,11 @@ pub(super) fn pending_engine(e: &EngineSpec) -> EngineRecord {
         gpu_release: None,
         rejected_fields: Vec::new(),
         metrics_url: None,
+        gpus: Vec::new(),
+        cuda_visible_devices: None,
+        launched_at: None,
+        ready_at: None,
+        stopped_at: None,
     }
 }
 

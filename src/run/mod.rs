@@ -1,5 +1,5 @@
 //! A run: the orchestrator (the pipeline), one engine's session, one cell, the ledger that
-//! records them, typed failures, progress output, host facts, and signal handling.
+//! records them, GPU placement, typed failures, progress output, host facts, and signal handling.
 
 pub mod cell;
 pub mod error;
@@ -8,6 +8,7 @@ pub mod ledger;
 pub mod merge;
 pub mod orchestrator;
 pub mod part;
+pub mod placement;
 pub mod progress;
 pub mod recover;
 pub mod search;

@@ -1,13 +1,18 @@
-//! The pipeline of `runner exec`, top to bottom: open the bundle (`ledger`), then for each
-//! engine: bring it up (`session`) -> [measure each cell (`cell`), its summary written] -> its
-//! capacity searches -> tear it down; then finish the manifest and render the report from the
-//! bundle alone.
+//! The pipeline of `runner exec`, top to bottom: place the engines on GPUs (`placement`), open
+//! the bundle (`ledger`), then for each engine: bring it up (`session`) -> [measure each cell
+//! (`cell`), its summary written] -> its capacity searches -> tear it down; then finish the
+//! manifest and render the report from the bundle alone. With `[run] parallel`, engines whose
+//! device sets do not overlap go through that lifecycle at the same time, each in its own lane.
 
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use super::error::RunError;
 use super::ledger::{Ledger, Target};
+use super::placement::{Free, Pool};
 use super::progress::Progress;
 use super::search::Search;
 use super::session::{exited_log_tail, Up};
@@ -23,7 +28,7 @@ use crate::metrics::sampler::Sampler;
 use crate::metrics::telemetry;
 use crate::plan::model::{Cell, EngineSpec, Plan};
 use crate::report;
-use crate::stop::Cancel;
+use crate::stop::{Cancel, Stopper};
 
 const INTERRUPTED: &str = "not run: the run was interrupted";
 
@@ -59,18 +64,31 @@ pub struct ExecOutcome {
     pub leftovers: Vec<String>,
 }
 
-/// A run in progress: what every stage of it shares.
+/// A run in progress: what every stage of it shares. Engines running side by side share it
+/// too, so what they change is behind locks that are never held across an await (the lanes'
+/// futures are checked `Send`, which a held `MutexGuard` is not).
 pub(super) struct Run<'a> {
     pub(super) plan: &'a Plan,
-    pub(super) ledger: Ledger,
+    ledger: Mutex<Ledger>,
     pub(super) sampler: Sampler,
     pub(super) client: reqwest::Client,
+    /// Follows the signals; also stopped when one engine's lane fails, so the others wind down.
     pub(super) cancel: Cancel,
+    fail: Stopper,
     /// `telemetry.jsonl`: every scrape of an engine's `/metrics`.
     pub(super) telemetry: Option<telemetry::Sink>,
     pub(super) origin: Instant,
     /// Engine processes that survived their teardown, named.
-    pub(super) leftovers: Vec<String>,
+    leftovers: Mutex<Vec<String>>,
+    pool: Pool,
+}
+
+/// The GPUs one engine runs on (NVML indexes; empty without GPUs, or for an attached engine).
+pub(super) type Devices = [u32];
+
+/// Checks at compile time that a lane's future holds no lock across an await.
+fn send<F: std::future::Future + Send>(f: F) -> F {
+    f
 }
 
 /// Runs a plan and writes its bundle. `plan_bytes` is the plan file as read.
@@ -91,6 +109,14 @@ pub async fn exec(
             },
         )
     };
+    let pool = Pool::of(
+        plan,
+        &inventory,
+        std::env::var(crate::engine::spawn::CUDA_VISIBLE_DEVICES)
+            .ok()
+            .as_deref(),
+    );
+    pool.check(plan).map_err(RunError::Placement)?;
     let progress = Progress::new(opts.quiet);
     // The ledger holds the bundle's lock until the report is rendered.
     let target = match (&opts.resume, &opts.part) {
@@ -118,34 +144,45 @@ pub async fn exec(
         let w: Box<dyn std::io::Write + Send> = Box::new(j.writer());
         std::sync::Arc::new(std::sync::Mutex::new(w))
     });
-    let mut run = Run {
+    let client = http_client(std::time::Duration::from_secs(10))?;
+    let (fail, run_cancel, forward) = cancel.child();
+    let run = Run {
         plan,
-        ledger,
+        ledger: Mutex::new(ledger),
         sampler,
-        client: http_client(std::time::Duration::from_secs(10))?,
-        cancel,
+        client,
+        cancel: run_cancel,
+        fail,
         telemetry,
         origin: Instant::now(),
-        leftovers: Vec::new(),
+        leftovers: Mutex::new(Vec::new()),
+        pool,
     };
-    run.ledger
-        .progress()
-        .plan(plan, run.ledger.dir(), &run.ledger.manifest().gpu);
-    if let Err(e) = terminate::become_subreaper() {
-        run.ledger.warn(&format!(
-            "cannot make the runner a child subreaper ({e}): an engine process that leaves its group and whose parent exits will not be found at teardown"
-        ));
-    }
-
-    for (ei, engine) in plan.engines.iter().enumerate() {
-        if let Err(e) = run.engine(ei, engine).await {
-            // The engine is already stopped (teardown never depends on the bundle).
-            run.ledger.run_failed(&e);
-            return Err(e);
+    {
+        let l = run.ledger();
+        l.progress().plan(plan, l.dir(), &l.manifest().gpu);
+        if let Err(e) = terminate::become_subreaper() {
+            l.warn(&format!(
+                "cannot make the runner a child subreaper ({e}): an engine process that leaves its group and whose parent exits will not be found at teardown"
+            ));
         }
     }
 
-    let totals = run.ledger.finish(run.cancel.is_stopping())?;
+    let ran = if plan.parallel {
+        run.parallel().await
+    } else {
+        run.sequential().await
+    };
+    if let Err(e) = ran {
+        // Every engine is already stopped (teardown never depends on the bundle).
+        forward.abort();
+        run.ledger().run_failed(&e);
+        return Err(e);
+    }
+    forward.abort();
+
+    // Interrupted: by a signal (the run's own stop fires only with a failure, handled above).
+    let totals = run.ledger().finish(cancel.is_stopping())?;
     let Run {
         ledger,
         sampler,
@@ -153,6 +190,8 @@ pub async fn exec(
         leftovers,
         ..
     } = run;
+    let ledger = ledger.into_inner().unwrap_or_else(|e| e.into_inner());
+    let leftovers = leftovers.into_inner().unwrap_or_else(|e| e.into_inner());
     // Their writers first, then the journals: every sample and scrape is on disk.
     drop((sampler, telemetry));
     for journal in [samples, scrapes].into_iter().flatten() {
@@ -179,39 +218,131 @@ pub async fn exec(
 }
 
 impl Run<'_> {
-    /// One engine: up, its cells and searches, down. Whatever happened (a bundle write that
-    /// failed included), a launched engine is stopped before an error goes up.
-    async fn engine(&mut self, ei: usize, spec: &EngineSpec) -> Result<(), RunError> {
+    /// The ledger, locked for one statement's work (never across an await).
+    pub(super) fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Names an engine process that survived its teardown.
+    pub(super) fn leftover(&self, what: impl IntoIterator<Item = String>) {
+        self.leftovers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(what);
+    }
+
+    /// One engine after another, each on the first devices of the pool it asks for; the
+    /// first failure ends the run.
+    async fn sequential(&self) -> Result<(), RunError> {
+        for (ei, engine) in self.plan.engines.iter().enumerate() {
+            let devices = Free::new(&self.pool)
+                .take(self.pool.demand(engine))
+                .unwrap_or_default();
+            self.engine(ei, engine, &devices).await?;
+        }
+        Ok(())
+    }
+
+    /// `[run] parallel`: every engine whose devices are free starts at once (plan order, first
+    /// fit); one that cannot get its devices waits until an engine ends and gives its back. A
+    /// failure stops the others (torn down, their cells left marked interrupted) and is
+    /// returned once every lane has ended.
+    async fn parallel(&self) -> Result<(), RunError> {
+        let mut free = Free::new(&self.pool);
+        let mut waiting: Vec<usize> = (0..self.plan.engines.len()).collect();
+        let mut running = FuturesUnordered::new();
+        let mut failed: Option<RunError> = None;
+        let mut told = std::collections::HashSet::new();
+        loop {
+            let mut i = 0;
+            while i < waiting.len() {
+                let ei = waiting[i];
+                let spec = &self.plan.engines[ei];
+                match free.take(self.pool.demand(spec)) {
+                    Some(devices) => {
+                        waiting.remove(i);
+                        running.push(send(async move {
+                            let r = self.engine(ei, spec, &devices).await;
+                            (devices, r)
+                        }));
+                    }
+                    None => {
+                        if told.insert(ei) {
+                            let n = self.pool.demand(spec);
+                            self.ledger().progress().engine_waiting(&spec.name, n);
+                        }
+                        i += 1;
+                    }
+                }
+            }
+            let Some((devices, r)) = running.next().await else {
+                break;
+            };
+            free.give_back(&devices);
+            if let Err(e) = r {
+                if failed.is_none() {
+                    self.ledger().warn(&format!(
+                        "the run failed ({e}); stopping the engines still running"
+                    ));
+                    self.fail.escalate();
+                    failed = Some(e);
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// One engine, on `devices`: up, its cells and searches, down. Whatever happened (a bundle
+    /// write that failed included), a launched engine is stopped before an error goes up.
+    async fn engine(
+        &self,
+        ei: usize,
+        spec: &EngineSpec,
+        devices: &Devices,
+    ) -> Result<(), RunError> {
+        self.sampler.open_lane(ei, devices);
+        let r = self.engine_on(ei, spec, devices).await;
+        self.sampler.close_lane(ei);
+        r
+    }
+
+    async fn engine_on(
+        &self,
+        ei: usize,
+        spec: &EngineSpec,
+        devices: &Devices,
+    ) -> Result<(), RunError> {
         let cells: Vec<Cell> = self
             .plan
             .cells
             .iter()
-            .filter(|c| c.engine == ei && !self.ledger.is_done(&c.id))
+            .filter(|c| c.engine == ei && !self.ledger().is_done(&c.id))
             .cloned()
             .collect();
         let searches_left = self
             .plan
             .workloads
             .iter()
-            .any(|w| w.search.is_some() && self.ledger.search_left(&spec.name, &w.name));
+            .any(|w| w.search.is_some() && self.ledger().search_left(&spec.name, &w.name));
         if cells.is_empty() && !searches_left {
             // Resuming, and this engine's cells are all measured already.
             return Ok(());
         }
         if self.cancel.is_stopping() {
-            self.ledger.engine_skipped(ei);
-            self.ledger
+            self.ledger().engine_skipped(ei);
+            self.ledger()
                 .unrun_cells(self.plan, &cells, CellStatus::Interrupted, INTERRUPTED)?;
             return Ok(());
         }
+        self.ledger().engine_placed(ei, devices);
         self.record_version(ei, spec).await;
 
-        let gpu_before = self.sampler.gpu_used_now();
-        let mut up = match self.bring_up(ei, spec).await {
+        let gpu_before = self.sampler.gpu_used_now(devices);
+        let mut up = match self.bring_up(ei, spec, devices).await {
             Ok(up) => up,
             Err(down) => {
                 let stopped = down.stopped();
-                self.ledger.engine_failed(
+                self.ledger().engine_failed(
                     ei,
                     &spec.name,
                     &down.message,
@@ -232,12 +363,13 @@ impl Run<'_> {
                     Some(sp) => self.teardown(ei, spec, sp).await,
                     None => Ok(()),
                 };
-                self.sampler.set_target(None, "");
-                self.ledger
+                self.sampler.set_target(ei, None, "");
+                self.ledger()
                     .unrun_cells(self.plan, &cells, status, &reason)?;
                 torn_down?;
                 if launched {
-                    self.check_gpu_release(ei, spec, gpu_before).await?;
+                    self.check_gpu_release(ei, spec, gpu_before, devices)
+                        .await?;
                 }
                 return Ok(());
             }
@@ -248,23 +380,24 @@ impl Run<'_> {
         let torn_down = match up.spawned.take() {
             Some(sp) => self.teardown(ei, spec, sp).await,
             None => {
-                self.ledger.engine_released(ei);
+                self.ledger().engine_released(ei);
                 Ok(())
             }
         };
-        self.sampler.set_target(None, "");
+        self.sampler.set_target(ei, None, "");
         served?;
         torn_down?;
         if launched {
-            self.check_gpu_release(ei, spec, gpu_before).await?;
+            self.check_gpu_release(ei, spec, gpu_before, devices)
+                .await?;
         }
-        self.ledger.save()?;
+        self.ledger().save()?;
         Ok(())
     }
 
     /// A ready engine's work: the dialect probe, its cells, then its capacity searches.
     async fn serve(
-        &mut self,
+        &self,
         ei: usize,
         spec: &EngineSpec,
         up: &mut Up,
@@ -276,13 +409,13 @@ impl Run<'_> {
             // Once the run stops or the engine dies, the cells left are marked in one batch.
             if self.cancel.is_stopping() {
                 let left = &cells[i..];
-                self.ledger
+                self.ledger()
                     .unrun_cells(self.plan, left, CellStatus::Interrupted, INTERRUPTED)?;
                 break;
             }
             if let Some(why) = dead.clone() {
                 let reason = format!("not run: {why}");
-                self.ledger
+                self.ledger()
                     .unrun_cells(self.plan, &cells[i..], CellStatus::Failed, &reason)?;
                 break;
             }
@@ -302,10 +435,10 @@ impl Run<'_> {
                     break;
                 }
                 let cell = Cell::new(&self.plan.engines, &self.plan.workloads, ei, wi, level);
-                self.ledger.search_cell(&cell.id);
+                self.ledger().search_cell(&cell.id);
                 // A level the grid (or a resumed run) already measured is judged from its
                 // summary, never measured again over it.
-                let measured = self.ledger.measured(&cell.id);
+                let measured = self.ledger().measured(&cell.id);
                 let reused = measured.is_some();
                 let summary = match measured {
                     Some(s) => Some(s),
@@ -337,7 +470,7 @@ impl Run<'_> {
                 complete: search.next().is_none()
                     || search.probes.len() as u32 >= search_spec.max_steps,
             };
-            self.ledger.search_done(&search, record)?;
+            self.ledger().search_done(&search, record)?;
         }
         Ok(())
     }
@@ -345,7 +478,7 @@ impl Run<'_> {
     /// Runs one cell on a ready engine, unless the run is stopping or the engine died; writes
     /// its summary either way. Returns the summary of a cell that was measured.
     async fn run_one(
-        &mut self,
+        &self,
         ei: usize,
         spec: &EngineSpec,
         up: &mut Up,
@@ -362,12 +495,19 @@ impl Run<'_> {
                 .map(|why| (CellStatus::Rejected, format!("not run: {why}")))
         };
         if let Some((status, reason)) = not_run {
-            self.ledger.unrun_cell(self.plan, cell, status, &reason)?;
+            self.ledger().unrun_cell(self.plan, cell, status, &reason)?;
             return Ok(None);
         }
         let child = up.spawned.as_mut().map(|s| &mut s.child);
         let mut summary = self
-            .cell(cell, spec, &up.base_url, up.metrics_url.as_deref(), child)
+            .cell(
+                ei,
+                cell,
+                spec,
+                &up.base_url,
+                up.metrics_url.as_deref(),
+                child,
+            )
             .await?;
         if let Some(sp) = &mut up.spawned {
             if let Ok(Some(status)) = sp.child.try_wait() {
@@ -376,14 +516,15 @@ impl Run<'_> {
                     spec.name, cell.id
                 );
                 let tail = Some(exited_log_tail(sp));
-                self.ledger.engine_failed(ei, &spec.name, &why, tail, false);
+                self.ledger()
+                    .engine_failed(ei, &spec.name, &why, tail, false);
                 summary.status = CellStatus::Failed;
                 summary.reason = Some(format!("{why}; the requests measured before are kept"));
                 summary.slo = None;
                 *dead = Some(why);
             }
         }
-        self.ledger.save_cell(&summary)?;
+        self.ledger().save_cell(&summary)?;
         Ok(Some(summary))
     }
 }

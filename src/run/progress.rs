@@ -43,13 +43,29 @@ impl Progress {
             plan.cells.len(),
             dir.display()
         ));
+        if plan.parallel {
+            self.say(
+                "runner: [run] parallel: engines whose GPUs do not overlap run at the same time",
+            );
+        }
         if let Some(why) = &gpu.unavailable_reason {
             self.say(&format!("runner: GPU telemetry unavailable: {why}"));
         }
     }
 
-    pub fn engine_launching(&self, name: &str, argv: &[String]) {
-        self.say(&format!("[{name}] launching: {}", argv.join(" ")));
+    pub fn engine_launching(&self, name: &str, argv: &[String], cuda_visible: Option<&str>) {
+        let on = cuda_visible
+            .map(|d| format!(" (CUDA_VISIBLE_DEVICES={d})"))
+            .unwrap_or_default();
+        self.say(&format!("[{name}] launching{on}: {}", argv.join(" ")));
+    }
+
+    /// `[run] parallel`: the engine's GPUs are in use; it starts once an engine gives them back.
+    pub fn engine_waiting(&self, name: &str, gpus: usize) {
+        let s = if gpus == 1 { "" } else { "s" };
+        self.say(&format!(
+            "[{name}] waiting for {gpus} free GPU{s} (the others are in use by engines still running)"
+        ));
     }
 
     pub fn engine_attaching(&self, name: &str, url: &str) {

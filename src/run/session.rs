@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use super::error::{EngineDown, RunError};
-use super::orchestrator::Run;
+use super::orchestrator::{Devices, Run};
 use crate::bundle::format::GpuRelease;
 use crate::bundle::layout;
 use crate::engine::ready::{self, wait_ready, Miss, NotReady, Owner};
@@ -46,30 +46,31 @@ pub struct Up {
 
 impl Run<'_> {
     /// `version_command`'s output, recorded before the engine starts.
-    pub(super) async fn record_version(&mut self, ei: usize, spec: &EngineSpec) {
+    pub(super) async fn record_version(&self, ei: usize, spec: &EngineSpec) {
         if let Some(argv) = &spec.version_command {
             let cwd = match &spec.target {
                 EngineTarget::Launch(l) => l.cwd.clone(),
                 EngineTarget::Attach { .. } => PathBuf::from("."),
             };
             let v = version::capture(argv, &cwd).await;
-            self.ledger.engine_version(ei, v);
+            self.ledger().engine_version(ei, v);
         }
     }
 
     /// Launch or attach, wait for readiness, then check the served model and (with
     /// `health.completion`) one completion.
     pub(super) async fn bring_up(
-        &mut self,
+        &self,
         ei: usize,
         spec: &EngineSpec,
+        devices: &Devices,
     ) -> Result<Up, EngineDown> {
         match ready::check_api_key(spec) {
-            Ok(true) => self.ledger.api_key_used(ei),
+            Ok(true) => self.ledger().api_key_used(ei),
             Ok(false) => {}
             Err(why) => return Err(EngineDown::new(why, spec, "", None, None)),
         }
-        let up = self.launch_and_wait(ei, spec).await?;
+        let up = self.launch_and_wait(ei, spec, devices).await?;
         let api_key = ready::api_key(spec);
         // Launched or attached, the engine must serve the plan's model.
         let mut checked =
@@ -91,11 +92,16 @@ impl Run<'_> {
         }
     }
 
-    async fn launch_and_wait(&mut self, ei: usize, spec: &EngineSpec) -> Result<Up, EngineDown> {
+    async fn launch_and_wait(
+        &self,
+        ei: usize,
+        spec: &EngineSpec,
+        devices: &Devices,
+    ) -> Result<Up, EngineDown> {
         let started = Instant::now();
         let (base_url, mut spawned) = match &spec.target {
             EngineTarget::Attach { url } => {
-                self.ledger.engine_attaching(ei, &spec.name, url);
+                self.ledger().engine_attaching(ei, &spec.name, url);
                 (url.clone(), None)
             }
             EngineTarget::Launch(l) => {
@@ -104,21 +110,21 @@ impl Run<'_> {
                 };
                 let port = spawn::pick_port(l.port).map_err(spawn_err)?;
                 let log_rel = layout::engine_log(&spec.name);
-                let sp = spawn::spawn(
-                    l,
-                    port,
-                    &self.ledger.bundle().path(&log_rel),
-                    self.ledger.bundle().redactor().clone(),
-                )
-                .map_err(spawn_err)?;
+                let (log_path, redactor) = {
+                    let l = self.ledger();
+                    (l.bundle().path(&log_rel), l.bundle().redactor().clone())
+                };
+                let place = self.plan.places_gpus();
+                let sp = spawn::spawn(l, port, devices, place, &log_path, redactor)
+                    .map_err(spawn_err)?;
                 let base_url = format!("http://127.0.0.1:{port}");
-                self.ledger
+                self.ledger()
                     .engine_launched(ei, &spec.name, &sp, &base_url, log_rel);
-                self.sampler.set_target(Some(sp.pgid), &spec.name);
+                self.sampler.set_target(ei, Some(sp.pgid), &spec.name);
                 (base_url, Some(sp))
             }
         };
-        let progress = self.ledger.progress().clone();
+        let progress = self.ledger().progress().clone();
         let on_miss = |miss: &Miss, left: std::time::Duration| {
             progress.engine_not_answering(&spec.name, &base_url, miss, left);
         };
@@ -157,8 +163,8 @@ impl Run<'_> {
         };
         match waited {
             Ok(d) => {
-                let idle = self.sampler.snapshot(&format!("{}.idle", spec.name));
-                self.ledger
+                let idle = self.sampler.snapshot(ei, &format!("{}.idle", spec.name));
+                self.ledger()
                     .engine_ready(ei, &spec.name, d.as_secs_f64(), idle);
                 Ok(Up {
                     base_url,
@@ -180,7 +186,7 @@ impl Run<'_> {
     /// Before an engine's cells: the request fields it refuses, workload by workload (their
     /// cells are then `rejected`), and its metrics page.
     pub(super) async fn probe_engine(
-        &mut self,
+        &self,
         ei: usize,
         spec: &EngineSpec,
         up: &mut Up,
@@ -189,15 +195,15 @@ impl Run<'_> {
             if let Some(refused) =
                 ready::check_dialect(spec, w, &up.base_url, &self.plan.path, &self.cancel).await
             {
-                self.ledger.rejected_field(ei, &w.name, &refused);
+                self.ledger().rejected_field(ei, &w.name, &refused);
                 up.rejected.insert(wi, refused.why);
             }
         }
-        self.ledger.save()?;
+        self.ledger().save()?;
         if let Some(path) = &spec.metrics_path {
             let url = format!("{}{path}", up.base_url);
             if telemetry::scrape_once(&self.client, &url).await.is_some() {
-                self.ledger.metrics_url(ei, &url);
+                self.ledger().metrics_url(ei, &url);
                 up.metrics_url = Some(url);
             }
         }
@@ -206,7 +212,7 @@ impl Run<'_> {
 
     /// Stops a launched engine's process group; records the stop and what its log kept.
     pub(super) async fn teardown(
-        &mut self,
+        &self,
         ei: usize,
         spec: &EngineSpec,
         mut sp: Spawned,
@@ -221,13 +227,13 @@ impl Run<'_> {
         tokio::task::spawn_blocking(move || log.settle(LOG_SETTLE))
             .await
             .ok();
-        self.leftovers.extend(
+        self.leftover(
             report
                 .survivors
                 .iter()
                 .map(|s| format!("engine `{}`: {s}", spec.name)),
         );
-        self.ledger
+        self.ledger()
             .engine_stopped(ei, &spec.name, report, &sp.log)?;
         Ok(())
     }
@@ -235,10 +241,11 @@ impl Run<'_> {
     /// With NVML: waits (bounded) for GPU memory to return to its level before launch, and
     /// records who holds it when it does not.
     pub(super) async fn check_gpu_release(
-        &mut self,
+        &self,
         ei: usize,
         spec: &EngineSpec,
         before: Option<u64>,
+        devices: &Devices,
     ) -> Result<(), RunError> {
         const SLACK: u64 = 256 << 20;
         let Some(before) = before else { return Ok(()) };
@@ -246,7 +253,7 @@ impl Run<'_> {
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
         let after = loop {
             tick.tick().await;
-            let now = self.sampler.gpu_used_now().unwrap_or(0);
+            let now = self.sampler.gpu_used_now(devices).unwrap_or(0);
             if now <= before + SLACK
                 || tokio::time::Instant::now() >= deadline
                 || self.cancel.state() == crate::stop::StopState::Kill
@@ -258,7 +265,7 @@ impl Run<'_> {
         let holders = if released {
             Vec::new()
         } else {
-            self.sampler.gpu_processes()
+            self.sampler.gpu_processes(devices)
         };
         let release = GpuRelease {
             before_launch_bytes: before,
@@ -266,7 +273,7 @@ impl Run<'_> {
             released,
             holders,
         };
-        self.ledger.gpu_release(ei, &spec.name, release)?;
+        self.ledger().gpu_release(ei, &spec.name, release)?;
         Ok(())
     }
 }

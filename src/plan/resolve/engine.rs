@@ -44,6 +44,9 @@ impl Resolver<'_> {
             ("host", "127.0.0.1".to_string()),
             ("runner", self.ctx.runner_exe.to_string_lossy().into_owned()),
             ("plan_dir", self.abs_dir().to_string_lossy().into_owned()),
+            // Filled in at launch, with `{port}`: the engine's device set is placed then.
+            ("gpus", "{gpus}".to_string()),
+            ("gpu_count", "{gpu_count}".to_string()),
         ]);
 
         let version_command = e
@@ -78,6 +81,7 @@ impl Resolver<'_> {
                     ("stop_grace", e.stop_grace.is_some()),
                     ("log_limit", e.log_limit.is_some()),
                     ("env", !e.env.is_empty()),
+                    ("gpus", e.gpus.is_some()),
                 ] {
                     if present {
                         self.error_at(
@@ -212,6 +216,20 @@ impl Resolver<'_> {
                 None
             }
         };
+        let gpus = e
+            .gpus
+            .as_ref()
+            .and_then(|g| self.positive(g, "`gpus`", 1024))
+            .map(|g| g as u32);
+        if let Some(g) = &e.gpus {
+            if e.env.contains_key(CUDA_VISIBLE_DEVICES) {
+                self.error_at(
+                    g.span(),
+                    format!("engine `{name}` sets both `gpus` and `env` {CUDA_VISIBLE_DEVICES}"),
+                    Some(format!("remove {CUDA_VISIBLE_DEVICES} from `env`: the runner sets it to the devices `gpus` places the engine on")),
+                );
+            }
+        }
         match (target, name_ok) {
             (Some(target), true) => Some(EngineSpec {
                 name,
@@ -225,6 +243,7 @@ impl Resolver<'_> {
                 extra_body,
                 metrics_path,
                 matrix: MatrixValues::default(),
+                gpus,
             }),
             _ => None,
         }
@@ -394,7 +413,7 @@ impl Resolver<'_> {
         let quoted: BTreeMap<&str, String> = vars
             .iter()
             .map(|(k, v)| {
-                let q = if *k == "port" {
+                let q = if placeholder::AT_LAUNCH.contains(k) {
                     v.clone()
                 } else {
                     shlex::try_quote(v).map_or_else(|_| v.clone(), |q| q.into_owned())
