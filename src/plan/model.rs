@@ -31,6 +31,9 @@ pub struct Plan {
     #[serde(default = "one")]
     pub repeat: u32,
     pub cells: Vec<Cell>,
+    /// `[[quality]]`: evaluation steps run against every engine after its cells.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quality: Vec<super::quality::QualitySpec>,
 }
 
 fn one() -> u32 {

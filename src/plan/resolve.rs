@@ -18,6 +18,7 @@ use super::raw::*;
 
 mod engine;
 mod load;
+mod quality;
 mod source;
 mod workload;
 
@@ -410,6 +411,7 @@ impl Resolver<'_> {
             .as_ref()
             .map_or(Some(1), |r| self.positive(r, "`repeat`", 100))
             .unwrap_or(1) as u32;
+        let quality = self.quality_steps(&raw.quality, &engines);
         if self.diags.iter().any(Diagnostic::is_error) {
             return None;
         }
@@ -435,6 +437,7 @@ impl Resolver<'_> {
             usd_per_hour,
             repeat,
             cells,
+            quality,
         })
     }
 }
