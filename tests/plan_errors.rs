@@ -207,3 +207,27 @@ fn synthetic_prefix_longer_than_the_prompt() {
         "input_tokens = 16\nprefix_tokens = 16\ncount = 8\n"
     ));
 }
+
+#[test]
+fn quality_key_of_another_kind() {
+    insta::assert_snapshot!(validate_with(
+        "max_tokens = 16\n",
+        "max_tokens = 16\n\n[[quality]]\nname = \"ppl\"\nkind = \"perplexity\"\nfile = \"plan.toml\"\nmin_agreement = 0.9\n"
+    ));
+}
+
+#[test]
+fn quality_baseline_names_an_unknown_engine() {
+    insta::assert_snapshot!(validate_with(
+        "max_tokens = 16\n",
+        "max_tokens = 16\n\n[[quality]]\nname = \"agree\"\nkind = \"agreement\"\nprompts = [\"hi\"]\nbaseline = \"hf\"\n"
+    ));
+}
+
+#[test]
+fn quality_command_with_an_unknown_placeholder() {
+    insta::assert_snapshot!(validate_with(
+        "max_tokens = 16\n",
+        "max_tokens = 16\n\n[[quality]]\nname = \"eval\"\nkind = \"command\"\ncommand = \"lm_eval --model_args base_url={uri}\"\nmetric = { file = \"*.json\", pointer = \"/acc\" }\n"
+    ));
+}

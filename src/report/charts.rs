@@ -536,5 +536,16 @@ pub fn all(b: &LoadedBundle) -> (Vec<Chart>, Vec<String>) {
         Ok(None) => {}
         Err(e) => errors.push(format!("chart memory: {e}")),
     }
+    for (name, title, svg) in super::quality::charts(b) {
+        match svg {
+            Ok(svg) => charts.push(Chart {
+                name,
+                title,
+                workload: None,
+                svg,
+            }),
+            Err(e) => errors.push(format!("chart {name}: {e}")),
+        }
+    }
     (charts, errors)
 }

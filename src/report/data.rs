@@ -39,6 +39,8 @@ pub struct ReportData {
     pub cells_failed: usize,
     /// The case-study tables, findings and cost.
     pub study: super::study::Study,
+    /// `[[quality]]` results per step (empty without one).
+    pub quality: super::quality::QualityView,
     /// Filled in by the renderer once the charts are drawn.
     pub charts: Vec<super::charts::Chart>,
     /// Charts that could not be drawn, with why.
@@ -594,6 +596,7 @@ pub fn build(b: &LoadedBundle) -> ReportData {
         cells_ok: ok,
         cells_failed: failed,
         study: super::study::build(b),
+        quality: super::quality::build(b),
         charts: Vec::new(),
         chart_errors: Vec::new(),
     }

@@ -7,5 +7,6 @@ pub mod csv;
 pub mod data;
 pub mod fmt;
 pub mod list;
+pub mod quality;
 pub mod render;
 pub mod study;

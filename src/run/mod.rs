@@ -9,6 +9,7 @@ pub mod merge;
 pub mod orchestrator;
 pub mod part;
 pub mod progress;
+pub mod quality;
 pub mod recover;
 pub mod search;
 pub mod session;

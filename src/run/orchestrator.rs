@@ -1,7 +1,8 @@
 //! The pipeline of `runner exec`, top to bottom: open the bundle (`ledger`), then for each
 //! engine: bring it up (`session`) -> [measure each cell (`cell`), its summary written] -> its
-//! capacity searches -> tear it down; then finish the manifest and render the report from the
-//! bundle alone.
+//! capacity searches -> its quality steps (`quality`) -> tear it down; then judge the quality
+//! results against their baselines, finish the manifest and render the report from the bundle
+//! alone.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -57,6 +58,8 @@ pub struct ExecOutcome {
     pub report_error: Option<String>,
     /// Engine processes still alive after teardown (`engine: pid, command, port`).
     pub leftovers: Vec<String>,
+    /// Quality results that failed (a gate, or the step itself), one line each.
+    pub quality_failed: Vec<String>,
 }
 
 /// A run in progress: what every stage of it shares.
@@ -145,6 +148,7 @@ pub async fn exec(
         }
     }
 
+    run.ledger.quality_judge(plan)?;
     let totals = run.ledger.finish(run.cancel.is_stopping())?;
     let Run {
         ledger,
@@ -175,6 +179,7 @@ pub async fn exec(
         summary,
         report_error,
         leftovers,
+        quality_failed: totals.quality_failed,
     })
 }
 
@@ -202,6 +207,7 @@ impl Run<'_> {
             self.ledger.engine_skipped(ei);
             self.ledger
                 .unrun_cells(self.plan, &cells, CellStatus::Interrupted, INTERRUPTED)?;
+            self.quality_skipped(spec, INTERRUPTED)?;
             return Ok(());
         }
         self.record_version(ei, spec).await;
@@ -235,6 +241,7 @@ impl Run<'_> {
                 self.sampler.set_target(None, "");
                 self.ledger
                     .unrun_cells(self.plan, &cells, status, &reason)?;
+                self.quality_skipped(spec, &reason)?;
                 torn_down?;
                 if launched {
                     self.check_gpu_release(ei, spec, gpu_before).await?;
@@ -339,6 +346,8 @@ impl Run<'_> {
             };
             self.ledger.search_done(&search, record)?;
         }
+        // The quality steps, while the engine is still up.
+        self.quality(spec, up, dead.as_deref()).await?;
         Ok(())
     }
 

@@ -13,6 +13,9 @@ use crate::plan::placeholder;
 use crate::plan::prompts;
 use crate::plan::quality::*;
 
+/// A key of `[[quality]]`, where it is written, and the kinds it applies to.
+type KeyUse<'a> = (&'a str, Option<Range<usize>>, &'a [&'a str]);
+
 const KINDS: &str = "`agreement`, `perplexity` or `command`";
 
 impl Resolver<'_> {
@@ -46,7 +49,7 @@ impl Resolver<'_> {
     fn quality(&mut self, q: &RawQuality, engines: &[EngineSpec]) -> Option<QualitySpec> {
         let name_ok = self.safe_name(&q.name, "quality step");
         let kind = q.kind.get_ref().as_str();
-        let keys: [(&str, Option<Range<usize>>, &[&str]); 12] = [
+        let keys: [KeyUse; 12] = [
             (
                 "prompts",
                 q.prompts.as_ref().map(Spanned::span),
