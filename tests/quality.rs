@@ -180,10 +180,12 @@ max_perplexity_increase = 0.5
 
 #[test]
 fn a_command_metric_is_read_by_pointer_and_gated() {
+    // The plan in a folder of its own: its command runs there, not where the runner runs.
     let s = Scratch::new();
-    s.write("task.yaml", "task: t\n");
+    std::fs::create_dir(s.path().join("plans")).expect("plans/");
+    s.write("plans/task.yaml", "task: t\n");
     s.write(
-        "eval.sh",
+        "plans/eval.sh",
         "mkdir -p \"$1/m__x\" && printf '{\"results\": {\"t\": {\"acc,none\": 0.75}}}' > \"$1/m__x/results_2026.json\"\necho \"evaluated $2 at $3\"\n",
     );
     let mut plan = HEAD.to_string();
@@ -207,8 +209,8 @@ command = "sh eval.sh {out} {model} {url}{api}"
 metric = { file = "**/results_*.json", pointer = "/results/t/acc,none" }
 min = 0.8
 "#;
-    s.write("plan.toml", &plan);
-    let (out, bundle) = s.exec("plan.toml");
+    s.write("plans/plan.toml", &plan);
+    let (out, bundle) = s.exec("plans/plan.toml");
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

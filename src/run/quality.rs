@@ -274,7 +274,9 @@ impl Run<'_> {
         let bundle = self.ledger.bundle().clone();
         let dir_rel = layout::quality_engine_dir(&step.name, &spec.name);
         let out_rel = format!("{dir_rel}/out");
-        let out = bundle.path(&out_rel);
+        // Absolute: the command runs in the plan's directory, not the runner's.
+        let out =
+            std::path::absolute(bundle.path(&out_rel)).unwrap_or_else(|_| bundle.path(&out_rel));
         std::fs::create_dir_all(&out).map_err(|e| crate::bundle::write::WriteError {
             path: out.clone(),
             source: e,
@@ -346,7 +348,7 @@ impl Run<'_> {
             out: out_rel.clone(),
             task_files,
         };
-        rec.files = vec![stdout, stderr, out_rel];
+        rec.files = vec![stdout, stderr, out_rel.clone()];
         if ran.interrupted {
             rec.status = QualityStatus::Skipped;
             rec.reason = ran.failure(c.timeout);
@@ -358,9 +360,9 @@ impl Run<'_> {
                 Ok((file, x)) => {
                     result.metric = Some(x);
                     result.metric_file = file
-                        .strip_prefix(&bundle.dir)
+                        .strip_prefix(&out)
                         .ok()
-                        .map(|p| p.to_string_lossy().into_owned());
+                        .map(|p| format!("{out_rel}/{}", p.to_string_lossy()));
                     rec.measured = true;
                 }
                 Err(why) => {
