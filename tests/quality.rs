@@ -171,6 +171,56 @@ max_perplexity_increase = 0.5
     assert!(ne["perplexity"].is_null());
     assert_eq!(ne["gates"][0]["passed"], serde_json::Value::Null);
 
+    // The CSV carries each step's figure per engine.
+    let csv = std::fs::read_to_string(bundle.join("summary.csv")).expect("csv");
+    let header: Vec<&str> = csv.lines().next().expect("header").split(',').collect();
+    for line in csv.lines() {
+        assert_eq!(line.split(',').count(), header.len(), "{line}");
+    }
+    let col = header
+        .iter()
+        .position(|h| *h == "quality_agree")
+        .expect("quality column");
+    let half_row: Vec<&str> = csv
+        .lines()
+        .find(|l| l.starts_with("half,"))
+        .expect("half's row")
+        .split(',')
+        .collect();
+    assert_eq!(half_row[col], format!("{:.6}", identical as f64 / 4.0));
+    assert_eq!(half_row[col + 1], "failed");
+
+    // `runner compare` covers quality: the same bundle with the perturbed engine's perplexity
+    // doubled is worse on it.
+    let other = s.path().join("other");
+    derive_bundle(&bundle, &other, &|name, v| {
+        if name == "manifest.json" {
+            for r in v["quality"].as_array_mut().expect("records") {
+                if r["step"] == "ppl" && r["engine"] == "half" {
+                    let p = r["perplexity"]["perplexity"].as_f64().expect("ppl");
+                    r["perplexity"]["perplexity"] = (2.0 * p).into();
+                }
+            }
+        }
+    });
+    let cmp = s.runner(&[
+        "compare",
+        bundle.to_str().expect("path"),
+        other.to_str().expect("path"),
+    ]);
+    let table = String::from_utf8_lossy(&cmp.stdout);
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("half") && l.contains("quality ppl") && l.contains("perplexity"))
+        .unwrap_or_else(|| panic!("no quality row: {table}"));
+    assert!(line.contains("2.000x") && line.ends_with("worse"), "{line}");
+    assert!(
+        table.lines().any(|l| l.starts_with("same")
+            && l.contains("quality agree")
+            && l.contains("no significant difference")),
+        "{table}"
+    );
+
     // The raw outputs are in the bundle, and the report says which gate failed.
     assert!(bundle.join("quality/agree/half.outputs.jsonl").is_file());
     assert!(bundle.join("quality/ppl/base.scores.jsonl").is_file());

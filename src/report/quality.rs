@@ -382,3 +382,80 @@ mod tests {
         assert_eq!(pareto_front(&pts, false), vec![(50.0, 0.5), (200.0, 0.6)]);
     }
 }
+
+/// `runner compare`'s quality rows: per step and engine in both bundles, each figure's ratio
+/// other/base, `better` or `worse` when it moved by more than `threshold` (relative) in the
+/// figure's direction. The figures are deterministic at temperature 0 (agreement, perplexity),
+/// so there is no noise model; a command's metric is taken as the evaluator reports it.
+pub fn compare_rows(
+    base: &LoadedBundle,
+    other: &LoadedBundle,
+    threshold: f64,
+) -> Vec<super::compare::Row> {
+    let mut rows = Vec::new();
+    for a in &base.manifest.quality {
+        let Some(b) = other
+            .manifest
+            .quality
+            .iter()
+            .find(|b| b.step == a.step && b.engine == a.engine)
+        else {
+            continue;
+        };
+        // (figure, its value in each, whether higher is better)
+        let mut figures: Vec<(&str, Option<f64>, Option<f64>, bool)> = Vec::new();
+        if let (Some(x), Some(y)) = (&a.agreement, &b.agreement) {
+            figures.push(("agreement", Some(x.agreement), Some(y.agreement), true));
+            figures.push((
+                "mean_common_prefix",
+                Some(x.mean_common_prefix),
+                Some(y.mean_common_prefix),
+                true,
+            ));
+            figures.push((
+                "mean_abs_logprob_diff",
+                x.mean_abs_logprob_diff,
+                y.mean_abs_logprob_diff,
+                false,
+            ));
+        }
+        if let (Some(x), Some(y)) = (&a.perplexity, &b.perplexity) {
+            figures.push(("perplexity", Some(x.perplexity), Some(y.perplexity), false));
+        }
+        if let (Some(x), Some(y)) = (&a.command, &b.command) {
+            let lower = base
+                .plan
+                .quality
+                .iter()
+                .find(|s| s.name == a.step)
+                .is_some_and(|s| s.gates.max.is_some() && s.gates.min.is_none());
+            figures.push(("metric", x.metric, y.metric, !lower));
+        }
+        for (metric, va, vb, higher) in figures {
+            let (Some(va), Some(vb)) = (va, vb) else {
+                continue;
+            };
+            if va <= 0.0 {
+                continue;
+            }
+            let ratio = vb / va;
+            let improved = if higher { ratio > 1.0 } else { ratio < 1.0 };
+            let verdict = match ((ratio - 1.0).abs() > threshold, improved) {
+                (false, _) => "no significant difference",
+                (true, true) => "better",
+                (true, false) => "worse",
+            };
+            rows.push(super::compare::Row {
+                engine: a.engine.clone(),
+                workload: format!("quality {}", a.step),
+                level: "-".into(),
+                metric: metric.into(),
+                base: va,
+                other: vb,
+                ratio,
+                verdict: verdict.into(),
+            });
+        }
+    }
+    rows
+}
