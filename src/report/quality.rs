@@ -362,27 +362,6 @@ fn draw(
     Ok(svg)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::pareto_front;
-
-    #[test]
-    fn the_front_keeps_only_undominated_points() {
-        let pts = vec![
-            ("bf16".to_string(), 100.0, 0.9),
-            ("awq".to_string(), 200.0, 0.6),
-            ("slow-and-worse".to_string(), 50.0, 0.5),
-            ("base".to_string(), 10.0, 1.0),
-        ];
-        assert_eq!(
-            pareto_front(&pts, true),
-            vec![(10.0, 1.0), (100.0, 0.9), (200.0, 0.6)]
-        );
-        // Lower is better (perplexity): the slow-and-worse point now wins on its axis.
-        assert_eq!(pareto_front(&pts, false), vec![(50.0, 0.5), (200.0, 0.6)]);
-    }
-}
-
 /// `runner compare`'s quality rows: per step and engine in both bundles, each figure's ratio
 /// other/base, `better` or `worse` when it moved by more than `threshold` (relative) in the
 /// figure's direction. The figures are deterministic at temperature 0 (agreement, perplexity),
@@ -458,4 +437,25 @@ pub fn compare_rows(
         }
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pareto_front;
+
+    #[test]
+    fn the_front_keeps_only_undominated_points() {
+        let pts = vec![
+            ("bf16".to_string(), 100.0, 0.9),
+            ("awq".to_string(), 200.0, 0.6),
+            ("slow-and-worse".to_string(), 50.0, 0.5),
+            ("base".to_string(), 10.0, 1.0),
+        ];
+        assert_eq!(
+            pareto_front(&pts, true),
+            vec![(10.0, 1.0), (100.0, 0.9), (200.0, 0.6)]
+        );
+        // Lower is better (perplexity): the slow-and-worse point now wins on its axis.
+        assert_eq!(pareto_front(&pts, false), vec![(50.0, 0.5), (200.0, 0.6)]);
+    }
 }
