@@ -226,6 +226,17 @@ max_perplexity_increase = 0.5
     assert!(bundle.join("quality/ppl/base.scores.jsonl").is_file());
     let report = std::fs::read_to_string(bundle.join("report.md")).expect("report");
     assert!(report.contains("gate `min_agreement` failed"), "{report}");
+    assert!(
+        report.contains(
+            "![agree: agreement with the baseline vs output tokens/s](charts/quality_agree.svg)"
+        ),
+        "{report}"
+    );
+    let svg = std::fs::read_to_string(bundle.join("charts/quality_agree.svg")).expect("chart");
+    assert!(
+        svg.contains("Pareto front") && svg.contains("half"),
+        "{svg}"
+    );
 }
 
 #[test]
@@ -248,6 +259,7 @@ command = "sh eval.sh {out} {model} {url}{api}"
 version_command = "sh -c 'echo fake-eval 1.2'"
 metric = { file = "**/results_*.json", pointer = "/results/t/acc,none" }
 files = ["task.yaml"]
+env = { EVAL_API_KEY = "sk-quality-secret-123" }
 timeout = "60s"
 min = 0.5
 max = 0.9
@@ -295,6 +307,11 @@ min = 0.8
         "task: t\n"
     );
     assert_eq!(quality_of(&m, "fails", "sim")["status"], "failed");
+    // An evaluator's secret never reaches the bundle's plan copies.
+    for f in ["plan.toml", "plan.resolved.json", "manifest.json"] {
+        let t = std::fs::read_to_string(bundle.join(f)).expect("bundle file");
+        assert!(!t.contains("sk-quality-secret-123"), "{f}: {t}");
+    }
 }
 
 #[test]

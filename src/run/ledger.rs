@@ -814,5 +814,14 @@ fn redacted(plan: &Plan) -> Plan {
             }
         }
     }
+    for q in &mut p.quality {
+        if let crate::plan::quality::QualityKind::Command(c) = &mut q.kind {
+            for (k, v) in c.env.iter_mut() {
+                if redact::secret_name(k) {
+                    *v = redact::REDACTED.into();
+                }
+            }
+        }
+    }
     p
 }
