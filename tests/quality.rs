@@ -364,3 +364,52 @@ prompts = ["hi"]
         "{r:#}"
     );
 }
+
+#[test]
+fn parts_run_apart_are_judged_again_when_merged() {
+    let s = Scratch::new();
+    let mut plan = HEAD.to_string();
+    plan += &engine("base", "--text");
+    plan += &engine("half", "--text --perturb 0.5");
+    plan += &format!(
+        r#"
+[[quality]]
+name = "agree"
+kind = "agreement"
+prompts = {PROMPTS:?}
+max_tokens = {MAX_TOKENS}
+"#
+    );
+    s.write("plan.toml", &plan);
+    let part = |engine: &str, results: &str| {
+        let out = s.runner(&[
+            "exec",
+            "plan.toml",
+            "--engine",
+            engine,
+            "--results",
+            results,
+            "-q",
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        find_bundle(&s.path().join(results))
+    };
+    let (a, b) = (part("base", "r1"), part("half", "r2"));
+    // Alone, the perturbed engine's part has no baseline to compare with.
+    let alone = read_json(&b.join("manifest.json"));
+    assert_eq!(quality_of(&alone, "agree", "half")["status"], "no_baseline");
+    let merged = s.path().join("merged");
+    let out = s.runner(&[
+        "merge",
+        a.to_str().expect("path"),
+        b.to_str().expect("path"),
+        "--output",
+        merged.to_str().expect("path"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let m = read_json(&merged.join("manifest.json"));
+    let half = quality_of(&m, "agree", "half");
+    assert_eq!(half["status"], "ok", "{half:#}");
+    assert_eq!(half["agreement"]["mean_abs_logprob_diff"], 0.5);
+    assert!(merged.join("quality/agree/base.outputs.jsonl").is_file());
+}
