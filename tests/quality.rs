@@ -413,3 +413,32 @@ max_tokens = {MAX_TOKENS}
     assert_eq!(half["agreement"]["mean_abs_logprob_diff"], 0.5);
     assert!(merged.join("quality/agree/base.outputs.jsonl").is_file());
 }
+
+#[test]
+fn a_command_past_its_timeout_is_stopped_and_fails() {
+    let s = Scratch::new();
+    let mut plan = HEAD.to_string();
+    plan += &engine("sim", "");
+    plan += r#"
+[[quality]]
+name = "slow"
+kind = "command"
+command = "sleep 600"
+metric = { file = "r.json", pointer = "/acc" }
+timeout = "1s"
+"#;
+    s.write("plan.toml", &plan);
+    let (out, bundle) = s.exec("plan.toml");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let m = read_json(&bundle.join("manifest.json"));
+    let r = quality_of(&m, "slow", "sim");
+    assert_eq!(r["status"], "failed");
+    assert_eq!(r["command"]["timed_out"], true);
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ran for more than 1s"),
+        "{r:#}"
+    );
+}
