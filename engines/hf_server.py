@@ -380,21 +380,28 @@ class Handler(BaseHTTPRequestHandler):
         if stream:
             self.stream(chat, ids, kw, usage_wanted)
         else:
-            self.complete(chat, ids, kw, want_logprobs, echo)
+            self.complete(chat, ids, kw, want_logprobs, echo,
+                          bool(body.get("return_tokens_as_token_ids")))
 
     def envelope(self, chat: bool, rid: str, created: int) -> dict:
         return {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
                 "created": created, "model": self.engine.name}
 
     def complete(self, chat: bool, ids: list[int], kw: dict, want_logprobs: bool = False,
-                 echo: bool = False):
+                 echo: bool = False, token_ids: bool = False):
         detok = Detokenizer(self.engine.tokenizer)
         parts: list[str] = []
+        generated: list[int] = []
         count = [0]
 
         def on_token(t):
             count[0] += 1
+            generated.append(t)
             parts.append(detok.push(t))
+
+        # vLLM's `return_tokens_as_token_ids`: each logprob's token as `token_id:N`.
+        def names(token_list, texts):
+            return [f"token_id:{t}" for t in token_list] if token_ids else texts
 
         lps: list | None = [] if want_logprobs else None
         finish = self.engine.generate(ids, kw, on_token, threading.Event(), lps)
@@ -403,16 +410,17 @@ class Handler(BaseHTTPRequestHandler):
         logprobs = None
         if want_logprobs and chat:
             logprobs = {"content": [{"token": t, "logprob": lp, "bytes": list(t.encode()),
-                                     "top_logprobs": []} for t, lp in zip(parts, lps)]}
+                                     "top_logprobs": []}
+                                    for t, lp in zip(names(generated, parts), lps)]}
         elif want_logprobs or echo:
             tokens, token_lps = [], []
             if echo:
                 # The prompt's own tokens first, as vLLM gives them: the first has no logprob.
                 pdetok = Detokenizer(self.engine.tokenizer)
-                tokens = [pdetok.push(t) for t in ids]
+                tokens = names(ids, [pdetok.push(t) for t in ids])
                 token_lps = self.engine.prompt_logprobs(ids)
                 text = pdetok.text + text
-            tokens += parts
+            tokens += names(generated, parts)
             token_lps += lps if lps is not None else [None] * len(parts)
             logprobs = {"tokens": tokens, "token_logprobs": token_lps, "top_logprobs": None,
                         "text_offset": []}

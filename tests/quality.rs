@@ -442,3 +442,32 @@ timeout = "1s"
         "{r:#}"
     );
 }
+
+#[test]
+fn an_engine_that_refuses_token_ids_and_logprobs_is_asked_for_less() {
+    let s = Scratch::new();
+    let mut plan = HEAD.to_string();
+    plan += &engine("base", "--text");
+    plan += &engine(
+        "strict",
+        "--text --refuse-fields return_tokens_as_token_ids,logprobs",
+    );
+    plan += &format!(
+        r#"
+[[quality]]
+name = "agree"
+kind = "agreement"
+prompts = {PROMPTS:?}
+max_tokens = {MAX_TOKENS}
+"#
+    );
+    s.write("plan.toml", &plan);
+    let (out, bundle) = s.exec("plan.toml");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let m = read_json(&bundle.join("manifest.json"));
+    let a = &quality_of(&m, "agree", "strict")["agreement"];
+    // The same text model answers the same words, compared without tokens or logprobs.
+    assert_eq!(a["agreement"], 1.0, "{a:#}");
+    assert_eq!(a["unit"], "words");
+    assert!(a["mean_abs_logprob_diff"].is_null());
+}

@@ -125,6 +125,12 @@ class Server(unittest.TestCase):
         self.assertIsNone(lps[0])
         self.assertTrue(all(x is not None and x <= 0 for x in lps[1:]))
         self.assertTrue(out["choices"][0]["text"].startswith("Hello world again"))
+        # Tokens as ids, as vLLM's `return_tokens_as_token_ids` gives them.
+        status, raw = self.post("/v1/completions", {**body, "return_tokens_as_token_ids": True})
+        self.assertEqual(status, 200, raw)
+        toks = json.loads(raw)["choices"][0]["logprobs"]["tokens"]
+        self.assertEqual(len(toks), 6)
+        self.assertTrue(all(t.startswith("token_id:") and t[9:].isdigit() for t in toks), toks)
         # Chat logprobs.
         status, raw = self.post("/v1/chat/completions", {
             "model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,

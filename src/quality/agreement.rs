@@ -23,8 +23,33 @@ pub struct Output {
     pub error: Option<String>,
 }
 
+/// What a request asks for besides the text, from most to least: an engine that refuses one
+/// (HTTP 4xx) is asked for the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// Logprobs, with each token as `token_id:N` (vLLM's `return_tokens_as_token_ids`): the
+    /// exact token identity, whatever each engine's detokenizer makes of a partial character.
+    TokenIds,
+    /// Logprobs, tokens as text.
+    Logprobs,
+    /// The text alone.
+    Text,
+}
+
+impl Ask {
+    /// The next thing to ask an engine that refused this.
+    pub fn fallback(self) -> Option<Ask> {
+        match self {
+            Ask::TokenIds => Some(Ask::Logprobs),
+            Ask::Logprobs => Some(Ask::Text),
+            Ask::Text => None,
+        }
+    }
+}
+
 /// The request body for one prompt.
-pub fn body(spec: &EngineSpec, prompt: &Prompt, max_tokens: u32, logprobs: bool) -> Value {
+pub fn body(spec: &EngineSpec, prompt: &Prompt, max_tokens: u32, ask: Ask) -> Value {
+    let logprobs = ask != Ask::Text;
     let mut b = serde_json::Map::new();
     for (k, v) in &spec.extra_body {
         b.insert(k.clone(), v.clone());
@@ -64,6 +89,9 @@ pub fn body(spec: &EngineSpec, prompt: &Prompt, max_tokens: u32, logprobs: bool)
                 b.insert("logprobs".into(), 1.into());
             }
         }
+    }
+    if ask == Ask::TokenIds {
+        b.insert("return_tokens_as_token_ids".into(), true.into());
     }
     Value::Object(b)
 }
@@ -119,11 +147,16 @@ pub fn parse(api: Api, prompt: usize, v: &Value) -> Output {
 
 /// One engine's outputs against the baseline's, prompt by prompt (matched by index).
 pub fn compare(baseline: &[Output], engine: &[Output]) -> AgreementResult {
-    let both_tokens = baseline
-        .iter()
-        .chain(engine)
-        .filter(|o| o.error.is_none())
-        .all(|o| o.tokens.is_some());
+    let answered = || baseline.iter().chain(engine).filter(|o| o.error.is_none());
+    // Tokens are compared in one form only: every answer's as `token_id:N`, or every answer's
+    // as text (an engine that ignores `return_tokens_as_token_ids` gives text).
+    let ids = |o: &Output| {
+        o.tokens
+            .as_ref()
+            .is_some_and(|t| !t.is_empty() && t.iter().all(|t| t.starts_with("token_id:")))
+    };
+    let both_tokens =
+        answered().all(|o| o.tokens.is_some()) && (answered().all(ids) || !answered().any(ids));
     let unit = if both_tokens { "tokens" } else { "words" };
     let units = |o: &Output| -> Vec<String> {
         match (&o.tokens, both_tokens) {
@@ -248,6 +281,20 @@ mod tests {
         let r = compare(&base, &eng);
         assert_eq!(r.unit, "words");
         assert_eq!(r.mean_common_prefix, 2.0);
+        assert_eq!(r.mean_abs_logprob_diff, None);
+    }
+
+    #[test]
+    fn token_ids_and_token_texts_are_never_compared_with_each_other() {
+        let base = [out(0, &["token_id:5", "token_id:7"], &[-1.0, -1.0])];
+        let same = [out(0, &["token_id:5", "token_id:7"], &[-1.0, -0.5])];
+        let r = compare(&base, &same);
+        assert_eq!((r.unit.as_str(), r.mean_common_prefix), ("tokens", 2.0));
+        // An engine that ignored `return_tokens_as_token_ids` answered token texts: the two
+        // are compared on words of their texts, without a logprob figure.
+        let texts = [out(0, &["a", " b"], &[-1.0, -1.0])];
+        let r = compare(&base, &texts);
+        assert_eq!(r.unit, "words");
         assert_eq!(r.mean_abs_logprob_diff, None);
     }
 

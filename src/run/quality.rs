@@ -137,7 +137,7 @@ impl Run<'_> {
     ) -> Result<QualityRecord, RunError> {
         let mut rec = QualityRecord::new(step, &spec.name);
         let url = format!("{}{}", up.base_url, spec.api.path());
-        let mut logprobs = true;
+        let mut ask = agreement::Ask::TokenIds;
         let mut outputs = Vec::with_capacity(prompts.len());
         for (i, p) in prompts.iter().enumerate() {
             if self.cancel.is_stopping() {
@@ -148,17 +148,21 @@ impl Run<'_> {
                 ));
             }
             let mut answer = self
-                .post(spec, &url, &agreement::body(spec, p, max_tokens, logprobs))
+                .post(spec, &url, &agreement::body(spec, p, max_tokens, ask))
                 .await;
-            // An engine that refuses `logprobs` is asked without them, from then on.
-            if logprobs
-                && matches!(&answer, Err(r) if r.status.is_some_and(|s| (400..500).contains(&s)))
-            {
+            // An engine that refuses token ids or logprobs (4xx) is asked for less, from then
+            // on; if it refuses even the text alone, the first refusal is what is recorded.
+            let mut less = ask;
+            while matches!(&answer, Err(r) if r.status.is_some_and(|s| (400..500).contains(&s))) {
+                let Some(next) = less.fallback() else {
+                    break;
+                };
+                less = next;
                 let again = self
-                    .post(spec, &url, &agreement::body(spec, p, max_tokens, false))
+                    .post(spec, &url, &agreement::body(spec, p, max_tokens, less))
                     .await;
                 if again.is_ok() {
-                    logprobs = false;
+                    ask = less;
                     answer = again;
                 }
             }
