@@ -4,7 +4,10 @@
   * the run is complete and every cell was measured (status ok, valid, no failed request);
   * every engine got ready, was stopped, and has its memory recorded (idle and per cell);
   * both vLLM engines' output tokens/s beat the HF baseline's at concurrency 16, per workload;
-  * vLLM's own /metrics were scraped during its cells.
+  * vLLM's own /metrics were scraped during its cells;
+  * the quality steps: perplexity and agreement figures present for every engine, vLLM AWQ's
+    agreement with the HF baseline below vLLM BF16's, lm-eval's accuracy read, every gate
+    evaluated.
 
     python3 engines/check_case_study.py BUNDLE_DIR
 
@@ -18,6 +21,43 @@ from pathlib import Path
 BASELINE = "hf-bf16"
 CANDIDATES = ("vllm-bf16", "vllm-awq")
 LEVEL = 16
+
+
+def check_quality(manifest, check):
+    """The [[quality]] steps: numbers present, AWQ's agreement with the baseline below BF16's,
+    every gate evaluated."""
+    records = {(r["step"], r["engine"]): r for r in manifest.get("quality", [])}
+    engines = [e["name"] for e in manifest["engines"]]
+    for e in engines:
+        r = records.get(("perplexity", e)) or {}
+        p = (r.get("perplexity") or {}).get("perplexity")
+        check(r.get("status") == "ok" and p is not None and p > 0,
+              f"quality perplexity on {e}: {r.get('status')}, perplexity {p}"
+              + (f" ({r.get('reason')})" if r.get("reason") else ""))
+        if e == BASELINE:
+            continue
+        r = records.get(("agreement", e)) or {}
+        a = r.get("agreement") or {}
+        check(r.get("status") == "ok" and a.get("prompts", 0) > 0
+              and a.get("mean_abs_logprob_diff") is not None,
+              f"quality agreement on {e}: {r.get('status')}, agreement {a.get('agreement')}, "
+              f"common prefix {a.get('mean_common_prefix')} {a.get('unit')}, "
+              f"mean |logprob diff| {a.get('mean_abs_logprob_diff')}")
+    bf16 = (records.get(("agreement", "vllm-bf16")) or {}).get("agreement") or {}
+    awq = (records.get(("agreement", "vllm-awq")) or {}).get("agreement") or {}
+    key = lambda a: (a.get("agreement", 1.0), a.get("mean_common_prefix", 0.0))
+    check(bool(bf16) and bool(awq) and key(awq) < key(bf16),
+          f"quality agreement: vllm-awq {key(awq)} below vllm-bf16 {key(bf16)} "
+          "(share identical, then mean common prefix)")
+    r = records.get(("lm-eval", "vllm-bf16")) or {}
+    c = r.get("command") or {}
+    check(r.get("status") == "ok" and c.get("metric") is not None and c.get("version"),
+          f"quality lm-eval on vllm-bf16: {r.get('status')}, acc {c.get('metric')}, "
+          f"{c.get('version')}" + (f" ({r.get('reason')})" if r.get("reason") else ""))
+    gated = [g for r in records.values() for g in r.get("gates", [])]
+    check(bool(gated) and all(g.get("passed") is not None for g in gated),
+          f"quality gates evaluated: {len(gated)}, "
+          f"{sum(1 for g in gated if g.get('passed'))} passed")
 
 
 def main(argv) -> int:
@@ -65,6 +105,7 @@ def main(argv) -> int:
             check(tok(cand) > base,
                   f"{w} at concurrency {LEVEL}: {cand} {tok(cand):.1f} tok/s > {BASELINE} "
                   f"{base:.1f} tok/s ({tok(cand) / base if base else float('inf'):.2f}x)")
+    check_quality(manifest, check)
     if failed:
         print(f"\n{len(failed)} check(s) failed", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 
 PY="$(engines/setup_cpu_env.sh)"
 echo "python environment: $PY"
+engines/setup_lm_eval.sh "$PY"
 
 echo "== engine tests (hf_server.py, make_tiny_models.py)"
 "$PY/bin/python" -m unittest discover -s engines/tests

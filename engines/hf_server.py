@@ -42,8 +42,10 @@ class BadRequest(Exception):
 
 
 # Fields of the OpenAI request bodies this server reads; any other field is accepted and ignored,
-# as vLLM does (`n` > 1, `logprobs`, `tools` are refused since they would change the work done).
-REFUSED = ("logprobs", "top_logprobs", "tools", "tool_choice", "response_format")
+# as vLLM does (`n` > 1, `tools` are refused since they would change the work done). `logprobs`
+# (the chosen token's only: `top_logprobs` is refused) and `echo` are served without streaming,
+# for runner's quality steps (agreement, perplexity).
+REFUSED = ("top_logprobs", "tools", "tool_choice", "response_format")
 
 
 class Engine:
@@ -162,9 +164,25 @@ class Engine:
 
     # -- generation ------------------------------------------------------------------------------
 
-    def generate(self, ids: list[int], kw: dict, on_token, cancelled: threading.Event) -> str:
+    def prompt_logprobs(self, ids: list[int]) -> list:
+        """The logprob of each prompt token given the ones before it (None for the first), from
+        one forward pass under the lock."""
+        torch = self.torch
+        with self.lock:
+            with torch.inference_mode():
+                input_ids = torch.tensor([ids], device=self.device)
+                logits = self.model(input_ids=input_ids).logits[0].float()
+                lp = torch.log_softmax(logits, dim=-1)
+                out = [None]
+                for i in range(1, len(ids)):
+                    out.append(float(lp[i - 1, ids[i]]))
+        return out
+
+    def generate(self, ids: list[int], kw: dict, on_token, cancelled: threading.Event,
+                 logprobs: list | None = None) -> str:
         """Runs one generation under the lock, calling on_token(token_id) for each new token.
-        Returns the finish reason."""
+        With `logprobs` (a list), appends each generated token's logprob to it. Returns the
+        finish reason."""
         import transformers
 
         torch = self.torch
@@ -199,6 +217,9 @@ class Engine:
             self.prompt_tokens_total += len(ids)
         try:
             input_ids = torch.tensor([ids], device=self.device)
+            extra = {}
+            if logprobs is not None:
+                extra = dict(output_logits=True, return_dict_in_generate=True)
             with torch.inference_mode():
                 out = self.model.generate(
                     input_ids=input_ids,
@@ -206,7 +227,14 @@ class Engine:
                     streamer=Streamer(),
                     stopping_criteria=transformers.StoppingCriteriaList([Stop()]),
                     **kw,
+                    **extra,
                 )
+            if logprobs is not None:
+                seq = out.sequences
+                for step, logits in enumerate(out.logits):
+                    lp = torch.log_softmax(logits[0].float(), dim=-1)
+                    logprobs.append(float(lp[int(seq[0, len(ids) + step])]))
+                out = seq
             new = out.shape[1] - len(ids)
             last = int(out[0, -1]) if new > 0 else None
             eos = engine.tokenizer.eos_token_id
@@ -349,31 +377,63 @@ class Handler(BaseHTTPRequestHandler):
             return
         stream = bool(body.get("stream"))
         usage_wanted = bool((body.get("stream_options") or {}).get("include_usage"))
+        want_logprobs = body.get("logprobs") not in (None, False)
+        echo = bool(body.get("echo")) and not chat
+        if stream and (want_logprobs or echo):
+            self.send_error_json(400, "`logprobs` and `echo` are served without streaming only",
+                                 "logprobs" if want_logprobs else "echo")
+            return
         if stream:
             self.stream(chat, ids, kw, usage_wanted)
         else:
-            self.complete(chat, ids, kw)
+            self.complete(chat, ids, kw, want_logprobs, echo,
+                          bool(body.get("return_tokens_as_token_ids")))
 
     def envelope(self, chat: bool, rid: str, created: int) -> dict:
         return {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
                 "created": created, "model": self.engine.name}
 
-    def complete(self, chat: bool, ids: list[int], kw: dict):
+    def complete(self, chat: bool, ids: list[int], kw: dict, want_logprobs: bool = False,
+                 echo: bool = False, token_ids: bool = False):
         detok = Detokenizer(self.engine.tokenizer)
         parts: list[str] = []
+        generated: list[int] = []
         count = [0]
 
         def on_token(t):
             count[0] += 1
+            generated.append(t)
             parts.append(detok.push(t))
 
-        finish = self.engine.generate(ids, kw, on_token, threading.Event())
+        # vLLM's `return_tokens_as_token_ids`: each logprob's token as `token_id:N`.
+        def names(token_list, texts):
+            return [f"token_id:{t}" for t in token_list] if token_ids else texts
+
+        lps: list | None = [] if want_logprobs else None
+        finish = self.engine.generate(ids, kw, on_token, threading.Event(), lps)
         self.engine.count_generated(count[0])
         text = "".join(parts)
+        logprobs = None
+        if want_logprobs and chat:
+            logprobs = {"content": [{"token": t, "logprob": lp, "bytes": list(t.encode()),
+                                     "top_logprobs": []}
+                                    for t, lp in zip(names(generated, parts), lps)]}
+        elif want_logprobs or echo:
+            tokens, token_lps = [], []
+            if echo:
+                # The prompt's own tokens first, as vLLM gives them: the first has no logprob.
+                pdetok = Detokenizer(self.engine.tokenizer)
+                tokens = names(ids, [pdetok.push(t) for t in ids])
+                token_lps = self.engine.prompt_logprobs(ids)
+                text = pdetok.text + text
+            tokens += names(generated, parts)
+            token_lps += lps if lps is not None else [None] * len(parts)
+            logprobs = {"tokens": tokens, "token_logprobs": token_lps, "top_logprobs": None,
+                        "text_offset": []}
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         out = self.envelope(chat, rid, int(time.time()))
         out["object"] = "chat.completion" if chat else "text_completion"
-        choice = {"index": 0, "finish_reason": finish}
+        choice = {"index": 0, "finish_reason": finish, "logprobs": logprobs}
         if chat:
             choice["message"] = {"role": "assistant", "content": text}
         else:

@@ -410,7 +410,17 @@ fn exec(
                         "runner: {} cells failed or rejected, {} invalid (not results); see the report",
                         out.cells_failed, out.cells_invalid
                     );
-                    for line in &out.requests_failed {
+                    for line in out.requests_failed.iter().chain(&out.quality_failed) {
+                        eprintln!("runner: {line}");
+                    }
+                    exit::CELLS_FAILED
+                }
+                _ if !out.quality_failed.is_empty() => {
+                    eprintln!(
+                        "runner: every cell was measured, but {} quality results failed:",
+                        out.quality_failed.len()
+                    );
+                    for line in &out.quality_failed {
                         eprintln!("runner: {line}");
                     }
                     exit::CELLS_FAILED

@@ -6,6 +6,8 @@ pub mod exit {
     pub const OK: i32 = 0;
     pub const ERROR: i32 = 1;
     pub const INVALID: i32 = 2;
+    /// Some cells failed or are invalid, or a `[[quality]]` result failed (a gate, or a step
+    /// that could not be measured).
     pub const CELLS_FAILED: i32 = 3;
     /// Every cell was measured and is valid, but some requests failed in them.
     pub const REQUESTS_FAILED: i32 = 4;

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod plan;
 pub mod probe;
 pub mod procfs;
+pub mod quality;
 pub mod report;
 pub mod run;
 pub mod stop;

@@ -263,6 +263,14 @@ fn gpus_on_an_attached_engine() {
 }
 
 #[test]
+fn quality_key_of_another_kind() {
+    insta::assert_snapshot!(validate_with(
+        "max_tokens = 16\n",
+        "max_tokens = 16\n\n[[quality]]\nname = \"ppl\"\nkind = \"perplexity\"\nfile = \"plan.toml\"\nmin_agreement = 0.9\n"
+    ));
+}
+
+#[test]
 fn cost_without_a_price() {
     insta::assert_snapshot!(validate_with("[load]", "[cost]\n\n[load]"));
 }
@@ -272,5 +280,21 @@ fn negative_usd_per_kwh() {
     insta::assert_snapshot!(validate_with(
         "[load]",
         "[cost]\nusd_per_hour = 2.49\nusd_per_kwh = -0.12\n\n[load]"
+    ));
+}
+
+#[test]
+fn quality_baseline_names_an_unknown_engine() {
+    insta::assert_snapshot!(validate_with(
+        "max_tokens = 16\n",
+        "max_tokens = 16\n\n[[quality]]\nname = \"agree\"\nkind = \"agreement\"\nprompts = [\"hi\"]\nbaseline = \"hf\"\n"
+    ));
+}
+
+#[test]
+fn quality_command_with_an_unknown_placeholder() {
+    insta::assert_snapshot!(validate_with(
+        "max_tokens = 16\n",
+        "max_tokens = 16\n\n[[quality]]\nname = \"eval\"\nkind = \"command\"\ncommand = \"lm_eval --model_args base_url={uri}\"\nmetric = { file = \"*.json\", pointer = \"/acc\" }\n"
     ));
 }

@@ -24,6 +24,9 @@ fn args(max_batch: usize, step_ms: f64, prefill_ms_per_token: f64) -> SimArgs {
         load_time: Duration::ZERO,
         refuse_fields: Vec::new(),
         tokenizer: None,
+        text: false,
+        perturb: 0.0,
+        no_prompt_logprobs: false,
         faults: Default::default(),
     }
 }

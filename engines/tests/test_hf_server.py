@@ -99,6 +99,46 @@ class Server(unittest.TestCase):
         self.assertEqual(out["choices"][0]["finish_reason"], "length")
         self.assertGreater(len(out["choices"][0]["text"]), 0)
 
+    def test_logprobs_and_echo_for_quality_steps(self):
+        # Generated tokens' logprobs (runner's agreement step), greedy: the same both times.
+        body = {"model": "tiny", "prompt": "Hello world", "max_tokens": 6, "ignore_eos": True,
+                "temperature": 0, "logprobs": 1}
+        outs = []
+        for _ in range(2):
+            status, raw = self.post("/v1/completions", body)
+            self.assertEqual(status, 200, raw)
+            outs.append(json.loads(raw)["choices"][0])
+        lp = outs[0]["logprobs"]
+        self.assertEqual(len(lp["tokens"]), 6)
+        self.assertEqual("".join(lp["tokens"]), outs[0]["text"])
+        self.assertTrue(all(x <= 0 for x in lp["token_logprobs"]))
+        self.assertEqual(outs[0], outs[1])
+        # Prompt logprobs with echo (the perplexity step): the first prompt token has none.
+        status, raw = self.post("/v1/completions", {"model": "tiny", "prompt": "Hello world again",
+                                                    "max_tokens": 1, "temperature": 0,
+                                                    "echo": True, "logprobs": 1})
+        self.assertEqual(status, 200, raw)
+        out = json.loads(raw)
+        lps = out["choices"][0]["logprobs"]["token_logprobs"]
+        n = out["usage"]["prompt_tokens"]
+        self.assertEqual(len(lps), n + 1)
+        self.assertIsNone(lps[0])
+        self.assertTrue(all(x is not None and x <= 0 for x in lps[1:]))
+        self.assertTrue(out["choices"][0]["text"].startswith("Hello world again"))
+        # Tokens as ids, as vLLM's `return_tokens_as_token_ids` gives them.
+        status, raw = self.post("/v1/completions", {**body, "return_tokens_as_token_ids": True})
+        self.assertEqual(status, 200, raw)
+        toks = json.loads(raw)["choices"][0]["logprobs"]["tokens"]
+        self.assertEqual(len(toks), 6)
+        self.assertTrue(all(t.startswith("token_id:") and t[9:].isdigit() for t in toks), toks)
+        # Chat logprobs.
+        status, raw = self.post("/v1/chat/completions", {
+            "model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
+            "ignore_eos": True, "temperature": 0, "logprobs": True})
+        self.assertEqual(status, 200, raw)
+        content = json.loads(raw)["choices"][0]["logprobs"]["content"]
+        self.assertEqual(len(content), 4)
+
     def test_streamed_chat_counts_match_usage(self):
         events = self.sse("/v1/chat/completions", {
             "model": "tiny", "messages": [{"role": "user", "content": "Summarize: a b c"}],

@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::text::TextMode;
 use crate::workload::tokenizer::Tokenizer;
 
 /// Settings of the built-in engine (`runner engine sim --help`).
@@ -72,8 +73,37 @@ pub struct SimArgs {
     /// once, then per message [`CHAT_TOKENS_PER_MESSAGE`] marker tokens and its content.
     #[arg(long)]
     pub tokenizer: Option<std::path::PathBuf>,
+    /// Deterministic text mode: each output token is chosen by a hash of the prompt and its
+    /// position, so different prompts get different outputs and the same prompt always the same
+    /// (as a real model at temperature 0). Without it every output is the same word cycle.
+    #[arg(long)]
+    pub text: bool,
+    /// Change this share of output tokens (0 to 1), chosen deterministically per prompt and
+    /// position, and lower every logprob by it: a stand-in for a lossy quantization.
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    pub perturb: f64,
+    /// Ignore `echo` (no logprobs of the prompt's own tokens), as llama.cpp's server does.
+    #[arg(long)]
+    pub no_prompt_logprobs: bool,
     #[command(flatten)]
     pub faults: Faults,
+}
+
+fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("`{s}` is not a share between 0 and 1")),
+    }
+}
+
+impl SimArgs {
+    fn text_mode(&self) -> TextMode {
+        TextMode {
+            text: self.text,
+            perturb: self.perturb,
+            no_prompt_logprobs: self.no_prompt_logprobs,
+        }
+    }
 }
 
 /// Misbehaviours on demand, for the fault tests (hidden from `--help`).
@@ -149,12 +179,13 @@ impl Faults {
         }
     }
 
-    /// A token's text.
-    fn word(&self, i: u64) -> &'static str {
+    /// A token's text and logprob, for prompt `key` in text mode `mode`.
+    fn word(&self, mode: &TextMode, key: &str, i: u64) -> (&'static str, f64) {
+        let (w, lp) = mode.token(key, i, WORDS[(i as usize - 1) % WORDS.len()]);
         if self.empty_output {
-            ""
+            ("", lp)
         } else {
-            WORDS[(i as usize - 1) % WORDS.len()]
+            (w, lp)
         }
     }
 }
@@ -508,6 +539,28 @@ fn error(status: StatusCode, message: String) -> Response {
         .into_response()
 }
 
+/// What text mode chooses a request's tokens by: the prompt (completions) or every message's
+/// role and content (chat).
+fn prompt_key(req: &Value, kind: Kind) -> String {
+    match kind {
+        Kind::Completion => match &req["prompt"] {
+            Value::String(s) => s.clone(),
+            v => v.to_string(),
+        },
+        Kind::Chat => req["messages"].as_array().map_or_else(String::new, |m| {
+            m.iter()
+                .map(|m| {
+                    format!(
+                        "{}: {}\n",
+                        m["role"].as_str().unwrap_or_default(),
+                        m["content"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect()
+        }),
+    }
+}
+
 /// The prompt tokens of a request: with `--tokenizer`, its tokens (see `SimArgs::tokenizer`),
 /// else its whitespace-separated words.
 fn count_tokens(req: &Value, kind: Kind, tokenizer: Option<&Tokenizer>) -> u64 {
@@ -638,7 +691,13 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
         .unwrap_or(false);
     let arrived = Instant::now();
     let counted = s.stats.admit();
-    if stream && s.args.ttft_ms == Some(0.0) && s.args.itl_ms == Some(0.0) && !f.any_stream_fault()
+    let mode = s.args.text_mode();
+    let key: Arc<str> = prompt_key(&req, kind).into();
+    if stream
+        && s.args.ttft_ms == Some(0.0)
+        && s.args.itl_ms == Some(0.0)
+        && !f.any_stream_fault()
+        && mode.is_default()
     {
         return zero_cost(&s, kind, max_tokens, prompt_tokens, include_usage);
     }
@@ -682,6 +741,8 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
                 Arc::new(Emitted::default())
             },
             faults: s.args.faults.clone(),
+            mode,
+            key,
         };
         let (hang, reset) = (
             s.args.faults.hang_after_tokens,
@@ -712,8 +773,11 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
         let mut text = String::new();
         let mut n = 0;
         let f = &s.args.faults;
+        let mut generated: Vec<(&str, f64)> = Vec::new();
         while let Some(i) = rx.recv().await {
-            text.push_str(f.word(i));
+            let (w, lp) = f.word(&mode, &key, i);
+            text.push_str(w);
+            generated.push((w, lp));
             n = i;
             if i >= max_tokens {
                 break;
@@ -723,16 +787,46 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
         let finish = f.finish_reason.as_deref().unwrap_or("length");
         let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n});
         let v = match kind {
-            Kind::Chat => json!({
-                "id": format!("chatcmpl-{id}"), "object": "chat.completion", "created": 0, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-                "usage": usage,
-            }),
-            Kind::Completion => json!({
-                "id": format!("cmpl-{id}"), "object": "text_completion", "created": 0, "model": model,
-                "choices": [{"index": 0, "text": text, "finish_reason": finish}],
-                "usage": usage,
-            }),
+            Kind::Chat => {
+                let logprobs = req["logprobs"].as_bool().unwrap_or(false).then(|| {
+                    let content: Vec<Value> = generated
+                        .iter()
+                        .map(|(w, lp)| json!({"token": w, "logprob": lp, "bytes": w.as_bytes(), "top_logprobs": []}))
+                        .collect();
+                    json!({ "content": content })
+                });
+                json!({
+                    "id": format!("chatcmpl-{id}"), "object": "chat.completion", "created": 0, "model": model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": logprobs, "finish_reason": finish}],
+                    "usage": usage,
+                })
+            }
+            Kind::Completion => {
+                let echo = req["echo"].as_bool().unwrap_or(false) && !mode.no_prompt_logprobs;
+                let mut tokens: Vec<Value> = Vec::new();
+                let mut lps: Vec<Value> = Vec::new();
+                if echo {
+                    let prompt = req["prompt"].as_str().unwrap_or_default();
+                    for (t, lp) in mode.prompt_logprobs(prompt) {
+                        tokens.push(t.into());
+                        lps.push(lp.map_or(Value::Null, Value::from));
+                    }
+                    text = format!("{prompt}{text}");
+                }
+                for (w, lp) in &generated {
+                    tokens.push((*w).into());
+                    lps.push((*lp).into());
+                }
+                let logprobs = req["logprobs"]
+                    .as_u64()
+                    .is_some()
+                    .then(|| json!({"tokens": tokens, "token_logprobs": lps, "top_logprobs": null, "text_offset": null}));
+                json!({
+                    "id": format!("cmpl-{id}"), "object": "text_completion", "created": 0, "model": model,
+                    "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}],
+                    "usage": usage,
+                })
+            }
         };
         axum::Json(v).into_response()
     }
@@ -782,6 +876,8 @@ fn zero_cost(
                     last: None,
                     stats: Arc::new(Emitted::default()),
                     faults: Faults::default(),
+                    mode: TextMode::default(),
+                    key: "".into(),
                 };
                 c.render_all()
             })
@@ -811,6 +907,9 @@ struct Chunks {
     last: Option<Instant>,
     stats: Arc<Emitted>,
     faults: Faults,
+    mode: TextMode,
+    /// The prompt the tokens are chosen for (text mode).
+    key: Arc<str>,
 }
 
 impl Chunks {
@@ -827,7 +926,7 @@ impl Chunks {
                     Some(i) => {
                         self.tokens_sent += 1;
                         self.stamp();
-                        let word = self.faults.word(i);
+                        let (word, _) = self.faults.word(&self.mode, &self.key, i);
                         let finish = if i >= self.max_tokens {
                             self.stage = Stage::Usage;
                             self.faults.finish_json()

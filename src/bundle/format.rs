@@ -71,6 +71,9 @@ pub struct Manifest {
     /// Each workload's materialized requests, as stored under `workloads/`.
     #[serde(default)]
     pub workloads: Vec<WorkloadFile>,
+    /// `[[quality]]` results, one per step and engine (raw outputs under `quality/`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quality: Vec<crate::quality::record::QualityRecord>,
 }
 
 /// Where one part of a split run ran.

@@ -25,10 +25,12 @@ pub const LOGS: &str = "logs";
 pub const CHARTS: &str = "charts";
 /// Per workload: `<name>.prompts.jsonl`, the requests it sent (docs/workloads.md).
 pub const WORKLOADS: &str = "workloads";
+/// Per quality step: `<step>/`, its raw outputs per engine (docs/bundle.md).
+pub const QUALITY: &str = "quality";
 
 /// Names the runner writes at the top of a bundle: nothing else, such as a custom report
 /// rendered into the bundle, may take one of them.
-pub const TOP: [&str; 13] = [
+pub const TOP: [&str; 14] = [
     MANIFEST,
     PLAN,
     PLAN_RESOLVED,
@@ -42,6 +44,7 @@ pub const TOP: [&str; 13] = [
     LOGS,
     CHARTS,
     WORKLOADS,
+    QUALITY,
 ];
 
 /// `cells/<id>.summary.json`: a finished cell.
@@ -62,6 +65,26 @@ pub fn engine_log(engine: &str) -> String {
 /// `workloads/<name>.prompts.jsonl`: a workload's materialized requests.
 pub fn workload_prompts(workload: &str) -> String {
     format!("{WORKLOADS}/{workload}.prompts.jsonl")
+}
+
+/// `quality/<step>/<engine>.outputs.jsonl`: an agreement step's outputs, one prompt a line.
+pub fn quality_outputs(step: &str, engine: &str) -> String {
+    format!("{QUALITY}/{step}/{engine}.outputs.jsonl")
+}
+
+/// `quality/<step>/<engine>.scores.jsonl`: a perplexity step's scores, one passage a line.
+pub fn quality_scores(step: &str, engine: &str) -> String {
+    format!("{QUALITY}/{step}/{engine}.scores.jsonl")
+}
+
+/// `quality/<step>/<engine>/`: a command step's `stdout.log`, `stderr.log` and `out/`.
+pub fn quality_engine_dir(step: &str, engine: &str) -> String {
+    format!("{QUALITY}/{step}/{engine}")
+}
+
+/// `quality/<step>/files/<name>`: a command step's task files, as given.
+pub fn quality_file(step: &str, name: &str) -> String {
+    format!("{QUALITY}/{step}/files/{name}")
 }
 
 /// `charts/<name>.svg`.

@@ -66,6 +66,17 @@ impl Redactor {
                 );
             }
         }
+        // A quality command's `env` (an evaluator's API key).
+        for q in &plan.quality {
+            if let crate::plan::quality::QualityKind::Command(c) = &q.kind {
+                secrets.extend(
+                    c.env
+                        .iter()
+                        .filter(|(k, _)| secret_name(k))
+                        .map(|(_, v)| v.clone()),
+                );
+            }
+        }
         if let Some(spans) = env_spans(plan_source) {
             secrets.extend(spans.into_iter().map(|(_, _, v)| v));
         }

@@ -49,6 +49,21 @@ pub fn environment(plan: &Plan) -> Vec<Diagnostic> {
             }
         }
     }
+    for q in &plan.quality {
+        let super::quality::QualityKind::Command(c) = &q.kind else {
+            continue;
+        };
+        let program = &c.argv[0];
+        if !program_exists(program, &c.cwd) {
+            out.push(
+                Diagnostic::warning(format!(
+                    "quality step `{}`: program `{program}` is not on PATH here",
+                    q.name
+                ))
+                .hint("install it before `runner exec` (its step would fail), or fix `command`"),
+            );
+        }
+    }
     out
 }
 

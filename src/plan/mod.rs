@@ -9,6 +9,7 @@ pub mod matrix;
 pub mod model;
 pub mod placeholder;
 pub mod prompts;
+pub mod quality;
 pub mod raw;
 pub mod resolve;
 pub mod summary;

@@ -38,6 +38,9 @@ pub struct Plan {
     #[serde(default, skip_serializing_if = "is_false")]
     pub parallel: bool,
     pub cells: Vec<Cell>,
+    /// `[[quality]]`: evaluation steps run against every engine after its cells.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quality: Vec<super::quality::QualitySpec>,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -33,6 +33,9 @@ pub struct RawPlan {
     pub engines: Vec<Spanned<RawEngine>>,
     #[serde(default, rename = "workload")]
     pub workloads: Vec<Spanned<RawWorkload>>,
+    /// `[[quality]]`: evaluation steps run against every engine after its cells.
+    #[serde(default, rename = "quality")]
+    pub quality: Vec<Spanned<super::quality::RawQuality>>,
 }
 
 /// One `[[engine]]` table.

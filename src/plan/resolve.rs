@@ -18,6 +18,7 @@ use super::raw::*;
 
 mod engine;
 mod load;
+mod quality;
 mod source;
 mod workload;
 
@@ -507,6 +508,7 @@ impl Resolver<'_> {
             .as_ref()
             .map_or(Some(1), |r| self.positive(r, "`repeat`", 100))
             .unwrap_or(1) as u32;
+        let quality = self.quality_steps(&raw.quality, &engines);
         if self.diags.iter().any(Diagnostic::is_error) {
             return None;
         }
@@ -534,6 +536,7 @@ impl Resolver<'_> {
             repeat,
             parallel,
             cells,
+            quality,
         })
     }
 }

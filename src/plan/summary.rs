@@ -95,6 +95,38 @@ pub fn render(plan: &Plan, path: &Path) -> String {
             matrix_note(&w.matrix)
         );
     }
+    if !plan.quality.is_empty() {
+        out.push_str("quality:\n");
+        for q in &plan.quality {
+            let what = match &q.kind {
+                super::quality::QualityKind::Agreement {
+                    prompts,
+                    max_tokens,
+                    ..
+                } => format!(
+                    "agreement, {} prompts, max_tokens {max_tokens}",
+                    prompts.len()
+                ),
+                super::quality::QualityKind::Perplexity { file, passages, .. } => {
+                    format!(
+                        "perplexity, {} ({} passages)",
+                        file.display(),
+                        passages.len()
+                    )
+                }
+                super::quality::QualityKind::Command(c) => {
+                    format!("command `{}`", c.argv.join(" "))
+                }
+            };
+            let _ = writeln!(
+                out,
+                "  {:<16} {what}, on {}, baseline {}",
+                q.name,
+                q.engines.join(", "),
+                q.baseline
+            );
+        }
+    }
     let mut measured = 0u64;
     let mut warmup = 0u64;
     let mut timed = 0usize;

@@ -537,5 +537,16 @@ pub fn all(b: &LoadedBundle) -> (Vec<Chart>, Vec<String>) {
         Err(e) => errors.push(format!("chart memory: {e}")),
     }
     super::energy_charts::push_all(b, &mut charts, &mut errors);
+    for (name, title, svg) in super::quality::charts(b) {
+        match svg {
+            Ok(svg) => charts.push(Chart {
+                name,
+                title,
+                workload: None,
+                svg,
+            }),
+            Err(e) => errors.push(format!("chart {name}: {e}")),
+        }
+    }
     (charts, errors)
 }

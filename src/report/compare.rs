@@ -241,6 +241,7 @@ pub fn compare(base: &LoadedBundle, other: &LoadedBundle, threshold: f64) -> Com
             unmatched.push(format!("{} (only in {})", b.id, other.dir.display()));
         }
     }
+    rows.extend(super::quality::compare_rows(base, other, threshold));
     Comparison {
         base: base.dir.display().to_string(),
         other: other.dir.display().to_string(),

@@ -71,5 +71,30 @@ pub fn summary(d: &ReportData) -> String {
             }
         }
     }
+    for q in &d.quality.steps {
+        out.push_str(&format!(
+            "\nquality {} ({}, baseline {})\n",
+            q.name, q.kind, q.baseline
+        ));
+        let rows: Vec<Vec<String>> = q
+            .rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.engine.clone(),
+                    r.status.clone(),
+                    r.figure.clone(),
+                    r.gates.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["engine", "status", q.kind.as_str(), "gates"],
+            &rows,
+        ));
+        for r in q.rows.iter().filter(|r| !r.reason.is_empty()) {
+            out.push_str(&format!("  {}: {}\n", r.engine, r.reason));
+        }
+    }
     out
 }

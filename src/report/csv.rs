@@ -206,6 +206,47 @@ pub fn render(cells: &[CellSummary], matrix: &MatrixColumns) -> String {
     out
 }
 
+/// The CSV with two columns per `[[quality]]` step at the end: `quality_<step>` (the engine's
+/// figure: agreement, perplexity or the command's metric) and `quality_<step>_status`, the same
+/// on every row of an engine; empty where the step did not run on it.
+pub fn render_with_quality(
+    cells: &[CellSummary],
+    matrix: &MatrixColumns,
+    quality: &[crate::quality::record::QualityRecord],
+) -> String {
+    let base = render(cells, matrix);
+    let mut steps: Vec<&str> = Vec::new();
+    for r in quality {
+        if !steps.contains(&r.step.as_str()) {
+            steps.push(&r.step);
+        }
+    }
+    if steps.is_empty() {
+        return base;
+    }
+    let mut lines = base.lines();
+    let mut out = lines.next().unwrap_or_default().to_string();
+    for s in &steps {
+        out.push_str(&format!(",quality_{s},quality_{s}_status"));
+    }
+    out.push('\n');
+    for (line, c) in lines.zip(cells) {
+        out.push_str(line);
+        for s in &steps {
+            let r = quality
+                .iter()
+                .find(|r| r.step == *s && r.engine == c.engine);
+            let figure = r
+                .and_then(|r| r.headline())
+                .map_or(String::new(), |x| format!("{x:.6}"));
+            let status = r.map_or(String::new(), |r| crate::bundle::format::label(&r.status));
+            out.push_str(&format!(",{figure},{status}"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -45,6 +45,8 @@ pub struct ReportData {
     pub usd_per_kwh: Option<f64>,
     /// The case-study tables, findings and cost.
     pub study: super::study::Study,
+    /// `[[quality]]` results per step (empty without one).
+    pub quality: super::quality::QualityView,
     /// Filled in by the renderer once the charts are drawn.
     pub charts: Vec<super::charts::Chart>,
     /// Charts that could not be drawn, with why.
@@ -647,6 +649,7 @@ pub fn build(b: &LoadedBundle) -> ReportData {
         cells_failed: failed,
         usd_per_kwh: b.plan.usd_per_kwh,
         study: super::study::build(b),
+        quality: super::quality::build(b),
         charts: Vec::new(),
         chart_errors: Vec::new(),
     }

@@ -10,5 +10,6 @@ pub mod energy_charts;
 pub mod fmt;
 pub mod list;
 pub mod pareto;
+pub mod quality;
 pub mod render;
 pub mod study;

@@ -94,7 +94,12 @@ pub fn rerender(dir: &Path) -> Result<String, ReportError> {
     bundle.write(layout::REPORT_HTML, html.as_bytes())?;
     bundle.write(
         layout::SUMMARY_CSV,
-        csv::render(&loaded.cells, &csv::MatrixColumns::of(&loaded.plan)).as_bytes(),
+        csv::render_with_quality(
+            &loaded.cells,
+            &csv::MatrixColumns::of(&loaded.plan),
+            &loaded.manifest.quality,
+        )
+        .as_bytes(),
     )?;
     Ok(console::summary(&data))
 }

@@ -24,6 +24,7 @@ use crate::engine::terminate::StopReport;
 use crate::metrics::gpu::GpuInventory;
 use crate::metrics::sampler::Resources;
 use crate::plan::model::{Cell, EngineSpec, EngineTarget, Plan};
+use crate::quality::record::QualityRecord;
 use crate::workload::materialize;
 
 /// The bundle being written, its manifest and the summaries so far.
@@ -69,6 +70,8 @@ pub struct Totals {
     pub cells_invalid: usize,
     /// Cells measured to the end in which some requests failed, one line each.
     pub requests_failed: Vec<String>,
+    /// Quality results that failed (a gate, or the step itself), one line each.
+    pub quality_failed: Vec<String>,
 }
 
 /// Where a run's bundle goes.
@@ -160,6 +163,7 @@ impl Ledger {
             slurm: None,
             merged_from: Vec::new(),
             workloads,
+            quality: Vec::new(),
             cells: plan
                 .cells
                 .iter()
@@ -628,6 +632,27 @@ impl Ledger {
         self.save()
     }
 
+    // Quality steps.
+
+    /// A quality step's record for an engine (replacing one of an earlier, resumed run).
+    pub fn quality_done(&mut self, rec: QualityRecord) -> Result<(), WriteError> {
+        self.progress.quality_done(&rec);
+        self.manifest
+            .quality
+            .retain(|r| !(r.step == rec.step && r.engine == rec.engine));
+        self.manifest.quality.push(rec);
+        self.save()
+    }
+
+    /// Every quality record compared with its baseline and gated, once every engine ran.
+    pub fn quality_judge(&mut self, plan: &Plan) -> Result<(), WriteError> {
+        if self.manifest.quality.is_empty() {
+            return Ok(());
+        }
+        crate::quality::judge::judge(&self.bundle.dir, &plan.quality, &mut self.manifest.quality);
+        self.save()
+    }
+
     // The run.
 
     /// The run stopped on `e` (its engine already stopped): say so in the manifest if the disk
@@ -680,11 +705,26 @@ impl Ledger {
         };
         self.manifest.finished_at = Some(Utc::now());
         self.save()?;
+        let quality_failed = self
+            .manifest
+            .quality
+            .iter()
+            .filter(|r| r.is_failure())
+            .map(|r| {
+                format!(
+                    "quality `{}` on `{}`: {}",
+                    r.step,
+                    r.engine,
+                    r.reason.as_deref().unwrap_or("failed")
+                )
+            })
+            .collect();
         Ok(Totals {
             status: self.manifest.status,
             cells_failed,
             cells_invalid: self.invalid,
             requests_failed,
+            quality_failed,
         })
     }
 
@@ -785,6 +825,15 @@ fn redacted(plan: &Plan) -> Plan {
     for e in &mut p.engines {
         if let EngineTarget::Launch(l) = &mut e.target {
             for (k, v) in l.env.iter_mut() {
+                if redact::secret_name(k) {
+                    *v = redact::REDACTED.into();
+                }
+            }
+        }
+    }
+    for q in &mut p.quality {
+        if let crate::plan::quality::QualityKind::Command(c) = &mut q.kind {
+            for (k, v) in c.env.iter_mut() {
                 if redact::secret_name(k) {
                     *v = redact::REDACTED.into();
                 }

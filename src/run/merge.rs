@@ -221,6 +221,28 @@ fn copy_dir(from: &Path, to: &Bundle, sub: &str) -> Result<(), MergeError> {
     Ok(())
 }
 
+/// Copies a folder and everything under it (a part's `quality/`, whose command outputs nest).
+fn copy_tree(from: &Path, to: &Path) -> Result<(), MergeError> {
+    let Ok(entries) = std::fs::read_dir(from) else {
+        return Ok(());
+    };
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e| WriteError { path, source: e }
+    };
+    std::fs::create_dir_all(to).map_err(err(to))?;
+    for entry in entries {
+        let entry = entry.map_err(err(from))?;
+        let (src, dest) = (entry.path(), to.join(entry.file_name()));
+        if src.is_dir() {
+            copy_tree(&src, &dest)?;
+        } else {
+            std::fs::copy(&src, &dest).map_err(err(&dest))?;
+        }
+    }
+    Ok(())
+}
+
 /// Appends each part's journal `rel` (resource samples, scrapes) into one.
 fn concat(parts: &[LoadedBundle], to: &Bundle, rel: &str) -> Result<(), MergeError> {
     let mut out = Vec::new();
@@ -249,6 +271,7 @@ fn write_merged(
         copy_dir(&p.dir, to, layout::LOGS)?;
         // Every part of one plan materialized the same requests: one copy of each file.
         copy_dir(&p.dir, to, layout::WORKLOADS)?;
+        copy_tree(&p.dir.join(layout::QUALITY), &to.path(layout::QUALITY))?;
     }
     concat(parts, to, layout::SAMPLES)?;
     concat(parts, to, layout::TELEMETRY)?;
@@ -299,6 +322,13 @@ fn write_merged(
         .iter()
         .flat_map(|p| p.manifest.searches.iter().cloned())
         .collect();
+    // Each part judged its engines' quality results against a baseline it may not have run:
+    // judged again here, with every engine's raw outputs in one place.
+    manifest.quality = parts
+        .iter()
+        .flat_map(|p| p.manifest.quality.iter().cloned())
+        .collect();
+    crate::quality::judge::judge(&to.dir, &plan.quality, &mut manifest.quality);
     let first = &parts[0].manifest;
     manifest.host = first.host.clone();
     manifest.gpu = first.gpu.clone();

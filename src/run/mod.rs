@@ -10,6 +10,7 @@ pub mod orchestrator;
 pub mod part;
 pub mod placement;
 pub mod progress;
+pub mod quality;
 pub mod recover;
 pub mod search;
 pub mod session;

@@ -1,8 +1,9 @@
 //! The pipeline of `runner exec`, top to bottom: place the engines on GPUs (`placement`), open
 //! the bundle (`ledger`), then for each engine: bring it up (`session`) -> [measure each cell
-//! (`cell`), its summary written] -> its capacity searches -> tear it down; then finish the
-//! manifest and render the report from the bundle alone. With `[run] parallel`, engines whose
-//! device sets do not overlap go through that lifecycle at the same time, each in its own lane.
+//! (`cell`), its summary written] -> its capacity searches -> its quality steps (`quality`) ->
+//! tear it down; then judge the quality results against their baselines, finish the manifest and
+//! render the report from the bundle alone. With `[run] parallel`, engines whose device sets do
+//! not overlap go through that lifecycle at the same time, each in its own lane.
 
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
@@ -62,6 +63,8 @@ pub struct ExecOutcome {
     pub report_error: Option<String>,
     /// Engine processes still alive after teardown (`engine: pid, command, port`).
     pub leftovers: Vec<String>,
+    /// Quality results that failed (a gate, or the step itself), one line each.
+    pub quality_failed: Vec<String>,
 }
 
 /// A run in progress: what every stage of it shares. Engines running side by side share it
@@ -182,6 +185,7 @@ pub async fn exec(
     forward.abort();
 
     // Interrupted: by a signal (the run's own stop fires only with a failure, handled above).
+    run.ledger().quality_judge(plan)?;
     let totals = run.ledger().finish(cancel.is_stopping())?;
     let Run {
         ledger,
@@ -214,6 +218,7 @@ pub async fn exec(
         summary,
         report_error,
         leftovers,
+        quality_failed: totals.quality_failed,
     })
 }
 
@@ -332,6 +337,7 @@ impl Run<'_> {
             self.ledger().engine_skipped(ei);
             self.ledger()
                 .unrun_cells(self.plan, &cells, CellStatus::Interrupted, INTERRUPTED)?;
+            self.quality_skipped(spec, INTERRUPTED)?;
             return Ok(());
         }
         self.ledger().engine_placed(ei, devices);
@@ -366,6 +372,7 @@ impl Run<'_> {
                 self.sampler.set_target(ei, None, "");
                 self.ledger()
                     .unrun_cells(self.plan, &cells, status, &reason)?;
+                self.quality_skipped(spec, &reason)?;
                 torn_down?;
                 if launched {
                     self.check_gpu_release(ei, spec, gpu_before, devices)
@@ -472,6 +479,8 @@ impl Run<'_> {
             };
             self.ledger().search_done(&search, record)?;
         }
+        // The quality steps, while the engine is still up.
+        self.quality(spec, up, dead.as_deref()).await?;
         Ok(())
     }
 

@@ -109,6 +109,19 @@ impl Progress {
         }
     }
 
+    /// A quality step ended on an engine (its comparison with the baseline comes at the end).
+    pub fn quality_done(&self, r: &crate::quality::record::QualityRecord) {
+        if self.quiet {
+            return;
+        }
+        let status = crate::bundle::format::label(&r.status);
+        match (&r.reason, r.headline()) {
+            (Some(why), _) => eprintln!("quality {} on {}: {status}: {why}", r.step, r.engine),
+            (None, Some(x)) => eprintln!("quality {} on {}: {status} ({x:.4})", r.step, r.engine),
+            (None, None) => eprintln!("quality {} on {}: {status}", r.step, r.engine),
+        }
+    }
+
     pub fn warn(&self, message: &str) {
         self.say(&format!("warning: {message}"));
     }
