@@ -207,3 +207,43 @@ fn synthetic_prefix_longer_than_the_prompt() {
         "input_tokens = 16\nprefix_tokens = 16\ncount = 8\n"
     ));
 }
+
+#[test]
+fn unknown_on_failure() {
+    insta::assert_snapshot!(validate_with(
+        "model = \"m\"\n",
+        "model = \"m\"\non_failure = \"retry\"\n"
+    ));
+}
+
+#[test]
+fn max_restarts_without_restart() {
+    insta::assert_snapshot!(validate_with(
+        "model = \"m\"\n",
+        "model = \"m\"\nmax_restarts = 2\n"
+    ));
+}
+
+#[test]
+fn until_failure_without_max_concurrency() {
+    insta::assert_snapshot!(validate_with(
+        "requests = 10\n",
+        "requests = 10\nuntil_failure = true\n"
+    ));
+}
+
+#[test]
+fn until_failure_bound_below_the_grid() {
+    insta::assert_snapshot!(validate_with(
+        "requests = 10\n",
+        "requests = 10\nuntil_failure = true\nmax_concurrency = 4\n"
+    ));
+}
+
+#[test]
+fn until_failure_on_an_open_loop() {
+    insta::assert_snapshot!(validate_with(
+        "concurrency = [1, 4]\nrequests = 10\n",
+        "rate = [1.0]\nrequests = 10\nuntil_failure = true\nmax_concurrency = 8\n"
+    ));
+}

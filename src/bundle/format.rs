@@ -59,6 +59,9 @@ pub struct Manifest {
     /// Capacity searches (`[workload.search]`), one per engine and workload.
     #[serde(default)]
     pub searches: Vec<SearchRecord>,
+    /// `until_failure` probes, one per engine and workload that has it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub until_failure: Vec<UntilFailureRecord>,
     /// Set in a part (`runner exec --part`): where and as which job this part ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part: Option<PartInfo>,
@@ -136,6 +139,27 @@ pub struct SearchRecord {
     /// Every probed level, in order; each is also a cell of the bundle.
     pub probes: Vec<SearchProbe>,
     /// False when the search was cut short (interrupted, or the engine died).
+    pub complete: bool,
+}
+
+/// Where concurrency doubling past the grid (`until_failure = true`) found the engine's knee.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UntilFailureRecord {
+    pub engine: String,
+    pub workload: String,
+    /// The highest concurrency that passed (the grid's included); null when the lowest failed.
+    pub last_passing: Option<u32>,
+    /// The lowest concurrency that failed; null when every level up to `max_concurrency`
+    /// passed.
+    pub first_failing: Option<u32>,
+    /// Why `first_failing` failed.
+    pub reason: Option<String>,
+    pub failure_class: Option<crate::engine::failure::FailureClass>,
+    /// The levels probed past the grid, in order (each is also a cell of the bundle).
+    pub probes: Vec<u32>,
+    pub max_concurrency: u32,
+    /// False when the doubling was cut short (interrupted, or the engine could not be
+    /// brought back).
     pub complete: bool,
 }
 
@@ -236,6 +260,26 @@ pub struct EngineRecord {
     /// The Prometheus page scraped during its cells (`metrics_path`), when it answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_url: Option<String>,
+    /// With `on_failure = "restart"`: each relaunch after the engine died, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<EngineRestart>,
+}
+
+/// One relaunch of an engine that died during a cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineRestart {
+    /// The cell it died in.
+    pub after_cell: String,
+    /// Why it died, as the cell records it.
+    pub failure: String,
+    pub failure_class: Option<crate::engine::failure::FailureClass>,
+    /// The relaunched engine's log, relative to the bundle.
+    pub log: Option<String>,
+    /// Seconds from relaunch to ready; null when it never became ready again.
+    pub ready_s: Option<f64>,
+    /// Why the relaunch failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A request field an engine refused.
@@ -293,6 +337,9 @@ pub enum CellStatus {
     /// Not run: the engine refused a request field the plan sends it (`reason` names it). A
     /// plan to fix, not an engine failure.
     Rejected,
+    /// The engine exited during the cell: the requests measured before are kept, and
+    /// `failure_class` and `log_tail` say why where the log tells.
+    EngineDied,
 }
 
 /// `cells/<id>.summary.json`.
@@ -332,6 +379,13 @@ pub struct CellSummary {
     pub slo: Option<SloVerdict>,
     /// Raw per-request records, relative to the bundle.
     pub records: Option<String>,
+    /// `engine_died`: the cause read from the engine's log tail and exit status, where it is
+    /// recognized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_class: Option<crate::engine::failure::FailureClass>,
+    /// `engine_died`: the last lines of the engine's log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_tail: Option<String>,
 }
 
 fn valid_by_default() -> bool {

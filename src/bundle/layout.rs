@@ -59,6 +59,12 @@ pub fn engine_log(engine: &str) -> String {
     format!("{LOGS}/{engine}.log")
 }
 
+/// `logs/<engine>.restart<n>.log`: the log of the engine's `n`th relaunch (`on_failure =
+/// "restart"`), beside the first one's.
+pub fn engine_restart_log(engine: &str, n: u32) -> String {
+    format!("{LOGS}/{engine}.restart{n}.log")
+}
+
 /// `workloads/<name>.prompts.jsonl`: a workload's materialized requests.
 pub fn workload_prompts(workload: &str) -> String {
     format!("{WORKLOADS}/{workload}.prompts.jsonl")

@@ -76,6 +76,12 @@ pub struct RawEngine {
     /// `[engine.matrix]`: one engine per combination of these values.
     #[serde(default)]
     pub matrix: Option<Spanned<super::matrix::RawMatrix>>,
+    /// What happens when the engine exits during a cell: `"skip"` or `"restart"`.
+    #[serde(default)]
+    pub on_failure: Option<Spanned<String>>,
+    /// With `on_failure = "restart"`: the most relaunches.
+    #[serde(default)]
+    pub max_restarts: Option<Spanned<i64>>,
 }
 
 /// `[engine.health]`.
@@ -272,6 +278,15 @@ pub struct RawLoad {
     pub warmup: Option<Spanned<i64>>,
     #[serde(default)]
     pub request_timeout: Option<Spanned<String>>,
+    /// Closed loop: keep doubling concurrency past the grid until the engine fails.
+    #[serde(default)]
+    pub until_failure: Option<Spanned<bool>>,
+    /// The bound of `until_failure`.
+    #[serde(default)]
+    pub max_concurrency: Option<Spanned<i64>>,
+    /// Closed loop: also report over the steady-state window.
+    #[serde(default)]
+    pub steady_state: Option<Spanned<bool>>,
 }
 
 /// `[workload.slo]`: thresholds in milliseconds on latency statistics.

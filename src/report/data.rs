@@ -37,12 +37,110 @@ pub struct ReportData {
     pub cells_total: usize,
     pub cells_ok: usize,
     pub cells_failed: usize,
+    /// Per engine that died under load: where it first failed and why (the "OOM surface").
+    pub failures: Vec<FailureRow>,
+    /// `until_failure`: per engine and workload, the last passing and first failing levels.
+    pub knees: Vec<KneeRow>,
     /// The case-study tables, findings and cost.
     pub study: super::study::Study,
     /// Filled in by the renderer once the charts are drawn.
     pub charts: Vec<super::charts::Chart>,
     /// Charts that could not be drawn, with why.
     pub chart_errors: Vec<String>,
+}
+
+/// Where an engine first died under load, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureRow {
+    pub engine: String,
+    pub workload: String,
+    /// The load of the first cell it died in, e.g. "concurrency 8".
+    pub level: String,
+    pub cell: String,
+    /// `cuda_out_of_memory`, ..., or "unrecognized".
+    pub class: String,
+    pub reason: String,
+    /// Cells it died in, all told.
+    pub deaths: usize,
+    /// Its relaunches and their readiness times, e.g. "2 (ready in 0.4 s, 0.5 s)"; "none".
+    pub restarts: String,
+}
+
+/// One `until_failure` outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct KneeRow {
+    pub engine: String,
+    pub workload: String,
+    pub last_passing: String,
+    pub first_failing: String,
+    pub class: String,
+    pub text: String,
+}
+
+fn level_words(l: LoadLevel) -> String {
+    match l {
+        LoadLevel::Concurrency(c) => format!("concurrency {c}"),
+        LoadLevel::Rate(_) => l.label(),
+    }
+}
+
+/// The OOM surface: per engine, the first cell (in run order) it died in.
+fn failures(b: &LoadedBundle) -> Vec<FailureRow> {
+    b.manifest
+        .engines
+        .iter()
+        .filter_map(|e| {
+            let died: Vec<&CellSummary> = b
+                .cells
+                .iter()
+                .filter(|c| c.engine == e.name && c.status == CellStatus::EngineDied)
+                .collect();
+            let first = died.first()?;
+            let restarts = if e.restarts.is_empty() {
+                "none".to_string()
+            } else {
+                format!(
+                    "{} (ready in {})",
+                    e.restarts.len(),
+                    e.restarts
+                        .iter()
+                        .map(|r| r
+                            .ready_s
+                            .map_or_else(|| "never".to_string(), |s| format!("{s:.1} s")))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            Some(FailureRow {
+                engine: e.name.clone(),
+                workload: first.workload.clone(),
+                level: level_words(first.level),
+                cell: first.id.clone(),
+                class: first
+                    .failure_class
+                    .map_or("unrecognized", |k| k.label())
+                    .to_string(),
+                reason: first.reason.clone().unwrap_or_default(),
+                deaths: died.len(),
+                restarts,
+            })
+        })
+        .collect()
+}
+
+fn knees(b: &LoadedBundle) -> Vec<KneeRow> {
+    b.manifest
+        .until_failure
+        .iter()
+        .map(|r| KneeRow {
+            engine: r.engine.clone(),
+            workload: r.workload.clone(),
+            last_passing: r.last_passing.map_or(DASH.into(), |c| c.to_string()),
+            first_failing: r.first_failing.map_or(DASH.into(), |c| c.to_string()),
+            class: r.failure_class.map_or(DASH, |k| k.label()).to_string(),
+            text: super::fmt::knee_text(r),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -210,6 +308,7 @@ fn status_text(s: CellStatus) -> &'static str {
         CellStatus::Failed => "failed",
         CellStatus::Interrupted => "interrupted",
         CellStatus::Rejected => "rejected",
+        CellStatus::EngineDied => "engine_died",
     }
 }
 
@@ -559,7 +658,7 @@ pub fn build(b: &LoadedBundle) -> ReportData {
     let failed = b
         .cells
         .iter()
-        .filter(|c| c.status == CellStatus::Failed)
+        .filter(|c| matches!(c.status, CellStatus::Failed | CellStatus::EngineDied))
         .count();
     ReportData {
         plan_name: b.plan.name.clone(),
@@ -593,6 +692,8 @@ pub fn build(b: &LoadedBundle) -> ReportData {
         cells_total: b.manifest.cells.len(),
         cells_ok: ok,
         cells_failed: failed,
+        failures: failures(b),
+        knees: knees(b),
         study: super::study::build(b),
         charts: Vec::new(),
         chart_errors: Vec::new(),

@@ -220,6 +220,8 @@ impl Run<'_> {
             engine_metrics,
             slo: v.slo,
             records: Some(records_rel),
+            failure_class: None,
+            log_tail: None,
         })
     }
 }

@@ -156,6 +156,7 @@ impl Ledger {
             gpu: inventory,
             engines: plan.engines.iter().map(pending_engine).collect(),
             searches: Vec::new(),
+            until_failure: Vec::new(),
             part,
             slurm: None,
             merged_from: Vec::new(),
@@ -400,7 +401,10 @@ impl Ledger {
             rec.sid = Some(p.sid);
         }
         rec.url = Some(base_url.to_string());
-        rec.log = Some(log);
+        match rec.restarts.last_mut() {
+            Some(r) if r.log.is_none() => r.log = Some(log),
+            _ => rec.log = Some(log),
+        }
         rec.status = EngineStatus::Starting;
         self.save_or_warn();
         self.progress.engine_launching(name, &sp.argv);
@@ -409,8 +413,19 @@ impl Ledger {
     pub fn engine_ready(&mut self, ei: usize, name: &str, secs: f64, idle: Resources) {
         let rec = &mut self.manifest.engines[ei];
         rec.status = EngineStatus::Ready;
-        rec.ready_s = Some(secs);
-        rec.idle = Some(idle);
+        // A relaunch keeps the first readiness and idle memory; its own time is its record's.
+        match rec.restarts.last_mut() {
+            Some(r) if r.ready_s.is_none() && r.error.is_none() => {
+                r.ready_s = Some(secs);
+                // Up again: its death is in the restart record and the cell.
+                rec.failure = None;
+                rec.log_tail = None;
+            }
+            _ => {
+                rec.ready_s = Some(secs);
+                rec.idle = Some(idle);
+            }
+        }
         self.save_or_warn();
         self.progress.engine_ready(name, secs);
     }
@@ -435,6 +450,43 @@ impl Ledger {
         rec.log_tail = log_tail;
         self.progress
             .engine_failed(name, why, self.manifest.engines[ei].log_tail.as_deref());
+    }
+
+    /// An engine that died in `after_cell` is being relaunched.
+    pub fn engine_restarting(&mut self, ei: usize, restart: EngineRestart, max: u32) {
+        self.progress.warn(&format!(
+            "engine `{}` died in cell {}; relaunching it (restart {} of at most {})",
+            self.manifest.engines[ei].name,
+            restart.after_cell,
+            self.manifest.engines[ei].restarts.len() + 1,
+            max,
+        ));
+        self.manifest.engines[ei].restarts.push(restart);
+    }
+
+    /// The relaunch did not come up: why, on its record.
+    pub fn restart_failed(&mut self, ei: usize, why: &str) {
+        if let Some(r) = self.manifest.engines[ei].restarts.last_mut() {
+            r.error = Some(why.to_string());
+        }
+    }
+
+    /// The engine is being relaunched: its last restart record has no log yet.
+    pub fn relaunching(&self, ei: usize) -> bool {
+        self.manifest.engines[ei]
+            .restarts
+            .last()
+            .is_some_and(|r| r.log.is_none())
+    }
+
+    /// Any cell's summary written so far (or found in the bundle being resumed).
+    pub fn summary(&self, id: &str) -> Option<&CellSummary> {
+        self.summaries.iter().find(|s| s.id == id)
+    }
+
+    /// How many times the engine has been relaunched.
+    pub fn restarts(&self, ei: usize) -> u32 {
+        self.manifest.engines[ei].restarts.len() as u32
     }
 
     pub fn metrics_url(&mut self, ei: usize, url: &str) {
@@ -609,6 +661,21 @@ impl Ledger {
         }
     }
 
+    /// Whether `until_failure` of `workload` on `engine` is still to do.
+    pub fn until_failure_left(&self, engine: &str, workload: &str) -> bool {
+        !self
+            .manifest
+            .until_failure
+            .iter()
+            .any(|s| s.engine == engine && s.workload == workload)
+    }
+
+    pub fn until_failure_done(&mut self, record: UntilFailureRecord) -> Result<(), WriteError> {
+        self.progress.until_failure_done(&record);
+        self.manifest.until_failure.push(record);
+        self.save()
+    }
+
     pub fn search_done(&mut self, search: &Search, record: SearchRecord) -> Result<(), WriteError> {
         self.progress
             .search_done(&record.engine, &record.workload, search);
@@ -639,7 +706,12 @@ impl Ledger {
             .manifest
             .cells
             .iter()
-            .filter(|c| matches!(c.status, CellStatus::Failed | CellStatus::Rejected))
+            .filter(|c| {
+                matches!(
+                    c.status,
+                    CellStatus::Failed | CellStatus::Rejected | CellStatus::EngineDied
+                )
+            })
             .count();
         let requests_failed: Vec<String> = self
             .manifest
@@ -728,6 +800,8 @@ fn unrun_summary(plan: &Plan, cell: &Cell, status: CellStatus, reason: &str) -> 
         prefix_cache_hit_rate: None,
         slo: None,
         records: None,
+        failure_class: None,
+        log_tail: None,
     }
 }
 
@@ -758,6 +832,7 @@ pub(super) fn pending_engine(e: &EngineSpec) -> EngineRecord {
         gpu_release: None,
         rejected_fields: Vec::new(),
         metrics_url: None,
+        restarts: Vec::new(),
     }
 }
 

@@ -16,7 +16,7 @@ use crate::bundle::format::{
 };
 use crate::bundle::journal::Journal;
 use crate::bundle::layout;
-use crate::engine::terminate;
+use crate::engine::{failure, terminate};
 use crate::load::client::http_client;
 use crate::metrics::gpu::{Gpu, GpuInventory};
 use crate::metrics::sampler::Sampler;
@@ -287,6 +287,17 @@ impl Run<'_> {
                 break;
             }
             self.run_one(ei, spec, up, cell, &mut dead).await?;
+            self.revive(ei, spec, up, &mut dead).await?;
+        }
+        for (wi, w) in self.plan.workloads.iter().enumerate() {
+            let Some(uf) = w.load.until_failure else {
+                continue;
+            };
+            if up.rejected.contains_key(&wi) || !self.ledger.until_failure_left(&spec.name, &w.name)
+            {
+                continue;
+            }
+            self.until_failure(ei, spec, up, &mut dead, wi, uf).await?;
         }
         for (wi, w) in self.plan.workloads.iter().enumerate() {
             let Some(search_spec) = w.search else {
@@ -309,7 +320,11 @@ impl Run<'_> {
                 let reused = measured.is_some();
                 let summary = match measured {
                     Some(s) => Some(s),
-                    None => self.run_one(ei, spec, up, &cell, &mut dead).await?,
+                    None => {
+                        let s = self.run_one(ei, spec, up, &cell, &mut dead).await?;
+                        self.revive(ei, spec, up, &mut dead).await?;
+                        s
+                    }
                 };
                 let passed =
                     summary.is_some_and(|s| s.valid && s.slo.as_ref().is_some_and(|v| v.passed));
@@ -344,7 +359,7 @@ impl Run<'_> {
 
     /// Runs one cell on a ready engine, unless the run is stopping or the engine died; writes
     /// its summary either way. Returns the summary of a cell that was measured.
-    async fn run_one(
+    pub(super) async fn run_one(
         &mut self,
         ei: usize,
         spec: &EngineSpec,
@@ -375,11 +390,20 @@ impl Run<'_> {
                     "engine `{}` exited with {status} during cell {}",
                     spec.name, cell.id
                 );
-                let tail = Some(exited_log_tail(sp));
-                self.ledger.engine_failed(ei, &spec.name, &why, tail, false);
-                summary.status = CellStatus::Failed;
+                let tail = exited_log_tail(sp);
+                let class = failure::classify(&tail, Some(&status.to_string()));
+                let why = match class {
+                    Some(k) => format!("{why} ({})", k.label()),
+                    None => why,
+                };
+                self.ledger
+                    .engine_failed(ei, &spec.name, &why, Some(tail.clone()), false);
+                summary.status = CellStatus::EngineDied;
                 summary.reason = Some(format!("{why}; the requests measured before are kept"));
                 summary.slo = None;
+                summary.failure_class = class;
+                summary.log_tail = Some(tail);
+                up.died_in = Some((cell.id.clone(), class));
                 *dead = Some(why);
             }
         }
