@@ -247,3 +247,11 @@ fn until_failure_on_an_open_loop() {
         "rate = [1.0]\nrequests = 10\nuntil_failure = true\nmax_concurrency = 8\n"
     ));
 }
+
+#[test]
+fn workload_matrix_synthetic_key_without_synthetic() {
+    insta::assert_snapshot!(validate_with(
+        "name = \"chat\"\nprompts = [\"hi\"]\nmax_tokens = 16\n",
+        "name = \"chat-in{input_tokens}\"\nprompts = [\"hi\"]\nmax_tokens = 16\n[workload.matrix]\ninput_tokens = [64, 128]\n"
+    ));
+}
