@@ -817,7 +817,8 @@ prefix_tokens = [0, 32]
         };
         let (out, errors) = expand_workload(&w);
         assert_eq!(errors, Vec::new());
-        let got: Vec<(String, Option<i64>, Option<i64>, Option<i64>)> = out
+        type Lengths = (String, Option<i64>, Option<i64>, Option<i64>);
+        let got: Vec<Lengths> = out
             .iter()
             .map(|(w, _)| {
                 let s = w.synthetic.as_ref().map(|s| s.get_ref());
