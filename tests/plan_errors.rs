@@ -255,3 +255,11 @@ fn workload_matrix_synthetic_key_without_synthetic() {
         "name = \"chat-in{input_tokens}\"\nprompts = [\"hi\"]\nmax_tokens = 16\n[workload.matrix]\ninput_tokens = [64, 128]\n"
     ));
 }
+
+#[test]
+fn steady_state_on_an_open_loop() {
+    insta::assert_snapshot!(validate_with(
+        "concurrency = [1, 4]\nrequests = 10\n",
+        "rate = [1.0]\nrequests = 10\nsteady_state = true\n"
+    ));
+}

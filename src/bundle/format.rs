@@ -386,6 +386,13 @@ pub struct CellSummary {
     /// `engine_died`: the last lines of the engine's log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_tail: Option<String>,
+    /// With `repeat = N`: each run judged on its own. A failed, invalid or missing run makes
+    /// the cell invalid (`invalid_reason` names the run): its mean is not a result.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<crate::metrics::verdict::RunVerdict>,
+    /// `steady_state = true`: the figures over the window where the level was held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steady_state: Option<crate::metrics::steady::SteadyState>,
 }
 
 fn valid_by_default() -> bool {

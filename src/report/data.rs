@@ -176,6 +176,51 @@ pub struct WorkloadView {
     pub telemetry: Vec<TelemetryRow>,
     /// The engines expanded from a matrix, grouped by the keys they vary (none without one).
     pub sweep: Option<SweepTable>,
+    /// `steady_state = true`: each closed-loop cell over its steady-state window, beside its
+    /// whole-cell figures.
+    pub steady: Vec<SteadyRow>,
+}
+
+/// One cell over its steady-state window, next to the whole cell.
+#[derive(Debug, Clone, Serialize)]
+pub struct SteadyRow {
+    pub engine: String,
+    pub level: String,
+    pub min_in_flight: u32,
+    /// The window's length, "12.3 s", and its share of the cell.
+    pub window: String,
+    pub requests_ok: u64,
+    pub output_tok_per_s: String,
+    pub whole_output_tok_per_s: String,
+    pub ttft_p95_ms: String,
+    pub whole_ttft_p95_ms: String,
+}
+
+fn steady_row(c: &CellSummary) -> Option<SteadyRow> {
+    let s = c.steady_state.as_ref()?;
+    let whole = c.metrics.as_ref()?;
+    let p95 = |m: &crate::metrics::summary::CellMetrics| {
+        m.ttft_ms.as_ref().map_or(DASH.into(), |t| f(t.p95, 1))
+    };
+    Some(SteadyRow {
+        engine: c.engine.clone(),
+        level: c.level.label(),
+        min_in_flight: s.min_in_flight,
+        window: if whole.duration_s > 0.0 {
+            format!(
+                "{:.1} s ({:.0}% of the cell)",
+                s.duration_s,
+                100.0 * s.duration_s / whole.duration_s
+            )
+        } else {
+            format!("{:.1} s", s.duration_s)
+        },
+        requests_ok: s.metrics.requests_ok,
+        output_tok_per_s: f(s.metrics.output_tok_per_s, 1),
+        whole_output_tok_per_s: f(whole.output_tok_per_s, 1),
+        ttft_p95_ms: p95(&s.metrics),
+        whole_ttft_p95_ms: p95(whole),
+    })
 }
 
 /// The engines of an `[engine.matrix]` side by side for one workload: a column per matrix key,
@@ -645,6 +690,12 @@ pub fn build(b: &LoadedBundle) -> ReportData {
                     .iter()
                     .filter(|c| c.workload == w.name)
                     .filter_map(telemetry_row)
+                    .collect(),
+                steady: b
+                    .cells
+                    .iter()
+                    .filter(|c| c.workload == w.name)
+                    .filter_map(steady_row)
                     .collect(),
             }
         })

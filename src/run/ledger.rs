@@ -802,6 +802,8 @@ fn unrun_summary(plan: &Plan, cell: &Cell, status: CellStatus, reason: &str) -> 
         records: None,
         failure_class: None,
         log_tail: None,
+        runs: Vec::new(),
+        steady_state: None,
     }
 }
 

@@ -120,6 +120,8 @@ pub fn recover(dir: &Path) -> Result<Recovered, RecoverError> {
             records: journal.is_file().then(|| layout::cell_records(&index.id)),
             failure_class: None,
             log_tail: None,
+            runs: Vec::new(),
+            steady_state: None,
         };
         bundle
             .write_json(&layout::cell_summary(&index.id), &summary)
