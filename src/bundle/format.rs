@@ -187,6 +187,22 @@ pub struct PlanInfo {
     /// The plan's directory, absolute: the `{plan_dir}` of the engines' `argv_relative`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<String>,
+    /// The files `[[engine]] include` read, each stored in the bundle like the plan.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub includes: Vec<IncludeRecord>,
+}
+
+/// A file an engine was included from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncludeRecord {
+    /// As the plan writes it.
+    pub include: String,
+    /// Where it was read.
+    pub path: String,
+    /// Its copy in the bundle (secrets redacted), relative to the bundle.
+    pub stored: String,
+    /// Lowercase hex sha256 of the file's bytes as resolved.
+    pub sha256: String,
 }
 
 /// The machine the run happened on.

@@ -25,10 +25,12 @@ pub const LOGS: &str = "logs";
 pub const CHARTS: &str = "charts";
 /// Per workload: `<name>.prompts.jsonl`, the requests it sent (docs/workloads.md).
 pub const WORKLOADS: &str = "workloads";
+/// The files `[[engine]] include` read, copied like the plan.
+pub const INCLUDES: &str = "includes";
 
 /// Names the runner writes at the top of a bundle: nothing else, such as a custom report
 /// rendered into the bundle, may take one of them.
-pub const TOP: [&str; 13] = [
+pub const TOP: [&str; 14] = [
     MANIFEST,
     PLAN,
     PLAN_RESOLVED,
@@ -42,7 +44,18 @@ pub const TOP: [&str; 13] = [
     LOGS,
     CHARTS,
     WORKLOADS,
+    INCLUDES,
 ];
+
+/// `includes/<n>-<file name>`: the `n`th included file's copy (numbered, so two files of one
+/// name in different folders stay apart).
+pub fn include_copy(n: usize, path: &std::path::Path) -> String {
+    let name = path.file_name().map_or_else(
+        || "engine.toml".to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    );
+    format!("{INCLUDES}/{n}-{name}")
+}
 
 /// `cells/<id>.summary.json`: a finished cell.
 pub fn cell_summary(id: &str) -> String {

@@ -31,6 +31,20 @@ pub struct Plan {
     #[serde(default = "one")]
     pub repeat: u32,
     pub cells: Vec<Cell>,
+    /// The files `[[engine]] include = "..."` read, in plan order (each once).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub includes: Vec<IncludedFile>,
+}
+
+/// A file an `[[engine]]` was read from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncludedFile {
+    /// As written in the plan.
+    pub include: String,
+    /// Where it was read, relative to the plan's directory as the plan's own path is.
+    pub path: PathBuf,
+    /// Lowercase hex sha256 of its bytes as resolved.
+    pub sha256: String,
 }
 
 fn one() -> u32 {

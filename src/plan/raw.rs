@@ -33,11 +33,16 @@ pub struct RawPlan {
     pub workloads: Vec<Spanned<RawWorkload>>,
 }
 
-/// One `[[engine]]` table.
+/// One `[[engine]]` table. `name` and `model` are required, but may come from an `include`d
+/// file instead: resolution says when they are missing (`is_missing`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawEngine {
+    #[serde(default = "missing")]
     pub name: Spanned<String>,
+    /// Read the engine's table from this TOML file (relative to the plan).
+    #[serde(default)]
+    pub include: Option<Spanned<String>>,
     #[serde(default)]
     pub launch: Option<Spanned<RawCommand>>,
     #[serde(default)]
@@ -48,6 +53,7 @@ pub struct RawEngine {
     pub cwd: Option<Spanned<String>>,
     #[serde(default)]
     pub port: Option<Spanned<RawPort>>,
+    #[serde(default = "missing")]
     pub model: Spanned<String>,
     #[serde(default)]
     pub api: Option<Spanned<String>>,
@@ -82,6 +88,17 @@ pub struct RawEngine {
     /// With `on_failure = "restart"`: the most relaunches.
     #[serde(default)]
     pub max_restarts: Option<Spanned<i64>>,
+}
+
+/// A required string the table left out: an empty span no written value has (a key always
+/// precedes a value).
+fn missing() -> Spanned<String> {
+    Spanned::new(0..0, String::new())
+}
+
+/// Whether a required string was left out of its table.
+pub fn is_missing(s: &Spanned<String>) -> bool {
+    s.span() == (0..0)
 }
 
 /// `[engine.health]`.

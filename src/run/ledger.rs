@@ -132,6 +132,22 @@ impl Ledger {
         let copy = bundle.redactor().plan_source(plan_bytes);
         bundle.write(layout::PLAN, &copy)?;
         bundle.write_json(layout::PLAN_RESOLVED, &redacted(plan))?;
+        // Each included engine file, like the plan: its copy, its hash in the manifest.
+        if !plan.includes.is_empty() {
+            let dir = bundle.path(layout::INCLUDES);
+            std::fs::create_dir_all(&dir).map_err(|e| WriteError {
+                path: dir.clone(),
+                source: e,
+            })?;
+        }
+        for (i, f) in plan.includes.iter().enumerate() {
+            let bytes = std::fs::read(&f.path).map_err(|e| WriteError {
+                path: f.path.clone(),
+                source: e,
+            })?;
+            let copy = bundle.redactor().plan_source(&bytes);
+            bundle.write(&layout::include_copy(i, &f.path), &copy)?;
+        }
         let mut workloads = Vec::with_capacity(plan.workloads.len());
         for (w, bytes) in materialized(&bundle, plan) {
             bundle.write(&w.path, &bytes)?;

@@ -237,10 +237,12 @@ impl Resolver<'_> {
     pub(super) fn check_dialects(
         &mut self,
         raw: &[Spanned<RawEngine>],
+        files: &[Option<std::rc::Rc<super::Included>>],
         engines: &[EngineSpec],
         workloads: &[WorkloadSpec],
     ) {
-        for (e, raw_e) in engines.iter().zip(raw) {
+        for ((e, raw_e), file) in engines.iter().zip(raw).zip(files) {
+            self.file = file.clone();
             let span = raw_e
                 .get_ref()
                 .accepts
@@ -271,6 +273,7 @@ impl Resolver<'_> {
                 }
             }
         }
+        self.file = None;
     }
 
     /// `on_failure` and `max_restarts`.
