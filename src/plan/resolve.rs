@@ -819,6 +819,46 @@ max_tokens = 8
     }
 
     #[test]
+    fn until_failure_and_restart_resolve_and_an_unreachable_bound_is_warned_about() {
+        let src = MINIMAL
+            .replace(
+                "requests = 10",
+                "requests = 10\nuntil_failure = true\nmax_concurrency = 32\nsteady_state = true",
+            )
+            .replace(
+                "model = \"m\"\n[[engine]]",
+                "model = \"m\"\non_failure = \"restart\"\n[[engine]]",
+            );
+        let (plan, warnings) = resolve(&src).expect("plan resolves");
+        let l = &plan.workloads[0].load;
+        assert_eq!(
+            l.until_failure,
+            Some(UntilFailureSpec {
+                max_concurrency: 32
+            })
+        );
+        assert!(l.steady_state);
+        assert_eq!(
+            plan.engines[0].on_failure,
+            OnFailure::Restart { max_restarts: 3 }
+        );
+        assert_eq!(plan.engines[1].on_failure, OnFailure::Skip);
+        let text = warnings.to_string();
+        assert!(
+            text.contains("`max_concurrency` (32) is above the 10 requests sent per level"),
+            "{text}"
+        );
+        let attached = MINIMAL.replace(
+            "api = \"completions\"",
+            "api = \"completions\"\non_failure = \"restart\"",
+        );
+        assert!(resolve(&attached)
+            .expect_err("an attached engine cannot restart")
+            .to_string()
+            .contains("an engine attached by `url` cannot be restarted"));
+    }
+
+    #[test]
     fn launch_and_url_are_exclusive() {
         let src = MINIMAL.replace(
             "url = \"http://127.0.0.1:9/\"",

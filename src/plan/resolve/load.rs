@@ -203,6 +203,7 @@ impl Resolver<'_> {
             pick(|l| l.until_failure.is_some() || l.max_concurrency.is_some()),
             &levels,
             closed,
+            stop,
         )?;
         let steady_state = match &pick(|l| l.steady_state.is_some()).steady_state {
             Some(s) if *s.get_ref() && !closed => {
@@ -239,6 +240,7 @@ impl Resolver<'_> {
         src: &RawLoad,
         levels: &[LoadLevel],
         closed: bool,
+        stop: StopRule,
     ) -> Option<Option<UntilFailureSpec>> {
         let on = src.until_failure.as_ref().is_some_and(|u| *u.get_ref());
         match (&src.until_failure, &src.max_concurrency) {
@@ -281,6 +283,15 @@ impl Resolver<'_> {
                         Some("until_failure doubles concurrency past the grid up to `max_concurrency`: raise it".into()),
                     );
                     return None;
+                }
+                if let StopRule::Requests(n) = stop {
+                    if u64::from(max) > n {
+                        self.warn_at(
+                            m.span(),
+                            format!("`max_concurrency` ({max}) is above the {n} requests sent per level: a closed loop never has more than {n} in flight, so levels above it measure {n} at most"),
+                            Some(format!("send at least {max} requests per level (`requests`), or lower `max_concurrency`")),
+                        );
+                    }
                 }
                 Some(Some(UntilFailureSpec {
                     max_concurrency: max,
