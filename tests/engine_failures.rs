@@ -167,6 +167,8 @@ concurrency = [1, 2]
         read_json(&bundle.join("cells/e.w.c8.summary.json"))["status"],
         "engine_died"
     );
+    // It died in its last cell: nothing was left to relaunch it for.
+    assert!(m["engines"][0].get("restarts").is_none(), "{m}");
     let report = std::fs::read_to_string(bundle.join("report.md")).expect("report.md");
     assert!(
         report.contains("| e | w | 4 | 8 | cuda_out_of_memory |"),

@@ -280,6 +280,8 @@ impl Run<'_> {
                     .unrun_cells(self.plan, left, CellStatus::Interrupted, INTERRUPTED)?;
                 break;
             }
+            // A dead engine is relaunched only when a cell is left for it.
+            self.revive(ei, spec, up, &mut dead).await?;
             if let Some(why) = dead.clone() {
                 let reason = format!("not run: {why}");
                 self.ledger
@@ -287,7 +289,6 @@ impl Run<'_> {
                 break;
             }
             self.run_one(ei, spec, up, cell, &mut dead).await?;
-            self.revive(ei, spec, up, &mut dead).await?;
         }
         for (wi, w) in self.plan.workloads.iter().enumerate() {
             let Some(uf) = w.load.until_failure else {
@@ -309,6 +310,9 @@ impl Run<'_> {
             let mut search = Search::new(search_spec);
             let mut reused_levels: Vec<usize> = Vec::new();
             while let Some(level) = search.next() {
+                if !self.cancel.is_stopping() {
+                    self.revive(ei, spec, up, &mut dead).await?;
+                }
                 if self.cancel.is_stopping() || dead.is_some() {
                     break;
                 }
@@ -320,11 +324,7 @@ impl Run<'_> {
                 let reused = measured.is_some();
                 let summary = match measured {
                     Some(s) => Some(s),
-                    None => {
-                        let s = self.run_one(ei, spec, up, &cell, &mut dead).await?;
-                        self.revive(ei, spec, up, &mut dead).await?;
-                        s
-                    }
+                    None => self.run_one(ei, spec, up, &cell, &mut dead).await?,
                 };
                 let passed =
                     summary.is_some_and(|s| s.valid && s.slo.as_ref().is_some_and(|v| v.passed));

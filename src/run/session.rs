@@ -186,7 +186,8 @@ impl Run<'_> {
 
     /// With `on_failure = "restart"`: an engine that died under a cell (`dead` says why) is
     /// torn down and brought up again, within `max_restarts`; `dead` is cleared once it is
-    /// ready. A relaunch that fails leaves `dead` set, so the cells left are not run.
+    /// ready. Called before the next cell, so an engine is never relaunched for no cell. A
+    /// relaunch that fails leaves `dead` set, so the cells left are not run.
     pub(super) async fn revive(
         &mut self,
         ei: usize,

@@ -116,6 +116,9 @@ impl Run<'_> {
             None => Some(1),
         };
         while let Some(c) = next {
+            if !self.cancel.is_stopping() {
+                self.revive(ei, spec, up, dead).await?;
+            }
             if self.cancel.is_stopping() || dead.is_some() {
                 break;
             }
@@ -124,11 +127,7 @@ impl Run<'_> {
             record.probes.push(c);
             let summary = match self.ledger.measured(&cell.id) {
                 Some(s) => Some(s),
-                None => {
-                    let s = self.run_one(ei, spec, up, &cell, dead).await?;
-                    self.revive(ei, spec, up, dead).await?;
-                    s
-                }
+                None => self.run_one(ei, spec, up, &cell, dead).await?,
             };
             let Some(s) = summary else { break };
             if !judge(&mut record, c, &s) {
