@@ -92,6 +92,11 @@ concurrency = [2]
         "{row}"
     );
     assert!(row.contains("| 1 (ready in "), "{row}");
+    let html = std::fs::read_to_string(bundle.join("report.html")).expect("report.html");
+    assert!(
+        html.contains("<h2>Where engines failed</h2>") && html.contains("cuda_out_of_memory"),
+        "{html}"
+    );
 }
 
 #[test]
@@ -179,6 +184,8 @@ concurrency = [1, 2]
             .contains("- `e` on `w`: passed up to concurrency 4, failed at 8 (cuda_out_of_memory"),
         "{report}"
     );
+    let html = std::fs::read_to_string(bundle.join("report.html")).expect("report.html");
+    assert!(html.contains("<h2>Until failure</h2>"), "{html}");
     assert_no_engine_survives(&m);
 }
 

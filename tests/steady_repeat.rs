@@ -68,6 +68,11 @@ fn a_closed_loop_cell_reports_its_steady_state_window_beside_the_whole_cell() {
         "the report says which figures are which"
     );
     assert!(report.contains("| e | 4 | 4 | "), "{report}");
+    let html = std::fs::read_to_string(bundle.join("report.html")).expect("report.html");
+    assert!(
+        html.contains("<h4>Steady state: the window where the level was held</h4>"),
+        "{html}"
+    );
 }
 
 #[test]
