@@ -149,6 +149,12 @@ concurrency = [1, 2]
     s.write("plan.toml", &p);
     let out = s.runner(&["validate", "plan.toml"]);
     assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("restarted when it dies (at most 3 times)")
+            && stdout.contains("then doubling concurrency until it fails, up to 64"),
+        "{stdout}"
+    );
     let (out, bundle) = s.exec("plan.toml");
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let m = read_json(&bundle.join("manifest.json"));
