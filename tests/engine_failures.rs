@@ -219,3 +219,56 @@ concurrency = [1]
     assert!(knee["first_failing"].is_null(), "{knee}");
     assert_eq!(knee["complete"], true);
 }
+
+#[test]
+fn plans_oom_surface_names_each_engines_knee_and_restarts_the_small_one() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/plans/oom_surface.toml");
+    let p = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    let s = Scratch::new();
+    s.write("oom_surface.toml", &p);
+    let (out, bundle) = s.exec("oom_surface.toml");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let m = read_json(&bundle.join("manifest.json"));
+    let knees: Vec<(String, serde_json::Value, serde_json::Value)> = m["until_failure"]
+        .as_array()
+        .expect("until_failure")
+        .iter()
+        .map(|k| {
+            (
+                k["engine"].as_str().unwrap_or_default().to_string(),
+                k["last_passing"].clone(),
+                k["first_failing"].clone(),
+            )
+        })
+        .collect();
+    // Capacity 6 fails in the grid already (8 in flight); capacity 24 passes 16, fails 32.
+    assert_eq!(
+        knees,
+        [
+            ("sim-cap6".to_string(), 1.into(), 8.into()),
+            ("sim-cap24".to_string(), 16.into(), 32.into()),
+        ],
+        "{m}"
+    );
+    // The small engine died in the grid and was relaunched for `short`; the large one died in
+    // its last probe, with nothing left to serve.
+    assert_eq!(
+        m["engines"][0]["restarts"][0]["after_cell"],
+        "sim-cap6.chat.c8"
+    );
+    assert!(m["engines"][1].get("restarts").is_none(), "{m}");
+    for e in ["sim-cap6", "sim-cap24"] {
+        let c = read_json(&bundle.join(format!("cells/{e}.short.c2.summary.json")));
+        assert_eq!(c["status"], "ok", "{c}");
+    }
+    let report = std::fs::read_to_string(bundle.join("report.md")).expect("report.md");
+    for row in [
+        "| sim-cap6 | chat | concurrency 8 (`sim-cap6.chat.c8`) | cuda_out_of_memory | 1 | 1 (ready in ",
+        "| sim-cap24 | chat | concurrency 32 (`sim-cap24.chat.c32`) | cuda_out_of_memory | 1 | none |",
+        "| sim-cap6 | chat | 1 | 8 | cuda_out_of_memory |",
+        "| sim-cap24 | chat | 16 | 32 | cuda_out_of_memory |",
+    ] {
+        assert!(report.contains(row), "{row}\n{report}");
+    }
+    assert_no_engine_survives(&m);
+}
