@@ -272,3 +272,30 @@ fn plans_oom_surface_names_each_engines_knee_and_restarts_the_small_one() {
     }
     assert_no_engine_survives(&m);
 }
+
+#[test]
+fn until_failure_judges_only_measured_grid_levels() {
+    // Without restart, concurrency 8 kills the engine and 1 is never run: the knee is 8, and
+    // the unmeasured level counts neither way.
+    let p = plan(
+        "requests = 16\nuntil_failure = true\nmax_concurrency = 64",
+        r#"
+[[workload]]
+name = "w"
+prompts = ["hi"]
+max_tokens = 4
+[workload.load]
+concurrency = [8, 1]
+"#,
+    )
+    .replace("on_failure = \"restart\"\n", "");
+    let s = Scratch::new();
+    s.write("plan.toml", &p);
+    let (out, bundle) = s.exec("plan.toml");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let m = read_json(&bundle.join("manifest.json"));
+    let knee = &m["until_failure"][0];
+    assert!(knee["last_passing"].is_null(), "{knee}");
+    assert_eq!(knee["first_failing"], 8, "{knee}");
+    assert_eq!(knee["probes"], serde_json::json!([]), "{knee}");
+}

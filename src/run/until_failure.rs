@@ -102,13 +102,14 @@ impl Run<'_> {
         for &c in &grid {
             let id = cell_of(self, c).id;
             match self.ledger.summary(&id).cloned() {
-                Some(s) => {
+                Some(s) if s.metrics.is_some() && s.status != CellStatus::Interrupted => {
                     if !judge(&mut record, c, &s) {
                         return self.ledger.until_failure_done(record).map_err(Into::into);
                     }
                 }
-                // Not measured (the run stopped first): nothing past it can be judged.
-                None => return self.ledger.until_failure_done(record).map_err(Into::into),
+                // Not measured (the run stopped first, or the engine was already gone): it says
+                // nothing about the engine at that load.
+                _ => continue,
             }
         }
         let mut next = match grid.last() {
@@ -129,7 +130,10 @@ impl Run<'_> {
                 Some(s) => Some(s),
                 None => self.run_one(ei, spec, up, &cell, dead).await?,
             };
-            let Some(s) = summary else { break };
+            // Cut short by a signal: no verdict on the engine at that load.
+            let Some(s) = summary.filter(|s| s.status != CellStatus::Interrupted) else {
+                break;
+            };
             if !judge(&mut record, c, &s) {
                 break;
             }
