@@ -5,6 +5,7 @@
 
 Writes, under OUT_DIR:
   tiny-llama/        bf16 weights (random, seed 0), byte-level BPE tokenizer, chat template
+  tiny-llama-bf16    a symlink to tiny-llama/, so every variant is tiny-llama-<variant>
   tiny-llama-awq/    the same weights quantized to AWQ 4-bit (GEMM packing, group 64, zero point)
   tiny-llama-w8a8/   the same weights as compressed-tensors W8A8 int8 (per-channel weights,
                      dynamic per-token activations)
@@ -224,6 +225,11 @@ def main(argv=None) -> int:
 
     if "bf16" in variants:
         save_variant(args.out / prefix, model, tokenizer, state, base_name, None)
+        # `<prefix>-bf16` names the same directory, so a plan's [engine.matrix] can name every
+        # variant's directory by its variant (plans/cpu_case_study.toml).
+        alias = args.out / f"{prefix}-bf16"
+        if not (alias.is_symlink() or alias.exists()):
+            alias.symlink_to(prefix)
     if "awq" in variants:
         tensors = {}
         for k, v in state.items():

@@ -218,7 +218,8 @@ fn requests_in_flight_when_the_engine_dies_are_engine_died() {
     let (out, bundle) = s.exec("plan.toml");
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let c = cell(&bundle, "e.w.c2");
-    assert_eq!(c["status"], "failed", "{c}");
+    assert_eq!(c["status"], "engine_died", "{c}");
+    assert_eq!(c["failure_class"], "killed_by_signal_9", "{c}");
     let failures = c["metrics"]["failures"].as_object().expect("failures");
     assert_eq!(c["metrics"]["failures"]["engine_died"], 2, "{c}");
     assert!(!failures.contains_key("cancelled"), "{c}");

@@ -83,7 +83,7 @@ fn an_engine_dying_mid_cell_fails_that_cell_keeps_its_data_and_skips_the_rest() 
     let (out, bundle) = s.exec("plan.toml");
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let c = cell(&bundle, "e.w.c1");
-    assert_eq!(c["status"], "failed");
+    assert_eq!(c["status"], "engine_died");
     let reason = c["reason"].as_str().expect("reason");
     assert!(
         reason.contains("exited with exit status: 3 during cell e.w.c1"),
@@ -424,7 +424,7 @@ requests = 20
     assert_eq!(c1["status"], "ok", "{c1}");
     assert_eq!(c1["metrics"]["requests_ok"], 20, "{c1}");
     let c2 = cell(&bundle, "e.w.c2");
-    assert_eq!(c2["status"], "failed", "{c2}");
+    assert_eq!(c2["status"], "engine_died", "{c2}");
     let reason = c2["reason"].as_str().expect("reason");
     assert!(
         reason.contains("exited with exit status: 3 during cell e.w.c2"),

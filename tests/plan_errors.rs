@@ -298,3 +298,59 @@ fn quality_command_with_an_unknown_placeholder() {
         "max_tokens = 16\n\n[[quality]]\nname = \"eval\"\nkind = \"command\"\ncommand = \"lm_eval --model_args base_url={uri}\"\nmetric = { file = \"*.json\", pointer = \"/acc\" }\n"
     ));
 }
+
+#[test]
+fn unknown_on_failure() {
+    insta::assert_snapshot!(validate_with(
+        "model = \"m\"\n",
+        "model = \"m\"\non_failure = \"retry\"\n"
+    ));
+}
+
+#[test]
+fn max_restarts_without_restart() {
+    insta::assert_snapshot!(validate_with(
+        "model = \"m\"\n",
+        "model = \"m\"\nmax_restarts = 2\n"
+    ));
+}
+
+#[test]
+fn until_failure_without_max_concurrency() {
+    insta::assert_snapshot!(validate_with(
+        "requests = 10\n",
+        "requests = 10\nuntil_failure = true\n"
+    ));
+}
+
+#[test]
+fn until_failure_bound_below_the_grid() {
+    insta::assert_snapshot!(validate_with(
+        "requests = 10\n",
+        "requests = 10\nuntil_failure = true\nmax_concurrency = 4\n"
+    ));
+}
+
+#[test]
+fn until_failure_on_an_open_loop() {
+    insta::assert_snapshot!(validate_with(
+        "concurrency = [1, 4]\nrequests = 10\n",
+        "rate = [1.0]\nrequests = 10\nuntil_failure = true\nmax_concurrency = 8\n"
+    ));
+}
+
+#[test]
+fn workload_matrix_synthetic_key_without_synthetic() {
+    insta::assert_snapshot!(validate_with(
+        "name = \"chat\"\nprompts = [\"hi\"]\nmax_tokens = 16\n",
+        "name = \"chat-in{input_tokens}\"\nprompts = [\"hi\"]\nmax_tokens = 16\n[workload.matrix]\ninput_tokens = [64, 128]\n"
+    ));
+}
+
+#[test]
+fn steady_state_on_an_open_loop() {
+    insta::assert_snapshot!(validate_with(
+        "concurrency = [1, 4]\nrequests = 10\n",
+        "rate = [1.0]\nrequests = 10\nsteady_state = true\n"
+    ));
+}

@@ -156,3 +156,79 @@ fn the_sweep_runs_one_engine_per_combination_and_records_its_values() {
         assert_eq!(status, "ok", "{r:?}");
     }
 }
+
+#[test]
+fn a_workload_matrix_over_synthetic_lengths_runs_one_workload_per_length() {
+    let plan = r#"
+schema = 1
+name = "lengths"
+[load]
+concurrency = [1]
+requests = 4
+warmup = 0
+max_dispatch_lag = "10s"
+[[engine]]
+name = "sim"
+launch = "{runner} engine sim --port {port} --model m"
+model = "m"
+[[workload]]
+name = "syn-in{input_tokens}-out{output_tokens}"
+[workload.synthetic]
+count = 4
+[workload.matrix]
+input_tokens = [16, 48]
+output_tokens = [4]
+"#;
+    let s = Scratch::new();
+    s.write("plan.toml", plan);
+    let (out, bundle) = s.exec("plan.toml");
+    assert!(out.status.success(), "{}", text(&out));
+    let csv = std::fs::read_to_string(bundle.join("summary.csv")).expect("summary.csv");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    assert_eq!(
+        header[..5],
+        [
+            "engine",
+            "workload",
+            "input_tokens",
+            "output_tokens",
+            "concurrency"
+        ]
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').take(5).collect()).collect();
+    assert_eq!(
+        rows,
+        [
+            ["sim", "syn-in16-out4", "16", "4", "1"],
+            ["sim", "syn-in48-out4", "48", "4", "1"],
+        ]
+    );
+    // Each workload's requests have its own length: the materialized prompts say so.
+    let m = read_json(&bundle.join("manifest.json"));
+    let lens: Vec<(String, Vec<u64>)> = m["workloads"]
+        .as_array()
+        .expect("workloads")
+        .iter()
+        .map(|w| {
+            let path = bundle.join(w["path"].as_str().expect("path"));
+            let text = std::fs::read_to_string(&path).expect("prompts");
+            let lens = text
+                .lines()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+                    v["prompt_words"].as_u64().unwrap_or_default()
+                })
+                .collect();
+            (w["name"].as_str().unwrap_or_default().to_string(), lens)
+        })
+        .collect();
+    assert_eq!(
+        lens,
+        [
+            ("syn-in16-out4".to_string(), vec![16; 4]),
+            ("syn-in48-out4".to_string(), vec![48; 4])
+        ],
+        "{m}"
+    );
+}

@@ -115,7 +115,8 @@ pub struct Faults {
     /// Exit with status 3 when more than N sequences are in flight (running or queued in the
     /// scheduler): an engine that fails at a given concurrency, like one out of KV cache.
     /// Counted by the scheduler, which drops a finished sequence before its client can send
-    /// the next request, so a closed loop at concurrency N never trips it.
+    /// the next request, so a closed loop at concurrency N never trips it. Its last words are
+    /// a CUDA out-of-memory line, as a GPU engine past its capacity would write.
     #[arg(long, hide = true)]
     pub max_seqs_before_crash: Option<u64>,
     /// Never answer a completion request (no status line, no headers).
@@ -392,7 +393,7 @@ async fn scheduler(mut rx: mpsc::UnboundedReceiver<Sequence>, args: SimArgs, g: 
         let in_flight = (running.len() + waiting.len()) as u64;
         if let Some(n) = args.faults.max_seqs_before_crash.filter(|&n| in_flight > n) {
             eprintln!(
-                "sim engine: crashing with {in_flight} sequences in flight, more than {n} (--max-seqs-before-crash)"
+                "sim engine: torch.OutOfMemoryError: CUDA out of memory (simulated: {in_flight} sequences in flight, more than {n}, --max-seqs-before-crash)"
             );
             std::process::exit(3);
         }

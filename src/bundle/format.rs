@@ -59,6 +59,9 @@ pub struct Manifest {
     /// Capacity searches (`[workload.search]`), one per engine and workload.
     #[serde(default)]
     pub searches: Vec<SearchRecord>,
+    /// `until_failure` probes, one per engine and workload that has it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub until_failure: Vec<UntilFailureRecord>,
     /// Set in a part (`runner exec --part`): where and as which job this part ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part: Option<PartInfo>,
@@ -142,6 +145,27 @@ pub struct SearchRecord {
     pub complete: bool,
 }
 
+/// Where concurrency doubling past the grid (`until_failure = true`) found the engine's knee.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UntilFailureRecord {
+    pub engine: String,
+    pub workload: String,
+    /// The highest concurrency that passed (the grid's included); null when the lowest failed.
+    pub last_passing: Option<u32>,
+    /// The lowest concurrency that failed; null when every level up to `max_concurrency`
+    /// passed.
+    pub first_failing: Option<u32>,
+    /// Why `first_failing` failed.
+    pub reason: Option<String>,
+    pub failure_class: Option<crate::engine::failure::FailureClass>,
+    /// The levels probed past the grid, in order (each is also a cell of the bundle).
+    pub probes: Vec<u32>,
+    pub max_concurrency: u32,
+    /// False when the doubling was cut short (interrupted, or the engine could not be
+    /// brought back).
+    pub complete: bool,
+}
+
 /// One probed level of a search.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SearchProbe {
@@ -166,6 +190,22 @@ pub struct PlanInfo {
     /// The plan's directory, absolute: the `{plan_dir}` of the engines' `argv_relative`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<String>,
+    /// The files `[[engine]] include` read, each stored in the bundle like the plan.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub includes: Vec<IncludeRecord>,
+}
+
+/// A file an engine was included from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncludeRecord {
+    /// As the plan writes it.
+    pub include: String,
+    /// Where it was read.
+    pub path: String,
+    /// Its copy in the bundle (secrets redacted), relative to the bundle.
+    pub stored: String,
+    /// Lowercase hex sha256 of the file's bytes as resolved.
+    pub sha256: String,
 }
 
 /// The machine the run happened on.
@@ -255,6 +295,26 @@ pub struct EngineRecord {
     pub ready_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<DateTime<Utc>>,
+    /// With `on_failure = "restart"`: each relaunch after the engine died, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<EngineRestart>,
+}
+
+/// One relaunch of an engine that died during a cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineRestart {
+    /// The cell it died in.
+    pub after_cell: String,
+    /// Why it died, as the cell records it.
+    pub failure: String,
+    pub failure_class: Option<crate::engine::failure::FailureClass>,
+    /// The relaunched engine's log, relative to the bundle.
+    pub log: Option<String>,
+    /// Seconds from relaunch to ready; null when it never became ready again.
+    pub ready_s: Option<f64>,
+    /// Why the relaunch failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A request field an engine refused.
@@ -312,6 +372,9 @@ pub enum CellStatus {
     /// Not run: the engine refused a request field the plan sends it (`reason` names it). A
     /// plan to fix, not an engine failure.
     Rejected,
+    /// The engine exited during the cell: the requests measured before are kept, and
+    /// `failure_class` and `log_tail` say why where the log tells.
+    EngineDied,
 }
 
 /// `cells/<id>.summary.json`.
@@ -351,6 +414,20 @@ pub struct CellSummary {
     pub slo: Option<SloVerdict>,
     /// Raw per-request records, relative to the bundle.
     pub records: Option<String>,
+    /// `engine_died`: the cause read from the engine's log tail and exit status, where it is
+    /// recognized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_class: Option<crate::engine::failure::FailureClass>,
+    /// `engine_died`: the last lines of the engine's log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_tail: Option<String>,
+    /// With `repeat = N`: each run judged on its own. A failed, invalid or missing run makes
+    /// the cell invalid (`invalid_reason` names the run): its mean is not a result.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<crate::metrics::verdict::RunVerdict>,
+    /// `steady_state = true`: the figures over the window where the level was held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steady_state: Option<crate::metrics::steady::SteadyState>,
 }
 
 fn valid_by_default() -> bool {

@@ -27,10 +27,12 @@ pub const CHARTS: &str = "charts";
 pub const WORKLOADS: &str = "workloads";
 /// Per quality step: `<step>/`, its raw outputs per engine (docs/bundle.md).
 pub const QUALITY: &str = "quality";
+/// The files `[[engine]] include` read, copied like the plan.
+pub const INCLUDES: &str = "includes";
 
 /// Names the runner writes at the top of a bundle: nothing else, such as a custom report
 /// rendered into the bundle, may take one of them.
-pub const TOP: [&str; 14] = [
+pub const TOP: [&str; 15] = [
     MANIFEST,
     PLAN,
     PLAN_RESOLVED,
@@ -45,7 +47,18 @@ pub const TOP: [&str; 14] = [
     CHARTS,
     WORKLOADS,
     QUALITY,
+    INCLUDES,
 ];
+
+/// `includes/<n>-<file name>`: the `n`th included file's copy (numbered, so two files of one
+/// name in different folders stay apart).
+pub fn include_copy(n: usize, path: &std::path::Path) -> String {
+    let name = path.file_name().map_or_else(
+        || "engine.toml".to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    );
+    format!("{INCLUDES}/{n}-{name}")
+}
 
 /// `cells/<id>.summary.json`: a finished cell.
 pub fn cell_summary(id: &str) -> String {
@@ -60,6 +73,12 @@ pub fn cell_records(id: &str) -> String {
 /// `logs/<engine>.log`.
 pub fn engine_log(engine: &str) -> String {
     format!("{LOGS}/{engine}.log")
+}
+
+/// `logs/<engine>.restart<n>.log`: the log of the engine's `n`th relaunch (`on_failure =
+/// "restart"`), beside the first one's.
+pub fn engine_restart_log(engine: &str, n: u32) -> String {
+    format!("{LOGS}/{engine}.restart{n}.log")
 }
 
 /// `workloads/<name>.prompts.jsonl`: a workload's materialized requests.

@@ -1,5 +1,6 @@
 //! Engines: launching, readiness, teardown (the built-in engines are `crate::builtin`).
 
+pub mod failure;
 pub mod log;
 pub mod ready;
 pub mod spawn;

@@ -8,6 +8,7 @@ pub mod record;
 pub mod sampler;
 pub mod slo;
 pub mod stats;
+pub mod steady;
 pub mod summary;
 pub mod telemetry;
 pub mod verdict;

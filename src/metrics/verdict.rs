@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use super::client_check::{self, ClientUsage};
 use super::slo::{self, SloVerdict};
 use super::summary::CellMetrics;
@@ -159,6 +161,66 @@ pub fn repeat_means(metrics: &mut CellMetrics, repeats: &[CellMetrics]) {
         .map(|_| mean(|m| m.sent_req_per_s.unwrap_or(0.0)));
 }
 
+/// One run of a repeated cell, judged on its own: a mean over runs is a result only when
+/// every run is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunVerdict {
+    pub run: u32,
+    /// Measured to the end with at least one request answered.
+    pub ok: bool,
+    pub valid: bool,
+    /// Why it is not ok or not valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Judges each run of a repeated cell (its metrics, the cell's client usage) and says why the
+/// cell's means are not a result when some run is failed, invalid or missing: an invalid or
+/// failed run is never hidden inside a mean.
+pub fn judge_runs(
+    runs: &[CellMetrics],
+    planned: u32,
+    usage: &ClientUsage,
+    max_dispatch_lag: Duration,
+    interrupted: bool,
+) -> (Vec<RunVerdict>, Option<String>) {
+    let verdicts: Vec<RunVerdict> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let (ending, failed) = ending(false, m, None);
+            let invalid = invalid_reason(m, usage, max_dispatch_lag);
+            RunVerdict {
+                run: i as u32,
+                ok: ending == Ending::Ok,
+                valid: invalid.is_none(),
+                reason: failed.or(invalid),
+            }
+        })
+        .collect();
+    let mut bad: Vec<String> = verdicts
+        .iter()
+        .filter(|v| !(v.ok && v.valid))
+        .map(|v| {
+            format!(
+                "run {} of {planned} {}: {}",
+                v.run + 1,
+                if v.ok { "is invalid" } else { "failed" },
+                v.reason.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    if (runs.len() as u32) < planned && !interrupted && planned > 1 {
+        bad.push(format!(
+            "only {} of {planned} runs were measured",
+            runs.len()
+        ));
+    }
+    let why = (!bad.is_empty())
+        .then(|| format!("{}; the mean over runs is not a result", bad.join("; ")));
+    (verdicts, why)
+}
+
 /// What the runner used over a cell of `wall_s` seconds: `cpu_s` CPU-seconds on `cores` cores.
 pub fn client_usage(cpu_s: f64, wall_s: f64, cores: usize) -> ClientUsage {
     ClientUsage {
@@ -267,6 +329,56 @@ mod tests {
             reason.as_deref(),
             Some("every request failed (no request was sent)")
         );
+    }
+
+    #[test]
+    fn a_failed_or_missing_run_makes_the_repeated_cell_no_result() {
+        let good = metrics(10, 0);
+        let (v, why) = judge_runs(
+            &[good.clone(), good.clone()],
+            2,
+            &usage(10.0),
+            Duration::from_secs(10),
+            false,
+        );
+        assert!(v.iter().all(|r| r.ok && r.valid), "{v:?}");
+        assert_eq!(why, None);
+
+        let (v, why) = judge_runs(
+            &[good.clone(), metrics(0, 10), good.clone()],
+            3,
+            &usage(10.0),
+            Duration::from_secs(10),
+            false,
+        );
+        assert!(!v[1].ok && v[0].ok && v[2].ok, "{v:?}");
+        let why = why.expect("a failed run is named");
+        assert!(
+            why.starts_with("run 2 of 3 failed: every request failed"),
+            "{why}"
+        );
+        assert!(why.ends_with("the mean over runs is not a result"), "{why}");
+
+        let (_, why) = judge_runs(
+            std::slice::from_ref(&good),
+            3,
+            &usage(10.0),
+            Duration::from_secs(10),
+            false,
+        );
+        assert!(
+            why.is_some_and(|w| w.contains("only 1 of 3 runs were measured")),
+            "a run cut short is not averaged over"
+        );
+        // Interrupted: the missing runs are the signal's, said by the cell's status.
+        let (_, why) = judge_runs(
+            std::slice::from_ref(&good),
+            3,
+            &usage(10.0),
+            Duration::from_secs(10),
+            true,
+        );
+        assert_eq!(why, None);
     }
 
     #[test]

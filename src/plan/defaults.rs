@@ -8,6 +8,9 @@ pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// `[engine] log_limit`: 64 MiB.
 pub const LOG_LIMIT: u64 = 64 << 20;
 
+/// `[engine] max_restarts`: relaunches of an engine that died, with `on_failure = "restart"`.
+pub const MAX_RESTARTS: u32 = 3;
+
 /// `[engine.health] path`.
 pub const HEALTH_PATH: &str = "/health";
 /// `[engine.health] status`.

@@ -527,8 +527,70 @@ pub fn expand_engine(e: &RawEngine) -> (Vec<(RawEngine, MatrixValues)>, Vec<Matr
     (out, errors)
 }
 
-/// The workload keys a `[workload.matrix]` may vary.
-pub const WORKLOAD_KEYS: &[&str] = &["max_tokens", "min_tokens", "temperature"];
+/// The workload keys a `[workload.matrix]` may vary: the workload's own, its synthetic
+/// lengths (`[workload.synthetic]`) and its dataset's `sample` (`[workload.dataset]`).
+pub const WORKLOAD_KEYS: &[&str] = &[
+    "max_tokens",
+    "min_tokens",
+    "temperature",
+    "input_tokens",
+    "output_tokens",
+    "prefix_tokens",
+    "prefix_groups",
+    "count",
+    "sample",
+];
+
+/// Where a workload matrix key lives, and whether the table already sets it (`None`: the
+/// table it belongs to is missing).
+fn workload_key_state(w: &RawWorkload, key: &str) -> Option<bool> {
+    let syn = w.synthetic.as_ref().map(|s| s.get_ref());
+    match key {
+        "max_tokens" => Some(w.max_tokens.is_some()),
+        "min_tokens" => Some(w.min_tokens.is_some()),
+        "temperature" => Some(w.temperature.is_some()),
+        "input_tokens" => syn.map(|s| s.input_tokens.is_some()),
+        "output_tokens" => syn.map(|s| s.output_tokens.is_some()),
+        "prefix_tokens" => syn.map(|s| s.prefix_tokens.is_some()),
+        "prefix_groups" => syn.map(|s| s.prefix_groups.is_some()),
+        "count" => syn.map(|s| s.count.is_some()),
+        "sample" => w.dataset.as_ref().map(|d| d.get_ref().sample.is_some()),
+        _ => None,
+    }
+}
+
+/// Sets one matrix value on a copy of the workload (types checked before).
+fn set_workload_key(x: &mut RawWorkload, key: &str, v: &Spanned<toml::Value>) {
+    let span = v.span();
+    let int = match v.get_ref() {
+        toml::Value::Integer(n) => Some(Spanned::new(span.clone(), *n)),
+        _ => None,
+    };
+    let syn = x.synthetic.as_mut().map(|s| s.get_mut());
+    match (key, syn) {
+        ("max_tokens", _) => x.max_tokens = int,
+        ("min_tokens", _) => x.min_tokens = int,
+        ("temperature", _) => {
+            x.temperature = match v.get_ref() {
+                toml::Value::Float(f) => Some(Spanned::new(span, *f)),
+                toml::Value::Integer(n) => Some(Spanned::new(span, *n as f64)),
+                _ => None,
+            }
+        }
+        ("input_tokens", Some(s)) => s.input_tokens = int,
+        ("output_tokens", Some(s)) => s.output_tokens = int,
+        ("prefix_tokens", Some(s)) => s.prefix_tokens = int,
+        ("prefix_groups", Some(s)) => s.prefix_groups = int,
+        ("count", Some(s)) => s.count = int,
+        ("sample", _) => {
+            if let Some(d) = x.dataset.as_mut() {
+                d.get_mut().sample = int;
+            }
+        }
+        // Checked before: no other key reaches here.
+        _ => {}
+    }
+}
 
 /// One workload table per combination of its `[workload.matrix]` (the table itself when it
 /// has none), with the matrix values each was made from. Each value keeps its span, so a value
@@ -542,25 +604,43 @@ pub fn expand_workload(w: &RawWorkload) -> (Vec<(RawWorkload, MatrixValues)>, Ve
     let combos = combinations(m, "workload", &[], &mut errors);
     for (k, values) in &m.keys {
         let key = k.get_ref().as_str();
-        let set = match key {
-            "max_tokens" => w.max_tokens.is_some(),
-            "min_tokens" => w.min_tokens.is_some(),
-            "temperature" => w.temperature.is_some(),
-            _ => {
+        if !WORKLOAD_KEYS.contains(&key) {
+            errors.push(err(
+                k.span(),
+                format!("`{key}` is not a workload key a matrix can vary"),
+                format!("a [workload.matrix] varies {}", WORKLOAD_KEYS.join(", ")),
+            ));
+            continue;
+        }
+        let table = if key == "sample" {
+            "[workload.dataset]"
+        } else {
+            "[workload.synthetic]"
+        };
+        match workload_key_state(w, key) {
+            None => {
                 errors.push(err(
                     k.span(),
-                    format!("`{key}` is not a workload key a matrix can vary"),
-                    format!("a [workload.matrix] varies {}", WORKLOAD_KEYS.join(", ")),
+                    format!("matrix key `{key}` belongs to {table}, which this workload has not"),
+                    format!(
+                        "add a {table} table to the workload, or remove `{key}` from its matrix"
+                    ),
                 ));
                 continue;
             }
-        };
-        if set {
-            errors.push(err(
-                k.span(),
-                format!("`{key}` is set both in the workload and in its matrix"),
-                format!("remove `{key} = ...` from the workload, or the key from its matrix"),
-            ));
+            Some(true) => {
+                let place = if matches!(key, "max_tokens" | "min_tokens" | "temperature") {
+                    "the workload".to_string()
+                } else {
+                    table.to_string()
+                };
+                errors.push(err(
+                    k.span(),
+                    format!("`{key}` is set both in {place} and in its matrix"),
+                    format!("remove `{key} = ...` from {place}, or the key from its matrix"),
+                ));
+            }
+            Some(false) => {}
         }
         for v in values.get_ref() {
             let fits = matches!(
@@ -594,23 +674,7 @@ pub fn expand_workload(w: &RawWorkload) -> (Vec<(RawWorkload, MatrixValues)>, Ve
             x.matrix = None;
             x.name = sub_spanned(&w.name, &rendered(c));
             for (k, v) in c {
-                let span = v.span();
-                match (k.as_str(), v.get_ref()) {
-                    ("max_tokens", toml::Value::Integer(n)) => {
-                        x.max_tokens = Some(Spanned::new(span, *n));
-                    }
-                    ("min_tokens", toml::Value::Integer(n)) => {
-                        x.min_tokens = Some(Spanned::new(span, *n));
-                    }
-                    ("temperature", toml::Value::Float(f)) => {
-                        x.temperature = Some(Spanned::new(span, *f));
-                    }
-                    ("temperature", toml::Value::Integer(n)) => {
-                        x.temperature = Some(Spanned::new(span, *n as f64));
-                    }
-                    // Checked above: no other key or type reaches here.
-                    _ => {}
-                }
+                set_workload_key(&mut x, k, v);
             }
             (x, values_of(c))
         })
@@ -733,6 +797,95 @@ temperature = [0, 1]
                 ("chat-out256-t0".to_string(), Some(256), Some(0.0)),
                 ("chat-out256-t1".to_string(), Some(256), Some(1.0)),
             ]
+        );
+    }
+
+    #[test]
+    fn a_workload_matrix_sets_synthetic_lengths_and_a_dataset_sample() {
+        let src = r#"
+name = "syn-in{input_tokens}-p{prefix_tokens}"
+[synthetic]
+output_tokens = 16
+count = 4
+[matrix]
+input_tokens = [64, 256]
+prefix_tokens = [0, 32]
+"#;
+        let w: RawWorkload = match toml::from_str(src) {
+            Ok(w) => w,
+            Err(e) => panic!("bad test workload: {e}"),
+        };
+        let (out, errors) = expand_workload(&w);
+        assert_eq!(errors, Vec::new());
+        type Lengths = (String, Option<i64>, Option<i64>, Option<i64>);
+        let got: Vec<Lengths> = out
+            .iter()
+            .map(|(w, _)| {
+                let s = w.synthetic.as_ref().map(|s| s.get_ref());
+                (
+                    w.name.get_ref().clone(),
+                    s.and_then(|s| s.input_tokens.as_ref().map(|v| *v.get_ref())),
+                    s.and_then(|s| s.prefix_tokens.as_ref().map(|v| *v.get_ref())),
+                    s.and_then(|s| s.output_tokens.as_ref().map(|v| *v.get_ref())),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("syn-in64-p0".to_string(), Some(64), Some(0), Some(16)),
+                ("syn-in64-p32".to_string(), Some(64), Some(32), Some(16)),
+                ("syn-in256-p0".to_string(), Some(256), Some(0), Some(16)),
+                ("syn-in256-p32".to_string(), Some(256), Some(32), Some(16)),
+            ]
+        );
+
+        let src = r#"
+name = "sg{sample}"
+[dataset]
+format = "sharegpt"
+path = "d.json"
+[matrix]
+sample = [10, 100]
+"#;
+        let w: RawWorkload = match toml::from_str(src) {
+            Ok(w) => w,
+            Err(e) => panic!("bad test workload: {e}"),
+        };
+        let (out, errors) = expand_workload(&w);
+        assert_eq!(errors, Vec::new());
+        let samples: Vec<Option<i64>> = out
+            .iter()
+            .map(|(w, _)| {
+                w.dataset
+                    .as_ref()
+                    .and_then(|d| d.get_ref().sample.as_ref().map(|s| *s.get_ref()))
+            })
+            .collect();
+        assert_eq!(samples, [Some(10), Some(100)]);
+    }
+
+    #[test]
+    fn a_synthetic_key_without_a_synthetic_table_is_an_error() {
+        let src = r#"
+name = "w-{input_tokens}"
+prompts = ["hi"]
+[matrix]
+input_tokens = [64]
+"#;
+        let w: RawWorkload = match toml::from_str(src) {
+            Ok(w) => w,
+            Err(e) => panic!("bad test workload: {e}"),
+        };
+        let (out, errors) = expand_workload(&w);
+        assert!(out.is_empty());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0]
+                .message
+                .contains("belongs to [workload.synthetic]"),
+            "{}",
+            errors[0].message
         );
     }
 

@@ -41,6 +41,9 @@ pub struct Plan {
     /// `[[quality]]`: evaluation steps run against every engine after its cells.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quality: Vec<super::quality::QualitySpec>,
+    /// The files `[[engine]] include = "..."` read, in plan order (each once).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub includes: Vec<IncludedFile>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -66,6 +69,17 @@ impl Plan {
                     }
             })
     }
+}
+
+/// A file an `[[engine]]` was read from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncludedFile {
+    /// As written in the plan.
+    pub include: String,
+    /// Where it was read, relative to the plan's directory as the plan's own path is.
+    pub path: PathBuf,
+    /// Lowercase hex sha256 of its bytes as resolved.
+    pub sha256: String,
 }
 
 fn one() -> u32 {
@@ -102,6 +116,34 @@ pub struct EngineSpec {
     /// `gpus`: how many of the plan's devices the engine is given; `None`: all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpus: Option<u32>,
+    /// What the run does when the engine exits during a cell.
+    #[serde(default, skip_serializing_if = "OnFailure::is_skip")]
+    pub on_failure: OnFailure,
+}
+
+/// `on_failure`: what the run does with an engine that exits during a cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Its remaining cells are not run (marked failed).
+    #[default]
+    Skip,
+    /// It is relaunched, at most `max_restarts` times, and the run goes on with its next cell.
+    Restart { max_restarts: u32 },
+}
+
+impl OnFailure {
+    pub fn is_skip(&self) -> bool {
+        *self == OnFailure::Skip
+    }
+
+    /// How many relaunches are allowed.
+    pub fn max_restarts(&self) -> u32 {
+        match self {
+            OnFailure::Skip => 0,
+            OnFailure::Restart { max_restarts } => *max_restarts,
+        }
+    }
 }
 
 /// `accepts = [...]`: the non-standard request fields an engine takes. Both by default, since
@@ -328,6 +370,20 @@ pub struct LoadSpec {
     /// The longest wait before a retry, whatever Retry-After asks.
     #[serde(with = "humantime_serde_compat")]
     pub retry_max_wait: Duration,
+    /// `until_failure = true`: past the grid, concurrency keeps doubling up to this bound
+    /// until the engine fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_failure: Option<UntilFailureSpec>,
+    /// `steady_state = true`: closed-loop cells also report over their steady-state window.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub steady_state: bool,
+}
+
+/// `[load] until_failure = true` and its bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UntilFailureSpec {
+    /// The highest concurrency probed.
+    pub max_concurrency: u32,
 }
 
 /// One load level.

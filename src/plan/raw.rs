@@ -38,11 +38,16 @@ pub struct RawPlan {
     pub quality: Vec<Spanned<super::quality::RawQuality>>,
 }
 
-/// One `[[engine]]` table.
+/// One `[[engine]]` table. `name` and `model` are required, but may come from an `include`d
+/// file instead: resolution says when they are missing (`is_missing`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawEngine {
+    #[serde(default = "missing")]
     pub name: Spanned<String>,
+    /// Read the engine's table from this TOML file (relative to the plan).
+    #[serde(default)]
+    pub include: Option<Spanned<String>>,
     #[serde(default)]
     pub launch: Option<Spanned<RawCommand>>,
     #[serde(default)]
@@ -53,6 +58,7 @@ pub struct RawEngine {
     pub cwd: Option<Spanned<String>>,
     #[serde(default)]
     pub port: Option<Spanned<RawPort>>,
+    #[serde(default = "missing")]
     pub model: Spanned<String>,
     #[serde(default)]
     pub api: Option<Spanned<String>>,
@@ -81,6 +87,12 @@ pub struct RawEngine {
     /// `[engine.matrix]`: one engine per combination of these values.
     #[serde(default)]
     pub matrix: Option<Spanned<super::matrix::RawMatrix>>,
+    /// What happens when the engine exits during a cell: `"skip"` or `"restart"`.
+    #[serde(default)]
+    pub on_failure: Option<Spanned<String>>,
+    /// With `on_failure = "restart"`: the most relaunches.
+    #[serde(default)]
+    pub max_restarts: Option<Spanned<i64>>,
     /// How many of `[gpu] devices` the engine is given (`CUDA_VISIBLE_DEVICES`).
     #[serde(default)]
     pub gpus: Option<Spanned<i64>>,
@@ -93,6 +105,17 @@ pub struct RawRun {
     /// Engines whose device sets do not overlap run at the same time.
     #[serde(default)]
     pub parallel: Option<bool>,
+}
+
+/// A required string the table left out: an empty span no written value has (a key always
+/// precedes a value).
+fn missing() -> Spanned<String> {
+    Spanned::new(0..0, String::new())
+}
+
+/// Whether a required string was left out of its table.
+pub fn is_missing(s: &Spanned<String>) -> bool {
+    s.span() == (0..0)
 }
 
 /// `[engine.health]`.
@@ -289,6 +312,15 @@ pub struct RawLoad {
     pub warmup: Option<Spanned<i64>>,
     #[serde(default)]
     pub request_timeout: Option<Spanned<String>>,
+    /// Closed loop: keep doubling concurrency past the grid until the engine fails.
+    #[serde(default)]
+    pub until_failure: Option<Spanned<bool>>,
+    /// The bound of `until_failure`.
+    #[serde(default)]
+    pub max_concurrency: Option<Spanned<i64>>,
+    /// Closed loop: also report over the steady-state window.
+    #[serde(default)]
+    pub steady_state: Option<Spanned<bool>>,
 }
 
 /// `[workload.slo]`: thresholds in milliseconds on latency statistics.

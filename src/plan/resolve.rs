@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -82,6 +83,8 @@ pub fn resolve_source(
             .unwrap_or_else(|| PathBuf::from(".")),
         diags: Vec::new(),
         ctx,
+        file: None,
+        includes: Vec::new(),
     };
     r.check_schema()?;
     let raw: RawPlan = toml::from_str(source).map_err(|e| Diagnostics(vec![r.toml_error(&e)]))?;
@@ -89,6 +92,14 @@ pub fn resolve_source(
     let mut diags = r.diags;
     // File order, errors without a location last.
     diags.sort_by_key(|d| d.location.as_ref().map_or(usize::MAX, |l| l.line));
+    // An engine or workload expanded by a matrix repeats the errors of its table: once each.
+    let mut unique: Vec<Diagnostic> = Vec::with_capacity(diags.len());
+    for d in diags {
+        if !unique.contains(&d) {
+            unique.push(d);
+        }
+    }
+    let diags = unique;
     let diags = Diagnostics(diags);
     match plan {
         Some(plan) if !diags.has_errors() => Ok((plan, diags)),
@@ -102,6 +113,19 @@ struct Resolver<'a> {
     dir: PathBuf,
     diags: Vec<Diagnostic>,
     ctx: &'a ResolveContext,
+    /// While an included engine is resolved: its file, which its spans point into.
+    file: Option<Rc<Included>>,
+    /// Every file read by `include`, in plan order.
+    includes: Vec<Rc<Included>>,
+}
+
+/// A file an `[[engine]]` was read from, and its text.
+#[derive(Debug)]
+struct Included {
+    include: String,
+    path: PathBuf,
+    text: String,
+    sha256: String,
 }
 
 /// Only the schema key, read before anything else so that a plan written for another schema
@@ -115,7 +139,107 @@ const DURATION_HINT: &str = "write a duration like \"500ms\", \"30s\" or \"10m\"
 
 impl Resolver<'_> {
     fn loc(&self, span: Range<usize>) -> Location {
-        Location::from_span(self.path, self.source, span)
+        match &self.file {
+            Some(f) => Location::from_span(&f.path, &f.text, span),
+            None => Location::from_span(self.path, self.source, span),
+        }
+    }
+
+    /// `include = "..."` of the `index`th `[[engine]]`: the table read from that file (which
+    /// errors then point into), or `None` after the errors saying why not.
+    fn include_engine(
+        &mut self,
+        index: usize,
+        inc: &Spanned<String>,
+    ) -> Option<(RawEngine, Rc<Included>)> {
+        // The engine table as written, keys only: `include` stands alone.
+        let others: Vec<String> = toml::from_str::<toml::Table>(self.source)
+            .ok()
+            .and_then(|t| match t.get("engine") {
+                Some(toml::Value::Array(a)) => a.get(index).cloned(),
+                _ => None,
+            })
+            .and_then(|e| match e {
+                toml::Value::Table(t) => {
+                    Some(t.keys().filter(|k| *k != "include").cloned().collect())
+                }
+                _ => None,
+            })
+            .unwrap_or_default();
+        if !others.is_empty() {
+            self.error_at(
+                inc.span(),
+                "an `[[engine]]` with `include` has no other key",
+                Some(format!(
+                    "move {} into {}, or write the engine here without `include`",
+                    others
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    inc.get_ref()
+                )),
+            );
+            return None;
+        }
+        let path = self.relative(inc.get_ref());
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                self.error_at(
+                    inc.span(),
+                    format!("cannot read included engine {}: {e}", path.display()),
+                    Some("the path is relative to the plan's directory".into()),
+                );
+                return None;
+            }
+        };
+        let Ok(text) = String::from_utf8(bytes.clone()) else {
+            self.error_at(
+                inc.span(),
+                format!("included engine {} is not valid UTF-8", path.display()),
+                None,
+            );
+            return None;
+        };
+        let included = match self
+            .includes
+            .iter()
+            .find(|f| f.path == path && f.text == text)
+        {
+            Some(f) => f.clone(),
+            None => {
+                let f = Rc::new(Included {
+                    include: inc.get_ref().clone(),
+                    path,
+                    text,
+                    sha256: hex(&Sha256::digest(&bytes)),
+                });
+                self.includes.push(f.clone());
+                f
+            }
+        };
+        let parsed: Result<RawEngine, _> = toml::from_str(&included.text);
+        let before = self.file.replace(included.clone());
+        let out = match parsed {
+            Ok(e) if e.include.is_some() => {
+                let span = e.include.as_ref().map_or(0..0, Spanned::span);
+                self.error_at(
+                    span,
+                    "an included engine cannot include another",
+                    Some("write the engine's keys in this file".into()),
+                );
+                None
+            }
+            Ok(e) => Some((e, included)),
+            Err(e) => {
+                let d = self.toml_error(&e);
+                self.diags.push(d);
+                None
+            }
+        };
+        self.file = before;
+        out
     }
 
     fn error_at(&mut self, span: Range<usize>, msg: impl Into<String>, hint: Option<String>) {
@@ -406,22 +530,55 @@ impl Resolver<'_> {
             );
         }
 
-        // `[engine.matrix]`: from here on, one raw table per expanded engine.
+        // `include` and `[engine.matrix]`: from here on, one raw table per expanded engine,
+        // each with the file its spans point into (`None`: the plan).
         let mut raw_engines = Vec::new();
         let mut matrices = Vec::new();
-        for e in &raw.engines {
-            let (expanded, errors) = super::matrix::expand_engine(e.get_ref());
+        let mut files: Vec<Option<Rc<Included>>> = Vec::new();
+        for (i, e) in raw.engines.iter().enumerate() {
+            let (table, span, file) = match &e.get_ref().include {
+                None => (e.get_ref().clone(), e.span(), None),
+                Some(inc) => match self.include_engine(i, inc) {
+                    Some((t, f)) => {
+                        let span = t.name.span();
+                        (t, span, Some(f))
+                    }
+                    None => continue,
+                },
+            };
+            self.file = file.clone();
+            for (key, value) in [("name", &table.name), ("model", &table.model)] {
+                if is_missing(value) {
+                    let at = if file.is_some() { 0..0 } else { e.span() };
+                    self.error_at(
+                        at,
+                        format!("missing field `{key}`"),
+                        Some(
+                            "add the key; docs/plan.md lists the required keys of each table"
+                                .into(),
+                        ),
+                    );
+                }
+            }
+            if is_missing(&table.name) || is_missing(&table.model) {
+                self.file = None;
+                continue;
+            }
+            let (expanded, errors) = super::matrix::expand_engine(&table);
             for m in errors {
                 self.error_at(m.span, m.message, Some(m.hint));
             }
+            self.file = None;
             for (x, values) in expanded {
-                raw_engines.push(Spanned::new(e.span(), x));
+                raw_engines.push(Spanned::new(span.clone(), x));
                 matrices.push(values);
+                files.push(file.clone());
             }
         }
         let mut engines = Vec::new();
         let mut seen = BTreeSet::new();
-        for (e, values) in raw_engines.iter().zip(matrices) {
+        for ((e, values), file) in raw_engines.iter().zip(matrices).zip(&files) {
+            self.file = file.clone();
             let e = e.get_ref();
             if !seen.insert(e.name.get_ref().clone()) {
                 self.error_at(
@@ -436,6 +593,7 @@ impl Resolver<'_> {
                 spec.matrix = values;
                 engines.push(spec);
             }
+            self.file = None;
         }
 
         let mut workloads = Vec::new();
@@ -512,7 +670,7 @@ impl Resolver<'_> {
         if self.diags.iter().any(Diagnostic::is_error) {
             return None;
         }
-        self.check_dialects(&raw_engines, &engines, &workloads);
+        self.check_dialects(&raw_engines, &files, &engines, &workloads);
         let mut cells = Vec::new();
         for ei in 0..engines.len() {
             for (wi, w) in workloads.iter().enumerate() {
@@ -537,6 +695,15 @@ impl Resolver<'_> {
             parallel,
             cells,
             quality,
+            includes: self
+                .includes
+                .iter()
+                .map(|f| IncludedFile {
+                    include: f.include.clone(),
+                    path: f.path.clone(),
+                    sha256: f.sha256.clone(),
+                })
+                .collect(),
         })
     }
 }
@@ -751,6 +918,46 @@ max_tokens = 8
             .expect_err("negative SLO")
             .to_string()
             .contains("can never be met"));
+    }
+
+    #[test]
+    fn until_failure_and_restart_resolve_and_an_unreachable_bound_is_warned_about() {
+        let src = MINIMAL
+            .replace(
+                "requests = 10",
+                "requests = 10\nuntil_failure = true\nmax_concurrency = 32\nsteady_state = true",
+            )
+            .replace(
+                "model = \"m\"\n[[engine]]",
+                "model = \"m\"\non_failure = \"restart\"\n[[engine]]",
+            );
+        let (plan, warnings) = resolve(&src).expect("plan resolves");
+        let l = &plan.workloads[0].load;
+        assert_eq!(
+            l.until_failure,
+            Some(UntilFailureSpec {
+                max_concurrency: 32
+            })
+        );
+        assert!(l.steady_state);
+        assert_eq!(
+            plan.engines[0].on_failure,
+            OnFailure::Restart { max_restarts: 3 }
+        );
+        assert_eq!(plan.engines[1].on_failure, OnFailure::Skip);
+        let text = warnings.to_string();
+        assert!(
+            text.contains("`max_concurrency` (32) is above the 10 requests sent per level"),
+            "{text}"
+        );
+        let attached = MINIMAL.replace(
+            "api = \"completions\"",
+            "api = \"completions\"\non_failure = \"restart\"",
+        );
+        assert!(resolve(&attached)
+            .expect_err("an attached engine cannot restart")
+            .to_string()
+            .contains("an engine attached by `url` cannot be restarted"));
     }
 
     #[test]

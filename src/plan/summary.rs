@@ -3,7 +3,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use super::model::{EngineTarget, LoadLevel, MatrixValues, Plan, PortSpec, StopRule};
+use super::model::{EngineTarget, LoadLevel, MatrixValues, OnFailure, Plan, PortSpec, StopRule};
 
 /// `, matrix batch=8 step_ms=2` for an engine or workload expanded from a matrix.
 fn matrix_note(m: &MatrixValues) -> String {
@@ -40,9 +40,15 @@ pub fn render(plan: &Plan, path: &Path) -> String {
             Some(n) => format!(", {n} GPUs"),
             None => String::new(),
         };
+        let restart = match e.on_failure {
+            OnFailure::Skip => String::new(),
+            OnFailure::Restart { max_restarts } => {
+                format!(", restarted when it dies (at most {max_restarts} times)")
+            }
+        };
         let _ = writeln!(
             out,
-            "  {:<16} model `{}`, {:?} api, {how}{gpus}{}",
+            "  {:<16} model `{}`, {:?} api, {how}{gpus}{restart}{}",
             e.name,
             e.model,
             e.api,
@@ -94,6 +100,20 @@ pub fn render(plan: &Plan, path: &Path) -> String {
             },
             matrix_note(&w.matrix)
         );
+        if let Some(u) = w.load.until_failure {
+            let _ = writeln!(
+                out,
+                "  {:<16} then doubling concurrency until it fails, up to {} (cells added as probed)",
+                "", u.max_concurrency
+            );
+        }
+        if w.load.steady_state {
+            let _ = writeln!(
+                out,
+                "  {:<16} each cell also over its steady-state window (95% of the level in flight)",
+                ""
+            );
+        }
     }
     if !plan.quality.is_empty() {
         out.push_str("quality:\n");

@@ -43,6 +43,10 @@ pub struct ReportData {
     pub cells_failed: usize,
     /// `[cost] usd_per_kwh`: the electricity price, for dollars per million tokens from energy.
     pub usd_per_kwh: Option<f64>,
+    /// Per engine that died under load: where it first failed and why (the "OOM surface").
+    pub failures: Vec<FailureRow>,
+    /// `until_failure`: per engine and workload, the last passing and first failing levels.
+    pub knees: Vec<KneeRow>,
     /// The case-study tables, findings and cost.
     pub study: super::study::Study,
     /// `[[quality]]` results per step (empty without one).
@@ -51,6 +55,100 @@ pub struct ReportData {
     pub charts: Vec<super::charts::Chart>,
     /// Charts that could not be drawn, with why.
     pub chart_errors: Vec<String>,
+}
+
+/// Where an engine first died under load, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureRow {
+    pub engine: String,
+    pub workload: String,
+    /// The load of the first cell it died in, e.g. "concurrency 8".
+    pub level: String,
+    pub cell: String,
+    /// `cuda_out_of_memory`, ..., or "unrecognized".
+    pub class: String,
+    pub reason: String,
+    /// Cells it died in, all told.
+    pub deaths: usize,
+    /// Its relaunches and their readiness times, e.g. "2 (ready in 0.4 s, 0.5 s)"; "none".
+    pub restarts: String,
+}
+
+/// One `until_failure` outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct KneeRow {
+    pub engine: String,
+    pub workload: String,
+    pub last_passing: String,
+    pub first_failing: String,
+    pub class: String,
+    pub text: String,
+}
+
+fn level_words(l: LoadLevel) -> String {
+    match l {
+        LoadLevel::Concurrency(c) => format!("concurrency {c}"),
+        LoadLevel::Rate(_) => l.label(),
+    }
+}
+
+/// The OOM surface: per engine, the first cell (in run order) it died in.
+fn failures(b: &LoadedBundle) -> Vec<FailureRow> {
+    b.manifest
+        .engines
+        .iter()
+        .filter_map(|e| {
+            let died: Vec<&CellSummary> = b
+                .cells
+                .iter()
+                .filter(|c| c.engine == e.name && c.status == CellStatus::EngineDied)
+                .collect();
+            let first = died.first()?;
+            let restarts = if e.restarts.is_empty() {
+                "none".to_string()
+            } else {
+                format!(
+                    "{} (ready in {})",
+                    e.restarts.len(),
+                    e.restarts
+                        .iter()
+                        .map(|r| r
+                            .ready_s
+                            .map_or_else(|| "never".to_string(), |s| format!("{s:.1} s")))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            Some(FailureRow {
+                engine: e.name.clone(),
+                workload: first.workload.clone(),
+                level: level_words(first.level),
+                cell: first.id.clone(),
+                class: first
+                    .failure_class
+                    .map_or("unrecognized", |k| k.label())
+                    .to_string(),
+                reason: first.reason.clone().unwrap_or_default(),
+                deaths: died.len(),
+                restarts,
+            })
+        })
+        .collect()
+}
+
+fn knees(b: &LoadedBundle) -> Vec<KneeRow> {
+    b.manifest
+        .until_failure
+        .iter()
+        .map(|r| KneeRow {
+            engine: r.engine.clone(),
+            workload: r.workload.clone(),
+            last_passing: r.last_passing.map_or(DASH.into(), |c| c.to_string()),
+            first_failing: r.first_failing.map_or(DASH.into(), |c| c.to_string()),
+            class: r.failure_class.map_or(DASH, |k| k.label()).to_string(),
+            text: super::fmt::knee_text(r),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -91,6 +189,51 @@ pub struct WorkloadView {
     pub sweep: Option<SweepTable>,
     /// Power, energy and cost per cell (`report::energy`; empty without GPU telemetry).
     pub energy: Vec<super::energy::EnergyRow>,
+    /// `steady_state = true`: each closed-loop cell over its steady-state window, beside its
+    /// whole-cell figures.
+    pub steady: Vec<SteadyRow>,
+}
+
+/// One cell over its steady-state window, next to the whole cell.
+#[derive(Debug, Clone, Serialize)]
+pub struct SteadyRow {
+    pub engine: String,
+    pub level: String,
+    pub min_in_flight: u32,
+    /// The window's length, "12.3 s", and its share of the cell.
+    pub window: String,
+    pub requests_ok: u64,
+    pub output_tok_per_s: String,
+    pub whole_output_tok_per_s: String,
+    pub ttft_p95_ms: String,
+    pub whole_ttft_p95_ms: String,
+}
+
+fn steady_row(c: &CellSummary) -> Option<SteadyRow> {
+    let s = c.steady_state.as_ref()?;
+    let whole = c.metrics.as_ref()?;
+    let p95 = |m: &crate::metrics::summary::CellMetrics| {
+        m.ttft_ms.as_ref().map_or(DASH.into(), |t| f(t.p95, 1))
+    };
+    Some(SteadyRow {
+        engine: c.engine.clone(),
+        level: c.level.label(),
+        min_in_flight: s.min_in_flight,
+        window: if whole.duration_s > 0.0 {
+            format!(
+                "{:.1} s ({:.0}% of the cell)",
+                s.duration_s,
+                100.0 * s.duration_s / whole.duration_s
+            )
+        } else {
+            format!("{:.1} s", s.duration_s)
+        },
+        requests_ok: s.metrics.requests_ok,
+        output_tok_per_s: f(s.metrics.output_tok_per_s, 1),
+        whole_output_tok_per_s: f(whole.output_tok_per_s, 1),
+        ttft_p95_ms: p95(&s.metrics),
+        whole_ttft_p95_ms: p95(whole),
+    })
 }
 
 /// The engines of an `[engine.matrix]` side by side for one workload: a column per matrix key,
@@ -260,6 +403,7 @@ fn status_text(s: CellStatus) -> &'static str {
         CellStatus::Failed => "failed",
         CellStatus::Interrupted => "interrupted",
         CellStatus::Rejected => "rejected",
+        CellStatus::EngineDied => "engine_died",
     }
 }
 
@@ -599,6 +743,12 @@ pub fn build(b: &LoadedBundle) -> ReportData {
                     .filter(|c| c.workload == w.name)
                     .filter_map(telemetry_row)
                     .collect(),
+                steady: b
+                    .cells
+                    .iter()
+                    .filter(|c| c.workload == w.name)
+                    .filter_map(steady_row)
+                    .collect(),
             }
         })
         .collect();
@@ -611,7 +761,7 @@ pub fn build(b: &LoadedBundle) -> ReportData {
     let failed = b
         .cells
         .iter()
-        .filter(|c| c.status == CellStatus::Failed)
+        .filter(|c| matches!(c.status, CellStatus::Failed | CellStatus::EngineDied))
         .count();
     ReportData {
         plan_name: b.plan.name.clone(),
@@ -648,6 +798,8 @@ pub fn build(b: &LoadedBundle) -> ReportData {
         cells_ok: ok,
         cells_failed: failed,
         usd_per_kwh: b.plan.usd_per_kwh,
+        failures: failures(b),
+        knees: knees(b),
         study: super::study::build(b),
         quality: super::quality::build(b),
         charts: Vec::new(),

@@ -55,3 +55,28 @@ pub fn engine_memory(r: &Resources, gpu: bool) -> Option<u64> {
         r.rss_peak_bytes
     }
 }
+
+/// An `until_failure` outcome in one line: `passed up to 4, failed at 8 (cuda_out_of_memory:
+/// engine `e` exited ...)`.
+pub fn knee_text(r: &crate::bundle::format::UntilFailureRecord) -> String {
+    let pass = match r.last_passing {
+        Some(c) => format!("passed up to concurrency {c}"),
+        None => "no level passed".to_string(),
+    };
+    match r.first_failing {
+        Some(c) => {
+            let why = match (r.failure_class, &r.reason) {
+                (Some(k), Some(why)) => format!(" ({}: {why})", k.label()),
+                (Some(k), None) => format!(" ({})", k.label()),
+                (None, Some(why)) => format!(" ({why})"),
+                (None, None) => String::new(),
+            };
+            format!("{pass}, failed at {c}{why}")
+        }
+        None if r.complete => format!(
+            "{pass}: never failed up to max_concurrency {}",
+            r.max_concurrency
+        ),
+        None => format!("{pass}; cut short before it failed"),
+    }
+}

@@ -183,9 +183,48 @@ impl Run<'_> {
             }
         };
         written?;
+        // Read back from the journal just written: the records are not kept in memory.
+        let steady_state = match (w.load.steady_state, cell.level) {
+            (true, crate::plan::model::LoadLevel::Concurrency(c)) => {
+                let path = self.ledger().bundle().path(&records_rel);
+                match crate::bundle::read::records(&path) {
+                    Ok(records) => {
+                        let records: Vec<RequestRecord> = records.collect();
+                        crate::metrics::steady::steady_state(
+                            &records,
+                            c,
+                            &Accumulator::for_cell(w, cell.level),
+                        )
+                    }
+                    Err(e) => {
+                        self.ledger().warn(&format!(
+                            "{e}: cell {} has no steady-state figures",
+                            cell.id
+                        ));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let mut metrics = acc.finish();
-        let repeats: Vec<_> = if runs.len() > 1 {
-            runs.iter().map(Accumulator::finish).collect()
+        let per_run: Vec<_> = runs.iter().map(Accumulator::finish).collect();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let usage = verdict::client_usage(cpu_s, wall, cores);
+        // Each run judged on its own, so a bad run is named, never averaged in silently.
+        let (run_verdicts, bad_runs) = if self.plan.repeat > 1 {
+            verdict::judge_runs(
+                &per_run,
+                self.plan.repeat,
+                &usage,
+                w.load.max_dispatch_lag,
+                self.cancel.is_stopping(),
+            )
+        } else {
+            (Vec::new(), None)
+        };
+        let repeats: Vec<_> = if per_run.len() > 1 {
+            per_run
         } else {
             Vec::new()
         };
@@ -196,7 +235,7 @@ impl Run<'_> {
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let usage = verdict::client_usage(cpu_s, wall, cores);
-        let v = verdict::judge(&Measured {
+        let mut v = verdict::judge(&Measured {
             metrics: &metrics,
             usage: &usage,
             max_dispatch_lag: w.load.max_dispatch_lag,
@@ -204,6 +243,13 @@ impl Run<'_> {
             stopped_early: outcome.stopped_early.as_deref(),
             interrupted: self.cancel.is_stopping(),
         });
+        if let Some(why) = bad_runs {
+            v.invalid_reason = Some(match v.invalid_reason.take() {
+                Some(r) => format!("{r}; {why}"),
+                None => why,
+            });
+            v.slo = None;
+        }
         Ok(CellSummary {
             id: cell.id.clone(),
             engine: spec.name.clone(),
@@ -229,6 +275,10 @@ impl Run<'_> {
             engine_metrics,
             slo: v.slo,
             records: Some(records_rel),
+            failure_class: None,
+            log_tail: None,
+            runs: run_verdicts,
+            steady_state,
         })
     }
 }

@@ -66,6 +66,17 @@ pub fn plan_info(plan: &Plan) -> PlanInfo {
         git_commit,
         git_dirty,
         dir: plan_dir(plan).map(|d| d.display().to_string()),
+        includes: plan
+            .includes
+            .iter()
+            .enumerate()
+            .map(|(i, f)| crate::bundle::format::IncludeRecord {
+                include: f.include.clone(),
+                path: f.path.display().to_string(),
+                stored: crate::bundle::layout::include_copy(i, &f.path),
+                sha256: f.sha256.clone(),
+            })
+            .collect(),
     }
 }
 

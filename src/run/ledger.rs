@@ -135,6 +135,22 @@ impl Ledger {
         let copy = bundle.redactor().plan_source(plan_bytes);
         bundle.write(layout::PLAN, &copy)?;
         bundle.write_json(layout::PLAN_RESOLVED, &redacted(plan))?;
+        // Each included engine file, like the plan: its copy, its hash in the manifest.
+        if !plan.includes.is_empty() {
+            let dir = bundle.path(layout::INCLUDES);
+            std::fs::create_dir_all(&dir).map_err(|e| WriteError {
+                path: dir.clone(),
+                source: e,
+            })?;
+        }
+        for (i, f) in plan.includes.iter().enumerate() {
+            let bytes = std::fs::read(&f.path).map_err(|e| WriteError {
+                path: f.path.clone(),
+                source: e,
+            })?;
+            let copy = bundle.redactor().plan_source(&bytes);
+            bundle.write(&layout::include_copy(i, &f.path), &copy)?;
+        }
         let mut workloads = Vec::with_capacity(plan.workloads.len());
         for (w, bytes) in materialized(&bundle, plan) {
             bundle.write(&w.path, &bytes)?;
@@ -159,6 +175,7 @@ impl Ledger {
             gpu: inventory,
             engines: plan.engines.iter().map(pending_engine).collect(),
             searches: Vec::new(),
+            until_failure: Vec::new(),
             part,
             slurm: None,
             merged_from: Vec::new(),
@@ -410,7 +427,10 @@ impl Ledger {
             rec.sid = Some(p.sid);
         }
         rec.url = Some(base_url.to_string());
-        rec.log = Some(log);
+        match rec.restarts.last_mut() {
+            Some(r) if r.log.is_none() => r.log = Some(log),
+            _ => rec.log = Some(log),
+        }
         rec.status = EngineStatus::Starting;
         rec.cuda_visible_devices = sp.cuda_visible_devices.clone();
         rec.launched_at = Some(Utc::now());
@@ -422,9 +442,20 @@ impl Ledger {
     pub fn engine_ready(&mut self, ei: usize, name: &str, secs: f64, idle: Resources) {
         let rec = &mut self.manifest.engines[ei];
         rec.status = EngineStatus::Ready;
-        rec.ready_s = Some(secs);
+        // A relaunch keeps the first readiness and idle memory; its own time is its record's.
+        match rec.restarts.last_mut() {
+            Some(r) if r.ready_s.is_none() && r.error.is_none() => {
+                r.ready_s = Some(secs);
+                // Up again: its death is in the restart record and the cell.
+                rec.failure = None;
+                rec.log_tail = None;
+            }
+            _ => {
+                rec.ready_s = Some(secs);
+                rec.idle = Some(idle);
+            }
+        }
         rec.ready_at = Some(Utc::now());
-        rec.idle = Some(idle);
         self.save_or_warn();
         self.progress.engine_ready(name, secs);
     }
@@ -449,6 +480,43 @@ impl Ledger {
         rec.log_tail = log_tail;
         self.progress
             .engine_failed(name, why, self.manifest.engines[ei].log_tail.as_deref());
+    }
+
+    /// An engine that died in `after_cell` is being relaunched.
+    pub fn engine_restarting(&mut self, ei: usize, restart: EngineRestart, max: u32) {
+        self.progress.warn(&format!(
+            "engine `{}` died in cell {}; relaunching it (restart {} of at most {})",
+            self.manifest.engines[ei].name,
+            restart.after_cell,
+            self.manifest.engines[ei].restarts.len() + 1,
+            max,
+        ));
+        self.manifest.engines[ei].restarts.push(restart);
+    }
+
+    /// The relaunch did not come up: why, on its record.
+    pub fn restart_failed(&mut self, ei: usize, why: &str) {
+        if let Some(r) = self.manifest.engines[ei].restarts.last_mut() {
+            r.error = Some(why.to_string());
+        }
+    }
+
+    /// The engine is being relaunched: its last restart record has no log yet.
+    pub fn relaunching(&self, ei: usize) -> bool {
+        self.manifest.engines[ei]
+            .restarts
+            .last()
+            .is_some_and(|r| r.log.is_none())
+    }
+
+    /// Any cell's summary written so far (or found in the bundle being resumed).
+    pub fn summary(&self, id: &str) -> Option<&CellSummary> {
+        self.summaries.iter().find(|s| s.id == id)
+    }
+
+    /// How many times the engine has been relaunched.
+    pub fn restarts(&self, ei: usize) -> u32 {
+        self.manifest.engines[ei].restarts.len() as u32
     }
 
     pub fn metrics_url(&mut self, ei: usize, url: &str) {
@@ -625,6 +693,21 @@ impl Ledger {
         }
     }
 
+    /// Whether `until_failure` of `workload` on `engine` is still to do.
+    pub fn until_failure_left(&self, engine: &str, workload: &str) -> bool {
+        !self
+            .manifest
+            .until_failure
+            .iter()
+            .any(|s| s.engine == engine && s.workload == workload)
+    }
+
+    pub fn until_failure_done(&mut self, record: UntilFailureRecord) -> Result<(), WriteError> {
+        self.progress.until_failure_done(&record);
+        self.manifest.until_failure.push(record);
+        self.save()
+    }
+
     pub fn search_done(&mut self, search: &Search, record: SearchRecord) -> Result<(), WriteError> {
         self.progress
             .search_done(&record.engine, &record.workload, search);
@@ -676,7 +759,12 @@ impl Ledger {
             .manifest
             .cells
             .iter()
-            .filter(|c| matches!(c.status, CellStatus::Failed | CellStatus::Rejected))
+            .filter(|c| {
+                matches!(
+                    c.status,
+                    CellStatus::Failed | CellStatus::Rejected | CellStatus::EngineDied
+                )
+            })
             .count();
         let requests_failed: Vec<String> = self
             .manifest
@@ -780,6 +868,10 @@ fn unrun_summary(plan: &Plan, cell: &Cell, status: CellStatus, reason: &str) -> 
         prefix_cache_hit_rate: None,
         slo: None,
         records: None,
+        failure_class: None,
+        log_tail: None,
+        runs: Vec::new(),
+        steady_state: None,
     }
 }
 
@@ -815,6 +907,7 @@ pub(super) fn pending_engine(e: &EngineSpec) -> EngineRecord {
         launched_at: None,
         ready_at: None,
         stopped_at: None,
+        restarts: Vec::new(),
     }
 }
 

@@ -272,6 +272,7 @@ fn write_merged(
         // Every part of one plan materialized the same requests: one copy of each file.
         copy_dir(&p.dir, to, layout::WORKLOADS)?;
         copy_tree(&p.dir.join(layout::QUALITY), &to.path(layout::QUALITY))?;
+        copy_dir(&p.dir, to, layout::INCLUDES)?;
     }
     concat(parts, to, layout::SAMPLES)?;
     concat(parts, to, layout::TELEMETRY)?;
@@ -329,6 +330,16 @@ fn write_merged(
         .flat_map(|p| p.manifest.quality.iter().cloned())
         .collect();
     crate::quality::judge::judge(&to.dir, &plan.quality, &mut manifest.quality);
+    manifest.until_failure = parts
+        .iter()
+        .flat_map(|p| p.manifest.until_failure.iter().cloned())
+        .collect();
+    // Cells a part added as it ran (search and until_failure probes), after the grid's.
+    for c in parts.iter().flat_map(|p| p.manifest.cells.iter()) {
+        if !manifest.cells.iter().any(|m| m.id == c.id) {
+            manifest.cells.push(c.clone());
+        }
+    }
     let first = &parts[0].manifest;
     manifest.host = first.host.clone();
     manifest.gpu = first.gpu.clone();

@@ -15,3 +15,4 @@ pub mod recover;
 pub mod search;
 pub mod session;
 pub mod signal;
+pub mod until_failure;

@@ -22,7 +22,7 @@ use crate::bundle::format::{
 };
 use crate::bundle::journal::Journal;
 use crate::bundle::layout;
-use crate::engine::terminate;
+use crate::engine::{failure, terminate};
 use crate::load::client::http_client;
 use crate::metrics::gpu::{Gpu, GpuInventory};
 use crate::metrics::sampler::Sampler;
@@ -420,6 +420,8 @@ impl Run<'_> {
                     .unrun_cells(self.plan, left, CellStatus::Interrupted, INTERRUPTED)?;
                 break;
             }
+            // A dead engine is relaunched only when a cell is left for it.
+            self.revive(ei, spec, up, &mut dead).await?;
             if let Some(why) = dead.clone() {
                 let reason = format!("not run: {why}");
                 self.ledger()
@@ -427,6 +429,17 @@ impl Run<'_> {
                 break;
             }
             self.run_one(ei, spec, up, cell, &mut dead).await?;
+        }
+        for (wi, w) in self.plan.workloads.iter().enumerate() {
+            let Some(uf) = w.load.until_failure else {
+                continue;
+            };
+            if up.rejected.contains_key(&wi)
+                || !self.ledger().until_failure_left(&spec.name, &w.name)
+            {
+                continue;
+            }
+            self.until_failure(ei, spec, up, &mut dead, wi, uf).await?;
         }
         for (wi, w) in self.plan.workloads.iter().enumerate() {
             let Some(search_spec) = w.search else {
@@ -438,6 +451,9 @@ impl Run<'_> {
             let mut search = Search::new(search_spec);
             let mut reused_levels: Vec<usize> = Vec::new();
             while let Some(level) = search.next() {
+                if !self.cancel.is_stopping() {
+                    self.revive(ei, spec, up, &mut dead).await?;
+                }
                 if self.cancel.is_stopping() || dead.is_some() {
                     break;
                 }
@@ -486,7 +502,7 @@ impl Run<'_> {
 
     /// Runs one cell on a ready engine, unless the run is stopping or the engine died; writes
     /// its summary either way. Returns the summary of a cell that was measured.
-    async fn run_one(
+    pub(super) async fn run_one(
         &self,
         ei: usize,
         spec: &EngineSpec,
@@ -524,12 +540,20 @@ impl Run<'_> {
                     "engine `{}` exited with {status} during cell {}",
                     spec.name, cell.id
                 );
-                let tail = Some(exited_log_tail(sp));
+                let tail = exited_log_tail(sp);
+                let class = failure::classify(&tail, Some(&status.to_string()));
+                let why = match class {
+                    Some(k) => format!("{why} ({})", k.label()),
+                    None => why,
+                };
                 self.ledger()
-                    .engine_failed(ei, &spec.name, &why, tail, false);
-                summary.status = CellStatus::Failed;
+                    .engine_failed(ei, &spec.name, &why, Some(tail.clone()), false);
+                summary.status = CellStatus::EngineDied;
                 summary.reason = Some(format!("{why}; the requests measured before are kept"));
                 summary.slo = None;
+                summary.failure_class = class;
+                summary.log_tail = Some(tail);
+                up.died_in = Some((cell.id.clone(), class));
                 *dead = Some(why);
             }
         }

@@ -219,6 +219,15 @@ impl Progress {
         ));
     }
 
+    pub fn until_failure_done(&self, r: &crate::bundle::format::UntilFailureRecord) {
+        self.say(&format!(
+            "[{}] until failure on {}: {}",
+            r.engine,
+            r.workload,
+            crate::report::fmt::knee_text(r)
+        ));
+    }
+
     pub fn cell_done(&self, s: &CellSummary) {
         if self.tty && !self.quiet {
             eprint!("\r\x1b[2K");
@@ -241,6 +250,7 @@ impl Progress {
                 match s.status {
                     CellStatus::Interrupted => "interrupted",
                     CellStatus::Rejected => "REJECTED FIELD",
+                    CellStatus::EngineDied => "ENGINE DIED",
                     _ => "FAILED",
                 },
                 s.reason.as_deref().unwrap_or("")

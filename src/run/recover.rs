@@ -118,6 +118,10 @@ pub fn recover(dir: &Path) -> Result<Recovered, RecoverError> {
             prefix_cache_hit_rate: None,
             slo: None,
             records: journal.is_file().then(|| layout::cell_records(&index.id)),
+            failure_class: None,
+            log_tail: None,
+            runs: Vec::new(),
+            steady_state: None,
         };
         bundle
             .write_json(&layout::cell_summary(&index.id), &summary)

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::error::{EngineDown, RunError};
 use super::orchestrator::{Devices, Run};
-use crate::bundle::format::GpuRelease;
+use crate::bundle::format::{EngineRestart, GpuRelease};
 use crate::bundle::layout;
 use crate::engine::ready::{self, wait_ready, Miss, NotReady, Owner};
 use crate::engine::spawn::{self, log_tail, Spawned};
@@ -42,6 +42,10 @@ pub struct Up {
     pub rejected: BTreeMap<usize, String>,
     /// The engine's Prometheus page, when it has one.
     pub metrics_url: Option<String>,
+    /// The cell it died in, and why where its log tells.
+    pub died_in: Option<(String, Option<crate::engine::failure::FailureClass>)>,
+    /// The GPUs it was placed on: a relaunch after a death gets the same ones.
+    pub devices: Vec<u32>,
 }
 
 impl Run<'_> {
@@ -109,7 +113,14 @@ impl Run<'_> {
                     EngineDown::new(NotReady::Spawn(e.to_string()), spec, "", None, None)
                 };
                 let port = spawn::pick_port(l.port).map_err(spawn_err)?;
-                let log_rel = layout::engine_log(&spec.name);
+                let log_rel = {
+                    let l = self.ledger();
+                    if l.relaunching(ei) {
+                        layout::engine_restart_log(&spec.name, l.restarts(ei))
+                    } else {
+                        layout::engine_log(&spec.name)
+                    }
+                };
                 let (log_path, redactor) = {
                     let l = self.ledger();
                     (l.bundle().path(&log_rel), l.bundle().redactor().clone())
@@ -171,6 +182,8 @@ impl Run<'_> {
                     spawned,
                     rejected: BTreeMap::new(),
                     metrics_url: None,
+                    died_in: None,
+                    devices: devices.to_vec(),
                 })
             }
             Err(why) => {
@@ -181,6 +194,76 @@ impl Run<'_> {
                 Err(EngineDown::new(why, spec, &base_url, tail, spawned))
             }
         }
+    }
+
+    /// With `on_failure = "restart"`: an engine that died under a cell (`dead` says why) is
+    /// torn down and brought up again, within `max_restarts`; `dead` is cleared once it is
+    /// ready. Called before the next cell, so an engine is never relaunched for no cell. A
+    /// relaunch that fails leaves `dead` set, so the cells left are not run.
+    pub(super) async fn revive(
+        &self,
+        ei: usize,
+        spec: &EngineSpec,
+        up: &mut Up,
+        dead: &mut Option<String>,
+    ) -> Result<(), RunError> {
+        let Some(why) = dead.clone() else {
+            return Ok(());
+        };
+        let max = spec.on_failure.max_restarts();
+        if self.ledger().restarts(ei) >= max || self.cancel.is_stopping() || up.spawned.is_none() {
+            return Ok(());
+        }
+        // The dead engine's group first: a process it left could hold the port or the GPU.
+        if let Some(sp) = up.spawned.take() {
+            self.teardown(ei, spec, sp).await?;
+        }
+        let (died_in, failure_class) = up.died_in.take().unwrap_or_default();
+        self.ledger().engine_restarting(
+            ei,
+            EngineRestart {
+                after_cell: died_in,
+                failure: why.clone(),
+                failure_class,
+                log: None,
+                ready_s: None,
+                error: None,
+            },
+            max,
+        );
+        let devices = up.devices.clone();
+        match self.bring_up(ei, spec, &devices).await {
+            Ok(new) => {
+                up.base_url = new.base_url;
+                up.spawned = new.spawned;
+                up.metrics_url = None;
+                if let Some(path) = &spec.metrics_path {
+                    let url = format!("{}{path}", up.base_url);
+                    if telemetry::scrape_once(&self.client, &url).await.is_some() {
+                        self.ledger().metrics_url(ei, &url);
+                        up.metrics_url = Some(url);
+                    }
+                }
+                *dead = None;
+                self.ledger().save()?;
+            }
+            Err(down) => {
+                self.ledger().restart_failed(ei, &down.message);
+                let again = format!("{why}, and its relaunch failed: {}", down.message);
+                self.ledger().engine_failed(
+                    ei,
+                    &spec.name,
+                    &again,
+                    down.log_tail.clone(),
+                    down.stopped(),
+                );
+                if let Some(sp) = down.spawned {
+                    self.teardown(ei, spec, sp).await?;
+                }
+                *dead = Some(again);
+            }
+        }
+        Ok(())
     }
 
     /// Before an engine's cells: the request fields it refuses, workload by workload (their

@@ -230,6 +230,7 @@ impl Resolver<'_> {
                 );
             }
         }
+        let on_failure = self.on_failure(e);
         match (target, name_ok) {
             (Some(target), true) => Some(EngineSpec {
                 name,
@@ -244,6 +245,7 @@ impl Resolver<'_> {
                 metrics_path,
                 matrix: MatrixValues::default(),
                 gpus,
+                on_failure,
             }),
             _ => None,
         }
@@ -254,10 +256,12 @@ impl Resolver<'_> {
     pub(super) fn check_dialects(
         &mut self,
         raw: &[Spanned<RawEngine>],
+        files: &[Option<std::rc::Rc<super::Included>>],
         engines: &[EngineSpec],
         workloads: &[WorkloadSpec],
     ) {
-        for (e, raw_e) in engines.iter().zip(raw) {
+        for ((e, raw_e), file) in engines.iter().zip(raw).zip(files) {
+            self.file = file.clone();
             let span = raw_e
                 .get_ref()
                 .accepts
@@ -287,6 +291,57 @@ impl Resolver<'_> {
                     );
                 }
             }
+        }
+        self.file = None;
+    }
+
+    /// `on_failure` and `max_restarts`.
+    fn on_failure(&mut self, e: &RawEngine) -> OnFailure {
+        let restart = match e.on_failure.as_ref() {
+            None => false,
+            Some(o) => match o.get_ref().as_str() {
+                "skip" => false,
+                "restart" if e.launch.is_none() => {
+                    self.error_at(
+                        o.span(),
+                        "an engine attached by `url` cannot be restarted",
+                        Some("the runner relaunches only engines it launched: use `launch`, or `on_failure = \"skip\"`".into()),
+                    );
+                    false
+                }
+                "restart" => true,
+                other => {
+                    self.error_at(
+                        o.span(),
+                        format!("unknown `on_failure` value `{other}`"),
+                        Some("use \"skip\" (its remaining cells are not run) or \"restart\" (it is relaunched and the run goes on)".into()),
+                    );
+                    false
+                }
+            },
+        };
+        match (&e.max_restarts, restart) {
+            (None, true) => OnFailure::Restart {
+                max_restarts: defaults::MAX_RESTARTS,
+            },
+            (None, false) => OnFailure::Skip,
+            (Some(m), false) => {
+                self.error_at(
+                    m.span(),
+                    "`max_restarts` has no effect without `on_failure = \"restart\"`",
+                    Some(
+                        "add `on_failure = \"restart\"` to the engine, or remove `max_restarts`"
+                            .into(),
+                    ),
+                );
+                OnFailure::Skip
+            }
+            (Some(m), true) => match self.positive(m, "`max_restarts`", 1000) {
+                Some(n) => OnFailure::Restart {
+                    max_restarts: n as u32,
+                },
+                None => OnFailure::Skip,
+            },
         }
     }
 

@@ -198,6 +198,25 @@ impl Resolver<'_> {
             &pick(|l| l.retry_max_wait.is_some()).retry_max_wait,
             defaults::RETRY_MAX_WAIT,
         );
+        let closed = levels.iter().all(|l| l.concurrency().is_some());
+        let until_failure = self.until_failure(
+            pick(|l| l.until_failure.is_some() || l.max_concurrency.is_some()),
+            &levels,
+            closed,
+            stop,
+        )?;
+        let steady_state = match &pick(|l| l.steady_state.is_some()).steady_state {
+            Some(s) if *s.get_ref() && !closed => {
+                self.error_at(
+                    s.span(),
+                    "`steady_state` applies to closed-loop levels only",
+                    Some("the steady-state window is where in-flight requests stay at the concurrency; an open loop has no such level: use `concurrency`, or remove `steady_state`".into()),
+                );
+                return None;
+            }
+            Some(s) => *s.get_ref(),
+            None => false,
+        };
         Some(LoadSpec {
             levels,
             arrival,
@@ -210,7 +229,76 @@ impl Resolver<'_> {
             max_dispatch_lag,
             retries,
             retry_max_wait,
+            until_failure,
+            steady_state,
         })
+    }
+
+    /// `until_failure` and `max_concurrency` (read from the same table: one choice).
+    fn until_failure(
+        &mut self,
+        src: &RawLoad,
+        levels: &[LoadLevel],
+        closed: bool,
+        stop: StopRule,
+    ) -> Option<Option<UntilFailureSpec>> {
+        let on = src.until_failure.as_ref().is_some_and(|u| *u.get_ref());
+        match (&src.until_failure, &src.max_concurrency) {
+            (_, Some(m)) if !on => {
+                self.error_at(
+                    m.span(),
+                    "`max_concurrency` has no effect without `until_failure = true`",
+                    Some("add `until_failure = true`, or remove `max_concurrency`".into()),
+                );
+                None
+            }
+            (_, None) if !on => Some(None),
+            (Some(u), _) if !closed => {
+                self.error_at(
+                    u.span(),
+                    "`until_failure` applies to closed-loop levels only",
+                    Some("it doubles concurrency past the grid: use `concurrency`, or remove `until_failure`".into()),
+                );
+                None
+            }
+            (Some(u), None) => {
+                self.error_at(
+                    u.span(),
+                    "`until_failure = true` needs `max_concurrency`, the most it may reach",
+                    Some("add e.g. `max_concurrency = 512` beside it".into()),
+                );
+                None
+            }
+            (_, Some(m)) => {
+                let top = levels
+                    .iter()
+                    .filter_map(LoadLevel::concurrency)
+                    .max()
+                    .unwrap_or(0);
+                let max = self.positive(m, "`max_concurrency`", 100_000)? as u32;
+                if max <= top {
+                    self.error_at(
+                        m.span(),
+                        format!("`max_concurrency` ({max}) is not above the grid's highest concurrency ({top})"),
+                        Some("until_failure doubles concurrency past the grid up to `max_concurrency`: raise it".into()),
+                    );
+                    return None;
+                }
+                if let StopRule::Requests(n) = stop {
+                    if u64::from(max) > n {
+                        self.warn_at(
+                            m.span(),
+                            format!("`max_concurrency` ({max}) is above the {n} requests sent per level: a closed loop never has more than {n} in flight, so levels above it measure {n} at most"),
+                            Some(format!("send at least {max} requests per level (`requests`), or lower `max_concurrency`")),
+                        );
+                    }
+                }
+                Some(Some(UntilFailureSpec {
+                    max_concurrency: max,
+                }))
+            }
+            (None, None) => Some(None),
+        }
     }
 
     /// A closed-loop level has at most `requests` in flight: a concurrency above the requests
