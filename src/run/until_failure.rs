@@ -101,7 +101,8 @@ impl Run<'_> {
         };
         for &c in &grid {
             let id = cell_of(self, c).id;
-            match self.ledger().summary(&id).cloned() {
+            let summary = self.ledger().summary(&id).cloned();
+            match summary {
                 Some(s) if s.metrics.is_some() && s.status != CellStatus::Interrupted => {
                     if !judge(&mut record, c, &s) {
                         return self.ledger().until_failure_done(record).map_err(Into::into);
