@@ -120,9 +120,22 @@ pub struct CellMetrics {
     /// Requests per second that met every per-request SLO bound (docs/metrics.md); absent
     /// when the workload has no SLO on TTFT, TPOT or end-to-end latency.
     pub goodput_req_per_s: Option<f64>,
+    /// Time to first token: the first streamed event carrying a token, empty text included
+    /// (the default; vLLM bench's definition).
     pub ttft_ms: Option<Stats>,
     pub tpot_ms: Option<Stats>,
+    /// Gaps between successive token events (the default; vLLM bench's definition).
     pub itl_ms: Option<Stats>,
+    /// Time to first visible text, over the successful requests that had any.
+    #[serde(default)]
+    pub ttft_text_ms: Option<Stats>,
+    /// Gaps between successive events with visible text.
+    #[serde(default)]
+    pub itl_text_ms: Option<Stats>,
+    /// Successful requests whose output had no visible text (all deltas empty): in `ttft_ms`,
+    /// not in `ttft_text_ms`.
+    #[serde(default)]
+    pub requests_without_text: u64,
     pub e2e_ms: Option<Stats>,
     /// Time to the first byte of the response body.
     pub ttfb_ms: Option<Stats>,
@@ -264,6 +277,9 @@ pub struct Accumulator {
     ttft: LatencyHistogram,
     tpot: LatencyHistogram,
     itl: LatencyHistogram,
+    ttft_text: LatencyHistogram,
+    itl_text: LatencyHistogram,
+    without_text: u64,
     e2e: LatencyHistogram,
 }
 
@@ -396,6 +412,13 @@ impl Accumulator {
         for gap in r.itl_us() {
             self.itl.record(gap);
         }
+        match r.ttft_text_us() {
+            Some(t) => self.ttft_text.record(t),
+            None => self.without_text += 1,
+        }
+        for gap in r.itl_text_us() {
+            self.itl_text.record(gap);
+        }
     }
 
     pub fn finish(&self) -> CellMetrics {
@@ -443,6 +466,9 @@ impl Accumulator {
             ttft_ms: self.ttft.stats(),
             tpot_ms: self.tpot.stats(),
             itl_ms: self.itl.stats(),
+            ttft_text_ms: self.ttft_text.stats(),
+            itl_text_ms: self.itl_text.stats(),
+            requests_without_text: self.without_text,
             e2e_ms: self.e2e.stats(),
             ttfb_ms: self.ttfb.stats(),
             dispatch_lag_ms: self.lag.stats(),
@@ -518,6 +544,26 @@ mod tests {
         // 4 + 4 tokens over 1 s, not 404.
         assert_eq!(m.output_tokens, 8);
         assert!((m.output_tok_per_s - 8.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_request_without_visible_text_is_counted_and_timed_to_its_first_token() {
+        let mut acc = Accumulator::default();
+        let mut text = record(0, &[30_000, 40_000], 50_000, 3);
+        text.token_us = vec![10_000, 30_000, 40_000];
+        acc.add(&text);
+        let mut empty = record(0, &[], 50_000, 2);
+        empty.token_us = vec![20_000, 40_000];
+        acc.add(&empty);
+        let m = acc.finish();
+        assert_eq!(m.requests_ok, 2);
+        assert_eq!(m.requests_without_text, 1);
+        let (ttft, text) = (m.ttft_ms.expect("ttft"), m.ttft_text_ms.expect("text"));
+        assert_eq!((ttft.count, text.count), (2, 1));
+        assert!((ttft.mean - 15.0).abs() < 1e-9 && (text.mean - 30.0).abs() < 1e-9);
+        // Token gaps: 20, 10 and 20 ms; text gaps: 10 ms.
+        assert_eq!(m.itl_ms.expect("itl").count, 3);
+        assert_eq!(m.itl_text_ms.expect("itl_text").count, 1);
     }
 
     #[test]

@@ -378,10 +378,15 @@ pub fn build(b: &LoadedBundle) -> ReportData {
                         },
                         reason: {
                             let why = cell.invalid_reason.clone().or(cell.reason.clone());
-                            match (why, super::study::failed_requests_line(cell)) {
-                                (Some(w), Some(f)) => Some(format!("{w}; {f}")),
-                                (w, f) => w.or(f),
-                            }
+                            let notes: Vec<String> = [
+                                why,
+                                super::study::failed_requests_line(cell),
+                                cell.metrics.as_ref().and_then(without_text_line),
+                            ]
+                            .into_iter()
+                            .flatten()
+                            .collect();
+                            (!notes.is_empty()).then(|| notes.join("; "))
                         },
                         failed_requests: super::study::failed_requests_line(cell),
                         requests_ok: met.map_or(DASH.into(), |m| m.requests_ok.to_string()),
@@ -597,4 +602,15 @@ pub fn build(b: &LoadedBundle) -> ReportData {
         charts: Vec::new(),
         chart_errors: Vec::new(),
     }
+}
+
+/// "2 of 40 successful requests had no visible text (...)" when any had none: they are in the
+/// TTFT figures (timed to their first token event), not in `ttft_text`.
+fn without_text_line(m: &crate::metrics::summary::CellMetrics) -> Option<String> {
+    (m.requests_without_text > 0).then(|| {
+        format!(
+            "{} of {} successful requests had no visible text (every delta empty): timed to their first token event, absent from ttft_text",
+            m.requests_without_text, m.requests_ok
+        )
+    })
 }
