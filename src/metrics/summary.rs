@@ -136,6 +136,12 @@ pub struct CellMetrics {
     /// not in `ttft_text_ms`.
     #[serde(default)]
     pub requests_without_text: u64,
+    /// Successful streamed responses with enough token events to judge whether they arrived
+    /// as they were generated, and those that arrived in one burst (`client_check`).
+    #[serde(default)]
+    pub burst_checked: u64,
+    #[serde(default)]
+    pub burst_responses: u64,
     pub e2e_ms: Option<Stats>,
     /// Time to the first byte of the response body.
     pub ttfb_ms: Option<Stats>,
@@ -280,6 +286,8 @@ pub struct Accumulator {
     ttft_text: LatencyHistogram,
     itl_text: LatencyHistogram,
     without_text: u64,
+    burst_checked: u64,
+    burst_responses: u64,
     e2e: LatencyHistogram,
 }
 
@@ -419,6 +427,13 @@ impl Accumulator {
         for gap in r.itl_text_us() {
             self.itl_text.record(gap);
         }
+        let tokens = r.token_events();
+        if r.first_event_us.is_some() && tokens.len() >= super::client_check::BURST_MIN_EVENTS {
+            self.burst_checked += 1;
+            if r.end_us.saturating_sub(tokens[0]) < super::client_check::BURST_SPAN_US {
+                self.burst_responses += 1;
+            }
+        }
     }
 
     pub fn finish(&self) -> CellMetrics {
@@ -469,6 +484,8 @@ impl Accumulator {
             ttft_text_ms: self.ttft_text.stats(),
             itl_text_ms: self.itl_text.stats(),
             requests_without_text: self.without_text,
+            burst_checked: self.burst_checked,
+            burst_responses: self.burst_responses,
             e2e_ms: self.e2e.stats(),
             ttfb_ms: self.ttfb.stats(),
             dispatch_lag_ms: self.lag.stats(),

@@ -80,6 +80,7 @@ impl Run<'_> {
             ));
             (stop, task)
         });
+        let watch = crate::load::watch::Watch::start();
         let cpu0 = client_cpu_s();
         let t0 = Instant::now();
         let mut child = child;
@@ -156,6 +157,7 @@ impl Run<'_> {
         forward.abort();
         let wall = t0.elapsed().as_secs_f64();
         let cpu_s = client_cpu_s() - cpu0;
+        let watched = watch.finish();
         let resources = self.sampler.end_window();
         let engine_metrics = match scraper {
             Some((stop, task)) => {
@@ -186,7 +188,13 @@ impl Run<'_> {
         };
         verdict::repeat_means(&mut metrics, &repeats);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let usage = verdict::client_usage(cpu_s, wall, cores);
+        let mut usage = verdict::client_usage(cpu_s, wall, cores);
+        usage.timer_late_ms = watched.timer_late_ms;
+        usage.run_queue_wait_s = watched.run_queue_wait_s;
+        usage.run_queue_wait_pct = watched
+            .run_queue_wait_s
+            .filter(|_| wall > 0.0)
+            .map(|w| 100.0 * w / wall);
         let v = verdict::judge(&Measured {
             metrics: &metrics,
             usage: &usage,

@@ -212,6 +212,10 @@ impl Resolver<'_> {
                 None
             }
         };
+        let metrics_interval = match &e.metrics_interval {
+            Some(v) if v.get_ref() == "off" => None,
+            v => Some(self.duration(v, defaults::METRICS_INTERVAL)),
+        };
         match (target, name_ok) {
             (Some(target), true) => Some(EngineSpec {
                 name,
@@ -224,6 +228,7 @@ impl Resolver<'_> {
                 accepts,
                 extra_body,
                 metrics_path,
+                metrics_interval,
                 matrix: MatrixValues::default(),
             }),
             _ => None,
