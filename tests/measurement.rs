@@ -68,13 +68,17 @@ fn closed_loop_metrics_match_the_engine_timing() {
     assert_eq!(m["input_tokens"], 48);
     assert_eq!(m["short_outputs"], 0);
     assert_eq!(m["token_count_mismatches"], 0);
-    assert_eq!(m["itl_ms"]["count"], 16 * 5);
+    // Per token event, as vLLM's bench counts: the role chunk (sent with the first token) and
+    // six tokens give six gaps, the first of them between two events of one read; per text
+    // event, five.
+    assert_eq!(m["itl_ms"]["count"], 16 * 6);
+    assert_eq!(m["itl_text_ms"]["count"], 16 * 5);
     let records = records(&bundle, "fixed.w.c4");
     assert_eq!(records.len(), 16, "warmup is excluded");
     // The summary is what its records say, to the last digit.
     assert_eq!(*m, metrics_from_records(&records, 6, false));
     // Each distribution from its definition over the records' instants (docs/metrics.md).
-    let first = |r: &runner::metrics::record::RequestRecord| r.content_us[0];
+    let first = |r: &runner::metrics::record::RequestRecord| r.token_events()[0];
     assert_eq!(
         m["ttft_ms"],
         stats_of(records.iter().map(|r| first(r) - r.scheduled_us))
@@ -85,6 +89,14 @@ fn closed_loop_metrics_match_the_engine_timing() {
     );
     assert_eq!(
         m["itl_ms"],
+        stats_of(
+            records
+                .iter()
+                .flat_map(|r| r.token_events().windows(2).map(|w| w[1] - w[0]))
+        )
+    );
+    assert_eq!(
+        m["itl_text_ms"],
         stats_of(
             records
                 .iter()

@@ -7,6 +7,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::record::{RequestRecord, TokenSource};
+use crate::plan::model::Percentiles;
 
 /// Distribution statistics of one latency metric, in milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,11 +52,40 @@ impl LatencyHistogram {
     }
 
     pub fn stats(&self) -> Option<Stats> {
+        self.stats_by(Percentiles::NearestRank)
+    }
+
+    /// The value (µs, the bucket's highest equivalent) of the `k`-th smallest sample, from 0.
+    fn at_index(&self, k: u64) -> u64 {
+        let mut seen = 0;
+        for v in self.hist.iter_recorded() {
+            seen += v.count_at_value();
+            if seen > k {
+                return v.value_iterated_to();
+            }
+        }
+        self.hist.max()
+    }
+
+    /// numpy's linear percentile (`stats::interpolated`) over the recorded samples, ms.
+    fn interpolated(&self, q: f64) -> f64 {
+        let n = self.hist.len();
+        let h = q * (n - 1) as f64;
+        let (lo, hi) = (h.floor() as u64, h.ceil() as u64);
+        let (a, b) = (self.at_index(lo) as f64, self.at_index(hi) as f64);
+        (a + (h - lo as f64) * (b - a)) / 1000.0
+    }
+
+    /// The distribution's statistics with percentiles by `estimator`.
+    pub fn stats_by(&self, estimator: Percentiles) -> Option<Stats> {
         let n = self.hist.len();
         if n == 0 {
             return None;
         }
-        let q = |q: f64| self.hist.value_at_quantile(q) as f64 / 1000.0;
+        let q = |q: f64| match estimator {
+            Percentiles::NearestRank => self.hist.value_at_quantile(q) as f64 / 1000.0,
+            Percentiles::Interpolated => self.interpolated(q),
+        };
         Some(Stats {
             count: n,
             mean: self.sum_us / n as f64 / 1000.0,
@@ -71,6 +101,9 @@ impl LatencyHistogram {
 /// The measured side of a cell's summary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CellMetrics {
+    /// How the percentiles of every distribution were read (`[report] percentiles`).
+    #[serde(default, skip_serializing_if = "Percentiles::is_default")]
+    pub percentiles: Percentiles,
     pub requests_total: u64,
     pub requests_ok: u64,
     pub requests_failed: u64,
@@ -250,6 +283,7 @@ impl Mean {
 #[derive(Debug, Default, Clone)]
 pub struct Accumulator {
     open_loop: bool,
+    percentiles: Percentiles,
     retries: u64,
     retried: u64,
     max_tokens: Option<u64>,
@@ -327,6 +361,12 @@ impl Accumulator {
             crate::plan::model::LoadLevel::Rate(_) => acc.open_loop(),
             crate::plan::model::LoadLevel::Concurrency(_) => acc,
         }
+    }
+
+    /// Reads percentiles with `estimator` (`[report] percentiles`).
+    pub fn percentiles(mut self, estimator: Percentiles) -> Accumulator {
+        self.percentiles = estimator;
+        self
     }
 
     /// Marks the cell as open loop, so offered and sent rates are reported.
@@ -447,7 +487,9 @@ impl Accumulator {
                 0.0
             }
         };
+        let p = self.percentiles;
         CellMetrics {
+            percentiles: p,
             requests_total: self.total,
             requests_ok: self.ok,
             requests_failed: self.total - self.ok,
@@ -478,17 +520,17 @@ impl Accumulator {
             retries: self.retries,
             requests_retried: self.retried,
             goodput_req_per_s: self.goodput.map(|_| rate(self.good)),
-            ttft_ms: self.ttft.stats(),
-            tpot_ms: self.tpot.stats(),
-            itl_ms: self.itl.stats(),
-            ttft_text_ms: self.ttft_text.stats(),
-            itl_text_ms: self.itl_text.stats(),
+            ttft_ms: self.ttft.stats_by(p),
+            tpot_ms: self.tpot.stats_by(p),
+            itl_ms: self.itl.stats_by(p),
+            ttft_text_ms: self.ttft_text.stats_by(p),
+            itl_text_ms: self.itl_text.stats_by(p),
             requests_without_text: self.without_text,
             burst_checked: self.burst_checked,
             burst_responses: self.burst_responses,
-            e2e_ms: self.e2e.stats(),
-            ttfb_ms: self.ttfb.stats(),
-            dispatch_lag_ms: self.lag.stats(),
+            e2e_ms: self.e2e.stats_by(p),
+            ttfb_ms: self.ttfb.stats_by(p),
+            dispatch_lag_ms: self.lag.stats_by(p),
             offered_req_per_s: self.span_rate(self.last_scheduled_us),
             sent_req_per_s: self.span_rate(self.last_sent_us),
         }
@@ -581,6 +623,33 @@ mod tests {
         // Token gaps: 20, 10 and 20 ms; text gaps: 10 ms.
         assert_eq!(m.itl_ms.expect("itl").count, 3);
         assert_eq!(m.itl_text_ms.expect("itl_text").count, 1);
+    }
+
+    #[test]
+    fn interpolated_percentiles_are_numpy_s_over_the_histogram() {
+        // TTFTs of 1..=10 ms: nearest rank p90 is 9 ms, numpy's 9.1 ms; the median 5 vs 5.5.
+        let cell = |p: Percentiles| {
+            let mut acc = Accumulator::default().percentiles(p);
+            for i in 1..=10u64 {
+                acc.add(&record(0, &[i * 1000], 20_000, 1));
+            }
+            acc.finish()
+        };
+        // Within the histogram's 3 significant digits (a bucket's highest equivalent value).
+        let near = |a: f64, b: f64| (a - b).abs() <= b * 1e-3 + 1e-9;
+        let t = cell(Percentiles::NearestRank).ttft_ms.expect("ttft");
+        assert!(
+            near(t.p50, 5.0) && near(t.p90, 9.0) && near(t.p99, 10.0),
+            "{t:?}"
+        );
+        let interp = cell(Percentiles::Interpolated);
+        assert_eq!(interp.percentiles, Percentiles::Interpolated);
+        let t = interp.ttft_ms.expect("ttft");
+        assert!(
+            near(t.p50, 5.5) && near(t.p90, 9.1) && near(t.p99, 9.91),
+            "{t:?}"
+        );
+        assert_eq!((t.mean, t.count), (5.5, 10));
     }
 
     #[test]

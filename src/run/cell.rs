@@ -37,7 +37,7 @@ impl Run<'_> {
         let w = &self.plan.workloads[cell.workload];
         let records_rel = layout::cell_records(&cell.id);
         let journal = Journal::create(&self.ledger.bundle().path(&records_rel))?;
-        let acc = Accumulator::for_cell(w, cell.level);
+        let acc = Accumulator::for_cell(w, cell.level).percentiles(self.plan.report.percentiles);
         let (tx, rx) = mpsc::channel::<RequestRecord>(1024);
         // Set when the engine process exits under the level: requests then cut off are
         // `engine_died`, not `cancelled` (nobody interrupted the run).
@@ -72,7 +72,7 @@ impl Run<'_> {
             let task = tokio::spawn(telemetry::scrape_cell(
                 self.client.clone(),
                 url.to_string(),
-                self.plan.gpu.interval,
+                spec.metrics_interval,
                 cell.id.clone(),
                 self.telemetry.clone(),
                 self.origin,
