@@ -207,3 +207,27 @@ fn synthetic_prefix_longer_than_the_prompt() {
         "input_tokens = 16\nprefix_tokens = 16\ncount = 8\n"
     ));
 }
+
+#[test]
+fn unknown_client_priority() {
+    insta::assert_snapshot!(validate_with(
+        "[load]",
+        "[client]\ncpus = [0]\npriority = \"high\"\n\n[load]"
+    ));
+}
+
+#[test]
+fn unknown_percentile_estimator() {
+    insta::assert_snapshot!(validate_with(
+        "[load]",
+        "[report]\npercentiles = \"median\"\n\n[load]"
+    ));
+}
+
+#[test]
+fn bad_metrics_interval() {
+    insta::assert_snapshot!(validate_with(
+        "model = \"m\"\n",
+        "model = \"m\"\nmetrics_interval = \"often\"\n"
+    ));
+}
