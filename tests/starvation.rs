@@ -161,3 +161,37 @@ fn a_client_pinned_under_a_busy_spinner_is_starved_and_its_engine_is_not_pinned(
         );
     }
 }
+
+/// `[client] priority = "realtime"` is best effort: granted, the runner is SCHED_FIFO and its
+/// engine is not (reset on fork); refused, a warning is recorded and the run goes on.
+#[test]
+fn a_realtime_client_leaves_its_engine_at_the_normal_policy() {
+    if Command::new("chrt").arg("--version").output().is_err() {
+        eprintln!("skipped: no chrt");
+        return;
+    }
+    let _turn = turn();
+    let s = Scratch::new();
+    let p = plan(
+        "",
+        "[client]\npriority = \"realtime\"",
+        "max_dispatch_lag = \"10s\"",
+    )
+    .replace(
+        "launch = \"{runner} engine sim",
+        "launch = \"sh -c 'chrt -p $$; exec \\\"$0\\\" \\\"$@\\\"' {runner} engine sim",
+    );
+    s.write("rt.toml", &p);
+    let (out, bundle) = s.exec("rt.toml");
+    let m = read_json(&bundle.join("manifest.json"));
+    let client = &m["host"]["client"];
+    assert_eq!(client["realtime_requested"], true, "{m}\n{}", text(&out));
+    let log = std::fs::read_to_string(bundle.join("logs/e.log")).expect("engine log");
+    if client["realtime"] == true {
+        assert!(log.contains("SCHED_OTHER"), "{log}");
+    } else {
+        let w = client["warnings"][0].as_str().unwrap_or_default();
+        assert!(w.contains("was not applied"), "{m}");
+        assert!(text(&out).contains("was not applied"), "{}", text(&out));
+    }
+}
