@@ -425,3 +425,36 @@ fn probe_explains_one_request_to_the_built_in_engine() {
     assert!(v["tpot_ms"].as_f64().is_some(), "{v}");
     at_least(v["e2e_ms"].as_f64().expect("e2e"), 80.0, "e2e");
 }
+
+/// A server whose every delta is empty text while its usage counts the tokens (a byte-level
+/// tokenizer's partial characters, all the way): each request succeeds, is timed to its first
+/// token event, has no `ttft_text`, and is counted and shown, never dropped.
+#[test]
+fn requests_without_visible_text_are_counted_and_shown() {
+    let s = Scratch::new();
+    s.write(
+        "plan.toml",
+        &plan(&format!(
+            "concurrency = [2]\nrequests = 4\nwarmup = 0\n{LAG_GUARD}"
+        ))
+        .replace(
+            "--itl-ms 10\"",
+            "--itl-ms 10 --empty-output --lie-usage 6\"",
+        ),
+    );
+    let (out, bundle) = s.exec("plan.toml");
+    let c = read_json(&bundle.join("cells/fixed.w.c2.summary.json"));
+    assert_eq!(c["status"], "ok", "{c}\n{}", text(&out));
+    let m = &c["metrics"];
+    assert_eq!(m["requests_ok"], 4, "{c}");
+    assert_eq!(m["requests_without_text"], 4, "{c}");
+    assert_eq!(m["ttft_ms"]["count"], 4, "{c}");
+    assert!(m["ttft_text_ms"].is_null(), "{c}");
+    // A timer never fires early: the first token event comes 40 ms after arrival at the earliest.
+    assert!(stat(&c, "ttft_ms", "p50") >= 40.0, "{c}");
+    let report = std::fs::read_to_string(bundle.join("report.md")).expect("report");
+    assert!(
+        report.contains("4 of 4 successful requests had no visible text"),
+        "{report}"
+    );
+}
