@@ -74,6 +74,7 @@ for run in $(seq "$RUNS"); do
       --model tiny --served-model-name tiny --tokenizer "$MODEL" \
       --dataset-name random --random-input-len 16 --random-output-len 64 --ignore-eos \
       --num-prompts "$REQUESTS" --max-concurrency "$c" --num-warmups 4 --disable-tqdm \
+      --percentile-metrics ttft,tpot,itl,e2el \
       --save-result --result-dir "$OUT/vllm" --result-filename "c$c-r$run.json" \
       >"$OUT/vllm/c$c-r$run.log" 2>&1 || true
   done
@@ -100,7 +101,7 @@ def vllm_vals(c):
     rows = []
     for f in sorted(glob.glob(f"{out}/vllm/c{c}-r*.json")):
         v = json.load(open(f))
-        rows.append(([v[k] for _, _, k in cols], True, v["total_output_tokens"]))
+        rows.append(([v.get(k, float("nan")) for _, _, k in cols], True, v["total_output_tokens"]))
     return rows
 print("| c | tool | runs | " + " | ".join(n for n, _, _ in cols) + " | runner cells valid |")
 print("|---|---|---|" + "---|" * len(cols) + "---|")

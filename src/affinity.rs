@@ -145,11 +145,31 @@ pub fn apply(spec: &ClientSpec) -> Result<&'static ClientSetup, String> {
     Ok(SETUP.get_or_init(|| setup))
 }
 
+/// Gives the calling thread the client's real-time priority when `[client] priority =
+/// "realtime"` was granted: threads started after it (reset on fork) begin at the normal
+/// policy, and a thread that measures the client (`load::watch`) must run as the client does.
+pub fn join_realtime() {
+    if setup().is_some_and(|s| s.realtime) {
+        let tid = nix::unistd::gettid().as_raw();
+        let _ = chrt(&["--reset-on-fork", "--fifo", "--pid", "1", &tid.to_string()]);
+    }
+}
+
 /// SCHED_FIFO priority 1 for every thread of `pid`, children reset to the default policy.
 fn realtime(pid: u32) -> Result<(), String> {
+    chrt(&[
+        "--all-tasks",
+        "--reset-on-fork",
+        "--fifo",
+        "--pid",
+        "1",
+        &pid.to_string(),
+    ])
+}
+
+fn chrt(args: &[&str]) -> Result<(), String> {
     let out = std::process::Command::new("chrt")
-        .args(["--all-tasks", "--reset-on-fork", "--fifo", "--pid", "1"])
-        .arg(pid.to_string())
+        .args(args)
         .output()
         .map_err(|e| format!("cannot run `chrt`: {e}"))?;
     if out.status.success() {

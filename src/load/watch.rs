@@ -37,6 +37,9 @@ impl Watch {
         let thread = std::thread::Builder::new()
             .name("runner-watch".into())
             .spawn(move || {
+                // Started after `[client] priority` was applied, it would begin at the normal
+                // policy and measure a thread the client does not have.
+                crate::affinity::join_realtime();
                 let mut late = LatencyHistogram::default();
                 while !flag.load(Ordering::Relaxed) {
                     let t = Instant::now();
