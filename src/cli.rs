@@ -244,4 +244,15 @@ pub enum EngineCommand {
     /// Serve a recorded response body byte for byte to every completion request (optionally in
     /// small writes): to see how `runner` reads a stream some server produced.
     Replay(ReplayArgs),
+    /// Run a command on the given CPUs (how engines start when `[client] cpus` pins the
+    /// runner: they get the CPUs the runner had before, not the client's).
+    #[command(hide = true)]
+    Unpinned {
+        /// The CPUs, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        cpus: Vec<usize>,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
 }

@@ -19,6 +19,10 @@ pub fn run(command: Command) -> i32 {
                 exit::ERROR
             }
         },
+        Command::Engine(EngineCommand::Unpinned { cpus, argv }) => {
+            eprintln!("error: {}", crate::affinity::exec_unpinned(&cpus, &argv));
+            127
+        }
         Command::Engine(EngineCommand::Replay(args)) => match builtin::replay::serve(args) {
             Ok(()) => exit::OK,
             Err(e) => {
@@ -377,6 +381,22 @@ fn exec(
         resume,
         part,
     };
+    // Pinned inside the runtime, so its worker threads are pinned too; before any engine is
+    // launched, so the engines start on the CPUs the runner had.
+    let client = rt.block_on(async {
+        if plan.client.is_default() {
+            return Ok(());
+        }
+        crate::affinity::apply(&plan.client).map(|s| {
+            for w in &s.warnings {
+                eprintln!("warning: {w}");
+            }
+        })
+    });
+    if let Err(e) = client {
+        eprintln!("error: cannot apply `[client]`: {e}");
+        return exit::INVALID;
+    }
     let result = rt.block_on(async {
         let (stopper, cancel) = crate::stop::channel();
         if let Err(e) = run::signal::install(stopper) {

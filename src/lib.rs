@@ -3,8 +3,10 @@
 //! The pipeline: plan file -> `plan::raw` -> `plan::model::Plan` (validated, grid expanded) ->
 //! `run::orchestrator` (per engine: spawn, ready, cells, shutdown; each cell written to the
 //! bundle as it finishes) -> `report` rendered from the bundle alone. `commands` holds one
-//! function per subcommand; `error`, `stop` and `procfs` are the primitives every stage uses.
+//! function per subcommand; `error`, `stop`, `procfs` and `affinity` are the primitives every
+//! stage uses.
 
+pub mod affinity;
 pub mod builtin;
 pub mod bundle;
 pub mod cli;

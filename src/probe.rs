@@ -40,7 +40,10 @@ pub struct ProbeReport {
     pub chunks: u64,
     pub finish_reason: Option<String>,
     pub ttfb_ms: Option<f64>,
+    /// To the first token event (the default TTFT, docs/metrics.md).
     pub ttft_ms: Option<f64>,
+    /// To the first visible text.
+    pub ttft_text_ms: Option<f64>,
     pub tpot_ms: Option<f64>,
     pub e2e_ms: f64,
     /// What the probe changed in the URL given (an API path stripped).
@@ -190,6 +193,7 @@ fn report(r: &RequestRecord, text: Option<String>, url: String, model: String) -
         finish_reason: r.finish_reason.clone(),
         ttfb_ms: ms(r.ttfb_us()),
         ttft_ms: ms(r.ttft_us()),
+        ttft_text_ms: ms(r.ttft_text_us()),
         tpot_ms: r.tpot_us().map(|v| v / 1000.0),
         e2e_ms: r.e2e_us() as f64 / 1000.0,
         note: None,
@@ -241,6 +245,12 @@ pub fn render(p: &ProbeReport) -> String {
         opt(p.tpot_ms),
         p.e2e_ms
     ));
+    if p.ttft_text_ms != p.ttft_ms {
+        out.push_str(&format!(
+            "  first text:    {} (TTFT counts the first token event, empty text included)\n",
+            opt(p.ttft_text_ms)
+        ));
+    }
     if let Some(t) = &p.output_text {
         out.push_str(&format!("  output text:   {t:?}\n"));
     }

@@ -335,3 +335,27 @@ mod port_tests {
         assert!(!group_listens_on(me, port));
     }
 }
+
+/// Nanoseconds the runner's own threads have waited on a run queue (runnable, not running),
+/// summed over its live threads: the second field of /proc/self/task/*/schedstat. `None` where
+/// the kernel has no schedstat.
+pub fn self_run_queue_wait_ns() -> Option<u64> {
+    let tasks = fs::read_dir("/proc/self/task").ok()?;
+    let mut total = 0u64;
+    let mut any = false;
+    for t in tasks.flatten() {
+        let Ok(text) = fs::read_to_string(t.path().join("schedstat")) else {
+            continue;
+        };
+        if let Some(wait) = parse_schedstat_wait(&text) {
+            total += wait;
+            any = true;
+        }
+    }
+    any.then_some(total)
+}
+
+/// The run-queue wait (second field) of a schedstat line: `run_ns wait_ns timeslices`.
+pub fn parse_schedstat_wait(text: &str) -> Option<u64> {
+    text.split_whitespace().nth(1)?.parse().ok()
+}

@@ -101,3 +101,55 @@ fn llm_d_ids_are_stable_and_distinct() {
     assert_eq!(eids.len(), 1);
     assert_eq!(uids.len(), 12);
 }
+
+/// `--format vllm` reads percentiles as numpy does (linear interpolation), from the cell's own
+/// records: TTFTs of 1..=10 ms give a median of 5.5 and a p90 of 9.1, where the summary's
+/// nearest rank would say 5 and 9.
+#[test]
+fn vllm_percentiles_are_numpy_s_over_the_records() {
+    let mut b = bundle();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let i = b
+        .cells
+        .iter()
+        .position(|c| c.id == "batching.chat.c8")
+        .expect("cell");
+    let rel = "cells/batching.chat.c8.records.jsonl";
+    std::fs::create_dir_all(dir.path().join("cells")).expect("mkdir");
+    let mut lines = String::new();
+    for k in 1..=10u64 {
+        let mut r = runner::load::client::blank_record(0);
+        r.ok = true;
+        r.first_event_us = Some(k * 1000);
+        r.token_us = vec![k * 1000, k * 1000 + 2000];
+        r.content_us = r.token_us.clone();
+        r.end_us = k * 1000 + 2000;
+        r.output_tokens = 2;
+        lines.push_str(&serde_json::to_string(&r).expect("json"));
+        lines.push('\n');
+    }
+    std::fs::write(dir.path().join(rel), lines).expect("write records");
+    b.dir = dir.path().to_path_buf();
+    b.cells[i].records = Some(rel.into());
+    let e = vllm::export(&b);
+    let f = e
+        .files
+        .iter()
+        .find(|f| f.json["runner_cell"] == "batching.chat.c8")
+        .expect("exported");
+    let v = |k: &str| {
+        f.json[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k}: {}", f.json))
+    };
+    assert!((v("median_ttft_ms") - 5.5).abs() < 1e-9);
+    assert!((v("p90_ttft_ms") - 9.1).abs() < 1e-9);
+    assert!((v("p99_ttft_ms") - 9.91).abs() < 1e-9);
+    assert!((v("mean_ttft_ms") - 5.5).abs() < 1e-9);
+    // Every ITL gap is 2 ms.
+    assert!((v("p99_itl_ms") - 2.0).abs() < 1e-9);
+    assert_eq!(
+        f.json["runner_percentiles"],
+        "numpy linear interpolation over the cell's records"
+    );
+}

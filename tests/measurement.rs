@@ -68,13 +68,17 @@ fn closed_loop_metrics_match_the_engine_timing() {
     assert_eq!(m["input_tokens"], 48);
     assert_eq!(m["short_outputs"], 0);
     assert_eq!(m["token_count_mismatches"], 0);
-    assert_eq!(m["itl_ms"]["count"], 16 * 5);
+    // Per token event, as vLLM's bench counts: the role chunk (sent with the first token) and
+    // six tokens give six gaps, the first of them between two events of one read; per text
+    // event, five.
+    assert_eq!(m["itl_ms"]["count"], 16 * 6);
+    assert_eq!(m["itl_text_ms"]["count"], 16 * 5);
     let records = records(&bundle, "fixed.w.c4");
     assert_eq!(records.len(), 16, "warmup is excluded");
     // The summary is what its records say, to the last digit.
     assert_eq!(*m, metrics_from_records(&records, 6, false));
     // Each distribution from its definition over the records' instants (docs/metrics.md).
-    let first = |r: &runner::metrics::record::RequestRecord| r.content_us[0];
+    let first = |r: &runner::metrics::record::RequestRecord| r.token_events()[0];
     assert_eq!(
         m["ttft_ms"],
         stats_of(records.iter().map(|r| first(r) - r.scheduled_us))
@@ -85,6 +89,14 @@ fn closed_loop_metrics_match_the_engine_timing() {
     );
     assert_eq!(
         m["itl_ms"],
+        stats_of(
+            records
+                .iter()
+                .flat_map(|r| r.token_events().windows(2).map(|w| w[1] - w[0]))
+        )
+    );
+    assert_eq!(
+        m["itl_text_ms"],
         stats_of(
             records
                 .iter()
@@ -412,4 +424,37 @@ fn probe_explains_one_request_to_the_built_in_engine() {
     at_least(v["ttft_ms"].as_f64().expect("ttft"), 40.0, "ttft");
     assert!(v["tpot_ms"].as_f64().is_some(), "{v}");
     at_least(v["e2e_ms"].as_f64().expect("e2e"), 80.0, "e2e");
+}
+
+/// A server whose every delta is empty text while its usage counts the tokens (a byte-level
+/// tokenizer's partial characters, all the way): each request succeeds, is timed to its first
+/// token event, has no `ttft_text`, and is counted and shown, never dropped.
+#[test]
+fn requests_without_visible_text_are_counted_and_shown() {
+    let s = Scratch::new();
+    s.write(
+        "plan.toml",
+        &plan(&format!(
+            "concurrency = [2]\nrequests = 4\nwarmup = 0\n{LAG_GUARD}"
+        ))
+        .replace(
+            "--itl-ms 10\"",
+            "--itl-ms 10 --empty-output --lie-usage 6\"",
+        ),
+    );
+    let (out, bundle) = s.exec("plan.toml");
+    let c = read_json(&bundle.join("cells/fixed.w.c2.summary.json"));
+    assert_eq!(c["status"], "ok", "{c}\n{}", text(&out));
+    let m = &c["metrics"];
+    assert_eq!(m["requests_ok"], 4, "{c}");
+    assert_eq!(m["requests_without_text"], 4, "{c}");
+    assert_eq!(m["ttft_ms"]["count"], 4, "{c}");
+    assert!(m["ttft_text_ms"].is_null(), "{c}");
+    // A timer never fires early: the first token event comes 40 ms after arrival at the earliest.
+    assert!(stat(&c, "ttft_ms", "p50") >= 40.0, "{c}");
+    let report = std::fs::read_to_string(bundle.join("report.md")).expect("report");
+    assert!(
+        report.contains("4 of 4 successful requests had no visible text"),
+        "{report}"
+    );
 }

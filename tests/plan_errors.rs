@@ -354,3 +354,27 @@ fn steady_state_on_an_open_loop() {
         "rate = [1.0]\nrequests = 10\nsteady_state = true\n"
     ));
 }
+
+#[test]
+fn unknown_client_priority() {
+    insta::assert_snapshot!(validate_with(
+        "[load]",
+        "[client]\ncpus = [0]\npriority = \"high\"\n\n[load]"
+    ));
+}
+
+#[test]
+fn unknown_percentile_estimator() {
+    insta::assert_snapshot!(validate_with(
+        "[load]",
+        "[report]\npercentiles = \"median\"\n\n[load]"
+    ));
+}
+
+#[test]
+fn bad_metrics_interval() {
+    insta::assert_snapshot!(validate_with(
+        "model = \"m\"\n",
+        "model = \"m\"\nmetrics_interval = \"often\"\n"
+    ));
+}

@@ -92,7 +92,16 @@ async fn ttft_tpot_and_itl_follow_the_step_time() {
     let ttft = r.ttft_us().expect("ttft") as f64 / 1000.0;
     assert!(ttft >= 40.0, "ttft {ttft} ms");
     assert!(r.tpot_us().is_some());
-    assert_eq!(r.itl_us().count(), 5);
+    // The role chunk goes out with the first token (as vLLM sends it): seven token events, six
+    // gaps by the default (token event) definition, five between the six text events.
+    assert_eq!(r.token_us.len(), 7);
+    assert_eq!(
+        r.token_us[0], r.content_us[0],
+        "the role chunk and the first token: one read"
+    );
+    assert_eq!(r.itl_us().count(), 6);
+    assert_eq!(r.itl_text_us().count(), 5);
+    assert_eq!(r.ttft_us(), r.ttft_text_us());
     let e2e = r.e2e_us() as f64 / 1000.0;
     assert!(e2e >= 40.0 + 5.0 * 20.0, "e2e {e2e} ms");
     // The client's clock starts before the engine's and stops after it: what the client

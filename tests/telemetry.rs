@@ -17,6 +17,7 @@ interval = "20ms"
 name = "batch2"
 launch = "{{runner}} engine sim --port {{port}} --model m --max-batch 2 --step-ms 10 --step-ms-per-seq 0 --prefill-ms-per-token 0"
 model = "m"
+metrics_interval = "20ms"
 {engine_keys}
 [engine.health]
 interval = "20ms"
@@ -32,6 +33,23 @@ warmup = 0
 max_dispatch_lag = "10s"
 "#
     )
+}
+
+/// `metrics_interval = "off"`: the page is read once at the cell's start and once at its end,
+/// and the cell says how many scrapes it made.
+#[test]
+fn with_sampling_off_a_cell_is_scraped_at_its_start_and_end_only() {
+    let s = Scratch::new();
+    s.write(
+        "plan.toml",
+        &plan("").replace("metrics_interval = \"20ms\"", "metrics_interval = \"off\""),
+    );
+    let (out, bundle) = s.exec("plan.toml");
+    assert!(out.status.success(), "{}", text(&out));
+    let c = read_json(&bundle.join("cells/batch2.w.c4.summary.json"));
+    assert_eq!(c["engine_metrics"]["scrapes"], 2, "{}", c["engine_metrics"]);
+    let resolved = read_json(&bundle.join("plan.resolved.json"));
+    assert_eq!(resolved["engines"][0]["metrics_interval"], "off");
 }
 
 #[test]

@@ -63,6 +63,16 @@ use TokenSource::{Chunks, Usage};
 
 const CASES: &[Expect] = &[
     ok(
+        "vllm_empty_deltas.sse",
+        4,
+        Usage,
+        3,
+        "length",
+        "😀 ok!",
+        Some(9),
+    ),
+    ok("vllm_no_text.sse", 3, Usage, 0, "length", "", Some(9)),
+    ok(
         "vllm_chat.sse",
         3,
         Usage,
@@ -340,6 +350,73 @@ fn splitting_a_stream_at_any_byte_changes_no_result() {
         let bytewise: Vec<&[u8]> = bytes.chunks(1).collect();
         assert_eq!(read(&bytewise), whole, "{} one byte at a time", e.file);
     }
+}
+
+/// Reads a transcript one event per read, event `i` arriving at `at_ms[i]` (the end of the body
+/// at the last instant), as a request scheduled at 0.
+fn read_at(file: &str, at_ms: &[u64]) -> runner::metrics::record::RequestRecord {
+    let bytes = std::fs::read(path(file)).expect("transcript");
+    let text = String::from_utf8(bytes).expect("utf-8");
+    let events: Vec<&str> = text.split_inclusive("\n\n").collect();
+    assert_eq!(
+        events.len() + 1,
+        at_ms.len(),
+        "{file}: one instant per event, then the end"
+    );
+    let mut rec = blank_record(0);
+    let mut reader = StreamReader::new(true, None);
+    for (e, at) in events.iter().zip(at_ms) {
+        reader
+            .feed(e.as_bytes(), at * 1000, &mut rec)
+            .expect("a well-formed event");
+    }
+    let end = at_ms[at_ms.len() - 1] * 1000;
+    reader.finish(end, &mut rec).expect("a successful stream");
+    rec.end_us = end;
+    rec.ok = true;
+    rec
+}
+
+/// Both definitions of first token and of inter-token latency, pinned on a vLLM stream whose
+/// role chunk and first delta carry no text (a byte-level tokenizer holding back a partial
+/// character): `ttft` is the role chunk, `ttft_text` the first visible text.
+#[test]
+fn first_token_and_first_text_follow_their_definitions() {
+    // Role chunk at 10 ms, empty delta at 12, text at 30, 45 and 60 ms, usage at 61, [DONE] at
+    // 62, end at 62.
+    let r = read_at("vllm_empty_deltas.sse", &[10, 12, 30, 45, 60, 61, 62, 62]);
+    assert_eq!(r.token_us, [10_000, 12_000, 30_000, 45_000, 60_000]);
+    assert_eq!(r.content_us, [30_000, 45_000, 60_000]);
+    assert_eq!(r.ttft_us(), Some(10_000));
+    assert_eq!(r.ttft_text_us(), Some(30_000));
+    assert_eq!(
+        r.itl_us().collect::<Vec<_>>(),
+        [2_000, 18_000, 15_000, 15_000]
+    );
+    assert_eq!(r.itl_text_us().collect::<Vec<_>>(), [15_000, 15_000]);
+    // Four tokens by usage: (62 - 10) / 3 ms from the first token.
+    assert_eq!(r.tpot_us(), Some(52_000.0 / 3.0));
+
+    // Every delta empty, three tokens by usage: a success without visible text, timed to its
+    // first token, counted in the cell and never dropped.
+    let none = read_at("vllm_no_text.sse", &[5, 20, 35, 50, 51, 52, 52]);
+    assert_eq!(none.token_us, [5_000, 20_000, 35_000, 50_000]);
+    assert!(none.content_us.is_empty() && none.without_text());
+    assert_eq!((none.ttft_us(), none.ttft_text_us()), (Some(5_000), None));
+    let mut acc = runner::metrics::summary::Accumulator::default();
+    acc.add(&r);
+    acc.add(&none);
+    let m = acc.finish();
+    assert_eq!((m.requests_ok, m.requests_without_text), (2, 1));
+    let ttft = m.ttft_ms.expect("ttft");
+    assert_eq!(ttft.count, 2);
+    assert!((ttft.mean - 7.5).abs() < 1e-9, "{ttft:?}");
+    let text = m.ttft_text_ms.expect("ttft_text");
+    assert_eq!(text.count, 1);
+    assert!((text.mean - 30.0).abs() < 1e-9, "{text:?}");
+    // 4 + 3 token gaps, 2 text gaps.
+    assert_eq!(m.itl_ms.expect("itl").count, 7);
+    assert_eq!(m.itl_text_ms.expect("itl_text").count, 2);
 }
 
 struct Replay(Child);

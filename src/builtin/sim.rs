@@ -154,6 +154,10 @@ pub struct Faults {
     /// requests in flight stay open.
     #[arg(long, hide = true)]
     pub kill_parent_after: Option<u64>,
+    /// Stream every response whole: hold its events until the last token is due, then send
+    /// them in one write (a buffering proxy, or what a starved client sees).
+    #[arg(long, hide = true)]
+    pub burst: bool,
 }
 
 impl Faults {
@@ -164,6 +168,7 @@ impl Faults {
             || self.empty_output
             || self.finish_reason.is_some()
             || self.lie_usage.is_some()
+            || self.burst
     }
 
     /// The finish reason as a JSON string literal.
@@ -745,6 +750,21 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
             mode,
             key,
         };
+        if s.args.faults.burst {
+            let whole = futures_util::stream::once(async move {
+                let mut c = chunks;
+                let mut all = Vec::new();
+                while let Some(b) = c.next().await {
+                    all.extend_from_slice(&b);
+                }
+                Ok::<_, std::io::Error>(Bytes::from(all))
+            });
+            return Response::builder()
+                .header(header::CONTENT_TYPE, "text/event-stream")
+                .header(header::CACHE_CONTROL, "no-cache")
+                .body(Body::from_stream(whole))
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        }
         let (hang, reset) = (
             s.args.faults.hang_after_tokens,
             s.args.faults.reset_after_tokens,
@@ -917,14 +937,13 @@ impl Chunks {
     async fn next(&mut self) -> Option<Bytes> {
         loop {
             match self.stage {
-                Stage::Role => {
-                    self.stage = Stage::Tokens;
-                    if self.kind == Kind::Chat {
-                        return Some(self.chunk(r#"{"role":"assistant","content":""}"#, "null"));
-                    }
-                }
-                Stage::Tokens => match self.rx.recv().await {
+                // As vLLM does, the role chunk goes out with the first token (its first
+                // iteration), not when the request arrives: a client timing its first token to
+                // the first chunk with choices (vLLM's bench) sees the first token.
+                Stage::Role | Stage::Tokens => match self.rx.recv().await {
                     Some(i) => {
+                        let role = matches!(self.stage, Stage::Role) && self.kind == Kind::Chat;
+                        self.stage = Stage::Tokens;
                         self.tokens_sent += 1;
                         self.stamp();
                         let (word, _) = self.faults.word(&self.mode, &self.key, i);
@@ -937,7 +956,15 @@ impl Chunks {
                         let delta = format!(r#"{{"content":"{word}"}}"#);
                         let text = format!("\"{word}\"");
                         let part = if self.kind == Kind::Chat { delta } else { text };
-                        return Some(self.chunk(&part, &finish));
+                        let token = self.chunk(&part, &finish);
+                        if !role {
+                            return Some(token);
+                        }
+                        let mut both = self
+                            .chunk(r#"{"role":"assistant","content":""}"#, "null")
+                            .to_vec();
+                        both.extend_from_slice(&token);
+                        return Some(Bytes::from(both));
                     }
                     None => self.stage = Stage::End,
                 },

@@ -216,6 +216,9 @@ pub struct HostInfo {
     pub arch: String,
     pub cpus: usize,
     pub memory_total_bytes: Option<u64>,
+    /// What `[client]` applied: the runner's CPUs, the engines', its priority and any warning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<crate::affinity::ClientSetup>,
 }
 
 /// What happened to one engine.

@@ -105,8 +105,10 @@ pub fn spawn(
     let (engine_log, out) =
         EngineLog::start(log_path, launch.log_limit, redactor).map_err(log_err)?;
     let err = out.try_clone().map_err(log_err)?;
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..])
+    // A pinned runner (`[client] cpus`) starts its engines off its own CPUs.
+    let launched = crate::affinity::engine_argv(&argv);
+    let mut cmd = Command::new(&launched[0]);
+    cmd.args(&launched[1..])
         .current_dir(&launch.cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))

@@ -2,13 +2,16 @@
 //! writes (vllm/benchmarks/serve.py: the run's settings, then the result's totals, rates and
 //! `mean_/median_/pNN_<metric>_ms` keys), named as it names its files, so tools that read
 //! vLLM's results read runner's. Only valid, measured cells are exported: the rest are
-//! listed as skipped, with why.
+//! listed as skipped, with why. Percentiles are numpy's linear interpolation, as vLLM's bench
+//! computes them, over the cell's own records (exact, not the summary's HDR nearest rank);
+//! where the records cannot be read, the summary's figures are written and said to be.
 
 use serde_json::{json, Map, Value};
 
 use super::files::{skip_reason, Export, ExportFile, Skipped};
 use crate::bundle::format::CellSummary;
 use crate::bundle::read::LoadedBundle;
+use crate::metrics::stats::interpolated;
 use crate::metrics::summary::Stats;
 use crate::plan::model::{Api, Arrival, LoadLevel};
 
@@ -43,6 +46,33 @@ fn put_stats(out: &mut Map<String, Value>, metric: &str, stats: &Option<Stats>) 
     for (p, v) in [("90", s.p90), ("95", s.p95), ("99", s.p99)] {
         out.insert(format!("p{p}_{metric}_ms"), json!(v));
     }
+}
+
+/// The cell's TTFT, TPOT, ITL and E2E distributions with numpy-interpolated percentiles, from
+/// its successful records; `None` when its journal cannot be read.
+fn from_records(bundle: &LoadedBundle, cell: &CellSummary) -> Option<[Option<Stats>; 4]> {
+    let path = bundle.dir.join(cell.records.as_ref()?);
+    let (mut ttft, mut tpot, mut itl, mut e2e) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for r in crate::bundle::read::records(&path).ok()?.filter(|r| r.ok) {
+        ttft.extend(r.ttft_us().map(|t| t as f64 / 1000.0));
+        tpot.extend(r.tpot_us().map(|t| t / 1000.0));
+        itl.extend(r.itl_us().map(|t| t as f64 / 1000.0));
+        e2e.push(r.e2e_us() as f64 / 1000.0);
+    }
+    let stats = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let q = |q| interpolated(&v, q);
+        Some(Stats {
+            count: v.len() as u64,
+            mean: v.iter().sum::<f64>() / v.len().max(1) as f64,
+            p50: q(0.5)?,
+            p90: q(0.9)?,
+            p95: q(0.95)?,
+            p99: q(0.99)?,
+            max: *v.last()?,
+        })
+    };
+    Some([stats(ttft), stats(tpot), stats(itl), stats(e2e)])
 }
 
 /// One cell's result file.
@@ -102,10 +132,23 @@ pub fn cell_result(bundle: &LoadedBundle, cell: &CellSummary) -> Option<ExportFi
     out.insert("request_goodput".into(), json!(m.goodput_req_per_s));
     out.insert("output_throughput".into(), json!(m.output_tok_per_s));
     out.insert("total_token_throughput".into(), json!(m.total_tok_per_s));
-    put_stats(&mut out, "ttft", &m.ttft_ms);
-    put_stats(&mut out, "tpot", &m.tpot_ms);
-    put_stats(&mut out, "itl", &m.itl_ms);
-    put_stats(&mut out, "e2el", &m.e2e_ms);
+    let (estimator, [ttft, tpot, itl, e2e]) = match from_records(bundle, cell) {
+        Some(s) => ("numpy linear interpolation over the cell's records", s),
+        None => (
+            "the summary's (records unreadable)",
+            [
+                m.ttft_ms.clone(),
+                m.tpot_ms.clone(),
+                m.itl_ms.clone(),
+                m.e2e_ms.clone(),
+            ],
+        ),
+    };
+    out.insert("runner_percentiles".into(), json!(estimator));
+    put_stats(&mut out, "ttft", &ttft);
+    put_stats(&mut out, "tpot", &tpot);
+    put_stats(&mut out, "itl", &itl);
+    put_stats(&mut out, "e2el", &e2e);
     Some(ExportFile {
         name: file_name(
             &cell.engine,

@@ -27,6 +27,10 @@ pub struct Facts {
     pub error: bool,
     /// Non-empty content, reasoning, text or a tool call.
     pub output: bool,
+    /// A non-empty `choices` array: the chunk carries a token, even when its text is empty (a
+    /// role chunk, or part of a multi-byte character). vLLM's bench times its first token to
+    /// the first such chunk and counts each one as an inter-token latency sample.
+    pub token: bool,
     /// The last non-null `finish_reason` among the choices.
     pub finish_reason: Option<String>,
     pub prompt_tokens: Option<u64>,
@@ -119,6 +123,7 @@ pub fn serde(data: &str, text: Option<&mut String>) -> Result<Facts, serde_json:
         ..Facts::default()
     };
     let mut text = text;
+    f.token = chunk.choices.as_ref().is_some_and(|c| !c.is_empty());
     for choice in chunk.choices.into_iter().flatten() {
         if let Some(d) = &choice.delta {
             f.output |= nonempty(&d.content)
@@ -255,7 +260,10 @@ fn scan_fields(data: &[u8]) -> Option<(Facts, Option<TextField>)> {
             b"choices" => {
                 seen.once(2)?;
                 if !s.null()? {
-                    s.array(|s| choice(s, &mut f, &mut fields))?;
+                    s.array(|s| {
+                        f.token = true;
+                        choice(s, &mut f, &mut fields)
+                    })?;
                 }
             }
             b"usage" => {
@@ -664,9 +672,16 @@ mod tests {
             scan(vllm.as_bytes()),
             Some(Facts {
                 output: true,
+                token: true,
                 ..Facts::default()
             })
         );
+        // A role chunk with empty content carries a token but no output; a usage chunk
+        // (`choices: []`) carries neither.
+        let role = r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#;
+        let f = scan(role.as_bytes()).expect("role chunk");
+        assert!(f.token && !f.output, "{f:?}");
+        assert_eq!(Ok(f), verdict(serde(role, None)));
         let cached = r#"{"choices":[],"usage":{"prompt_tokens":50,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":32}}}"#;
         let f = scan(cached.as_bytes()).expect("the fast path reads cached tokens");
         assert_eq!((f.prompt_tokens, f.cached_tokens), (Some(50), Some(32)));
@@ -674,6 +689,7 @@ mod tests {
         assert_eq!(scan(none.as_bytes()).expect("scan").cached_tokens, None);
         let usage = r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":5,"total_tokens":9,"completion_tokens":4}}"#;
         let f = scan(usage.as_bytes()).expect("usage chunk");
+        assert!(!f.token);
         assert_eq!((f.prompt_tokens, f.completion_tokens), (Some(5), Some(4)));
         for odd in [
             r#"{"choices":[{"delta":{"con\u0074ent":"a"}}]}"#,

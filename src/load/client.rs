@@ -158,6 +158,7 @@ pub fn blank_record(scheduled_us: u64) -> RequestRecord {
         first_byte_us: None,
         first_event_us: None,
         content_us: Vec::new(),
+        token_us: Vec::new(),
         end_us: 0,
         ok: false,
         status: None,
@@ -188,6 +189,8 @@ pub async fn send(
     rec.sent_us = since(origin);
     rec.content_us
         .reserve(target.expect_tokens.min(65_536) as usize + 1);
+    rec.token_us
+        .reserve(target.expect_tokens.min(65_536) as usize + 2);
     let mut text = target.keep_text.then(String::new);
     let total = target.timeouts.total;
     let attempts = async {
@@ -219,6 +222,7 @@ pub async fn send(
             rec.first_byte_us = None;
             rec.first_event_us = None;
             rec.content_us.clear();
+            rec.token_us.clear();
             rec.status = None;
             if let Some(t) = text.as_mut() {
                 t.clear();
@@ -484,7 +488,13 @@ fn judge(rec: &RequestRecord, allow_empty: bool) -> Result<(), Failure> {
             ),
         ));
     }
-    if rec.content_us.is_empty() && !allow_empty {
+    // Token events whose text was all empty, with usage counting the tokens, are generated
+    // output without visible text (a byte-level tokenizer's partial characters): a success,
+    // counted apart as "without text" (docs/metrics.md).
+    let tokens_without_text = !rec.token_us.is_empty()
+        && rec.output_tokens_source == TokenSource::Usage
+        && rec.output_tokens > 0;
+    if rec.content_us.is_empty() && !tokens_without_text && !allow_empty {
         let usage = match rec.output_tokens_source {
             TokenSource::Usage => format!("usage completion_tokens {}", rec.output_tokens),
             TokenSource::Chunks => "no usage".to_string(),
@@ -535,6 +545,9 @@ fn on_event(
     }
     if chunk.finish_reason.is_some() {
         rec.finish_reason = chunk.finish_reason;
+    }
+    if chunk.token {
+        rec.token_us.push(now);
     }
     if chunk.output {
         rec.chunks += 1;
@@ -698,7 +711,7 @@ mod tests {
     }
 
     #[test]
-    fn role_only_chunk_is_not_a_token_and_usage_wins() {
+    fn role_only_chunk_is_a_token_event_without_text_and_usage_wins() {
         let (r, res) = feed_events(&[
             r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#,
             r#"{"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#,
@@ -709,6 +722,9 @@ mod tests {
         ]);
         res.expect("a complete stream");
         assert_eq!(r.content_us, [10, 20, 30]);
+        // The role chunk carries the first token (vLLM sends it with the first token); the
+        // usage chunk carries none.
+        assert_eq!(r.token_us, [0, 10, 20, 30]);
         assert_eq!(r.chunks, 3);
         assert_eq!((r.input_tokens, r.output_tokens), (Some(7), 4));
         assert_eq!(r.output_tokens_source, TokenSource::Usage);

@@ -254,7 +254,11 @@ async fn open(
         let (cancel, tally) = (cancel.clone(), tally.clone());
         std::thread::Builder::new()
             .name("runner-pacer".into())
-            .spawn(move || pace(origin, schedule, stop, &cancel, &tally, &due_tx, &halt_rx))
+            .spawn(move || {
+                // The schedule is the client's: it runs at the client's priority.
+                crate::affinity::join_realtime();
+                pace(origin, schedule, stop, &cancel, &tally, &due_tx, &halt_rx)
+            })
     };
     let mut tasks = tokio::task::JoinSet::new();
     // Until when the dispatcher last waited for a free slot: requests due meanwhile were held

@@ -7,3 +7,4 @@ pub mod client;
 pub mod conn;
 pub mod driver;
 pub mod sse;
+pub mod watch;

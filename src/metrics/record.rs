@@ -36,8 +36,8 @@ pub enum ErrorClass {
     TimeoutTotal,
     /// The run was interrupted while the request was in flight.
     Cancelled,
-    /// A 2xx response that generated nothing: no content, reasoning or tool-call output
-    /// (unless the workload sets `allow_empty_output`).
+    /// A 2xx response that generated nothing: no content, reasoning or tool-call output, and
+    /// no token events counted by `usage` (unless the workload sets `allow_empty_output`).
     EmptyOutput,
     /// The server ended the response with `finish_reason` `abort` or `error`.
     Aborted,
@@ -110,8 +110,15 @@ pub struct RequestRecord {
     pub first_byte_us: Option<u64>,
     /// When the first complete SSE event arrived (streaming only).
     pub first_event_us: Option<u64>,
-    /// Each event that carried generated output (content, reasoning or tool calls).
+    /// Each event that carried generated output (content, reasoning or tool calls): visible
+    /// text.
     pub content_us: Vec<u64>,
+    /// Each streamed event that carried a token (a non-empty `choices` array), visible text or
+    /// not: a role chunk, an empty-text delta. Empty for a non-streamed request, and in records
+    /// written before it existed: then [`RequestRecord::token_events`] falls back to
+    /// `content_us`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_us: Vec<u64>,
     /// When the response was complete, or the failure was seen.
     pub end_us: u64,
     pub ok: bool,
@@ -180,16 +187,42 @@ impl RequestRecord {
         self.end_us.saturating_sub(self.scheduled_us)
     }
 
-    /// Time to first token: scheduled send to the first event carrying generated output.
-    /// For a non-streamed request this is the end of the response.
+    /// The instants of the events that carried a token: `token_us`, or `content_us` where
+    /// none were recorded (non-streamed, older records).
+    pub fn token_events(&self) -> &[u64] {
+        if self.token_us.is_empty() {
+            &self.content_us
+        } else {
+            &self.token_us
+        }
+    }
+
+    /// Time to first token (the default TTFT, vLLM bench's and the server's): scheduled send
+    /// to the first streamed event carrying a token, an empty-text delta or the role chunk
+    /// included. For a non-streamed request this is the end of the response.
     pub fn ttft_us(&self) -> Option<u64> {
+        self.token_events()
+            .first()
+            .map(|t| t.saturating_sub(self.scheduled_us))
+    }
+
+    /// Time to first visible text: scheduled send to the first event carrying non-empty
+    /// generated output. `None` for a request without visible text.
+    pub fn ttft_text_us(&self) -> Option<u64> {
         self.content_us
             .first()
             .map(|t| t.saturating_sub(self.scheduled_us))
     }
 
-    /// Time per output token after the first: (e2e - ttft) / (output_tokens - 1).
-    /// Defined only for streamed requests with at least two output tokens.
+    /// A successful request whose output had no visible text (every delta empty): counted and
+    /// shown, with no `ttft_text`.
+    pub fn without_text(&self) -> bool {
+        self.ok && self.content_us.is_empty()
+    }
+
+    /// Time per output token after the first: (e2e - ttft) / (output_tokens - 1), with the
+    /// default (token) TTFT. Defined only for streamed requests with at least two output
+    /// tokens.
     pub fn tpot_us(&self) -> Option<f64> {
         let ttft = self.ttft_us()?;
         if self.output_tokens < 2 {
@@ -211,8 +244,16 @@ impl RequestRecord {
             .saturating_sub(self.queued_us)
     }
 
-    /// Inter-token latencies: the gaps between successive content events.
+    /// Inter-token latencies (the default, vLLM bench's): the gaps between successive token
+    /// events.
     pub fn itl_us(&self) -> impl Iterator<Item = u64> + '_ {
+        self.token_events()
+            .windows(2)
+            .map(|w| w[1].saturating_sub(w[0]))
+    }
+
+    /// Inter-text latencies: the gaps between successive events with visible text.
+    pub fn itl_text_us(&self) -> impl Iterator<Item = u64> + '_ {
         self.content_us
             .windows(2)
             .map(|w| w[1].saturating_sub(w[0]))
@@ -238,6 +279,7 @@ pub(crate) mod tests {
             first_byte_us: Some(scheduled + 10),
             first_event_us: Some(scheduled + 10),
             content_us: content.to_vec(),
+            token_us: Vec::new(),
             end_us: end,
             ok: true,
             status: Some(200),
@@ -288,6 +330,28 @@ pub(crate) mod tests {
         let mut r = record(0, &[1], 5, 500);
         r.output_tokens_source = TokenSource::Chunks;
         assert_eq!(r.usage_problem(Some(4)), None);
+    }
+
+    #[test]
+    fn first_token_and_first_text_are_two_definitions() {
+        // A role chunk at 10 ms, an empty-text delta at 20 ms, text at 30 and 45 ms.
+        let mut r = record(0, &[30_000, 45_000], 50_000, 4);
+        r.token_us = vec![10_000, 20_000, 30_000, 45_000];
+        assert_eq!(r.ttft_us(), Some(10_000));
+        assert_eq!(r.ttft_text_us(), Some(30_000));
+        assert_eq!(r.itl_us().collect::<Vec<_>>(), [10_000, 10_000, 15_000]);
+        assert_eq!(r.itl_text_us().collect::<Vec<_>>(), [15_000]);
+        // TPOT counts from the first token: (50 - 10) / 3 ms.
+        assert_eq!(r.tpot_us(), Some(40_000.0 / 3.0));
+        assert!(!r.without_text());
+        // Without token events recorded (non-streamed, older records) both agree.
+        r.token_us.clear();
+        assert_eq!(r.ttft_us(), r.ttft_text_us());
+        // Tokens but no visible text.
+        r.token_us = vec![10_000, 20_000];
+        r.content_us.clear();
+        assert_eq!((r.ttft_us(), r.ttft_text_us()), (Some(10_000), None));
+        assert!(r.without_text());
     }
 
     #[test]

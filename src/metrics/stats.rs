@@ -41,6 +41,26 @@ pub fn welch_differ(a: &[f64], b: &[f64]) -> bool {
     ((ma - mb) / se).abs() > t95(df)
 }
 
+/// The nearest-rank percentile of sorted values: the smallest value with at least `q` of the
+/// values at or below it (what the HDR histograms report; p99 of 100 values is the 99th, p99
+/// of fewer than 100 is the maximum).
+pub fn nearest_rank(sorted: &[f64], q: f64) -> Option<f64> {
+    let n = sorted.len();
+    (n > 0).then(|| sorted[((n as f64 * q).ceil() as usize).clamp(1, n) - 1])
+}
+
+/// numpy's default percentile (`method="linear"`), which vLLM's bench reports: the value at
+/// rank `q x (n - 1)` of the sorted values, interpolated linearly between its neighbours.
+pub fn interpolated(sorted: &[f64], q: f64) -> Option<f64> {
+    let n = sorted.len();
+    if n == 0 {
+        return None;
+    }
+    let h = q.clamp(0.0, 1.0) * (n - 1) as f64;
+    let (lo, hi) = (h.floor() as usize, h.ceil() as usize);
+    Some(sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo]))
+}
+
 /// Which statistic a bootstrap recomputes on each resample.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Statistic {
@@ -54,7 +74,7 @@ impl Statistic {
         match self {
             Statistic::Quantile(q) => {
                 v.sort_by(f64::total_cmp);
-                v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1]
+                nearest_rank(v, q).unwrap_or(f64::NAN)
             }
             Statistic::Mean => v.iter().sum::<f64>() / v.len() as f64,
         }
@@ -90,6 +110,23 @@ pub fn bootstrap_se(values: &[f64], stat: Statistic) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_percentile_estimators_follow_their_definitions() {
+        let v: Vec<f64> = (1..=10).map(f64::from).collect();
+        // Nearest rank: ceil(0.9 x 10) = 9th value; numpy: rank 0.9 x 9 = 8.1 -> 9.1.
+        assert_eq!(nearest_rank(&v, 0.9), Some(9.0));
+        assert!((interpolated(&v, 0.9).expect("p90") - 9.1).abs() < 1e-12);
+        // The median of an even count: numpy averages the middle two.
+        assert_eq!(nearest_rank(&v, 0.5), Some(5.0));
+        assert_eq!(interpolated(&v, 0.5), Some(5.5));
+        // p99 of 10 values: nearest rank is the maximum, numpy stays below it.
+        assert_eq!(nearest_rank(&v, 0.99), Some(10.0));
+        assert!((interpolated(&v, 0.99).expect("p99") - 9.91).abs() < 1e-12);
+        assert_eq!(interpolated(&[3.0], 0.99), Some(3.0));
+        assert_eq!(interpolated(&[], 0.5), None);
+        assert_eq!(nearest_rank(&[], 0.5), None);
+    }
 
     #[test]
     fn mean_and_standard_error() {

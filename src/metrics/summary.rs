@@ -7,6 +7,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::record::{RequestRecord, TokenSource};
+use crate::plan::model::Percentiles;
 
 /// Distribution statistics of one latency metric, in milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,11 +52,40 @@ impl LatencyHistogram {
     }
 
     pub fn stats(&self) -> Option<Stats> {
+        self.stats_by(Percentiles::NearestRank)
+    }
+
+    /// The value (µs, the bucket's highest equivalent) of the `k`-th smallest sample, from 0.
+    fn at_index(&self, k: u64) -> u64 {
+        let mut seen = 0;
+        for v in self.hist.iter_recorded() {
+            seen += v.count_at_value();
+            if seen > k {
+                return v.value_iterated_to();
+            }
+        }
+        self.hist.max()
+    }
+
+    /// numpy's linear percentile (`stats::interpolated`) over the recorded samples, ms.
+    fn interpolated(&self, q: f64) -> f64 {
+        let n = self.hist.len();
+        let h = q * (n - 1) as f64;
+        let (lo, hi) = (h.floor() as u64, h.ceil() as u64);
+        let (a, b) = (self.at_index(lo) as f64, self.at_index(hi) as f64);
+        (a + (h - lo as f64) * (b - a)) / 1000.0
+    }
+
+    /// The distribution's statistics with percentiles by `estimator`.
+    pub fn stats_by(&self, estimator: Percentiles) -> Option<Stats> {
         let n = self.hist.len();
         if n == 0 {
             return None;
         }
-        let q = |q: f64| self.hist.value_at_quantile(q) as f64 / 1000.0;
+        let q = |q: f64| match estimator {
+            Percentiles::NearestRank => self.hist.value_at_quantile(q) as f64 / 1000.0,
+            Percentiles::Interpolated => self.interpolated(q),
+        };
         Some(Stats {
             count: n,
             mean: self.sum_us / n as f64 / 1000.0,
@@ -71,6 +101,9 @@ impl LatencyHistogram {
 /// The measured side of a cell's summary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CellMetrics {
+    /// How the percentiles of every distribution were read (`[report] percentiles`).
+    #[serde(default, skip_serializing_if = "Percentiles::is_default")]
+    pub percentiles: Percentiles,
     pub requests_total: u64,
     pub requests_ok: u64,
     pub requests_failed: u64,
@@ -120,9 +153,28 @@ pub struct CellMetrics {
     /// Requests per second that met every per-request SLO bound (docs/metrics.md); absent
     /// when the workload has no SLO on TTFT, TPOT or end-to-end latency.
     pub goodput_req_per_s: Option<f64>,
+    /// Time to first token: the first streamed event carrying a token, empty text included
+    /// (the default; vLLM bench's definition).
     pub ttft_ms: Option<Stats>,
     pub tpot_ms: Option<Stats>,
+    /// Gaps between successive token events (the default; vLLM bench's definition).
     pub itl_ms: Option<Stats>,
+    /// Time to first visible text, over the successful requests that had any.
+    #[serde(default)]
+    pub ttft_text_ms: Option<Stats>,
+    /// Gaps between successive events with visible text.
+    #[serde(default)]
+    pub itl_text_ms: Option<Stats>,
+    /// Successful requests whose output had no visible text (all deltas empty): in `ttft_ms`,
+    /// not in `ttft_text_ms`.
+    #[serde(default)]
+    pub requests_without_text: u64,
+    /// Successful streamed responses with enough token events to judge whether they arrived
+    /// as they were generated, and those that arrived in one burst (`client_check`).
+    #[serde(default)]
+    pub burst_checked: u64,
+    #[serde(default)]
+    pub burst_responses: u64,
     pub e2e_ms: Option<Stats>,
     /// Time to the first byte of the response body.
     pub ttfb_ms: Option<Stats>,
@@ -231,6 +283,7 @@ impl Mean {
 #[derive(Debug, Default, Clone)]
 pub struct Accumulator {
     open_loop: bool,
+    percentiles: Percentiles,
     retries: u64,
     retried: u64,
     max_tokens: Option<u64>,
@@ -264,6 +317,11 @@ pub struct Accumulator {
     ttft: LatencyHistogram,
     tpot: LatencyHistogram,
     itl: LatencyHistogram,
+    ttft_text: LatencyHistogram,
+    itl_text: LatencyHistogram,
+    without_text: u64,
+    burst_checked: u64,
+    burst_responses: u64,
     e2e: LatencyHistogram,
 }
 
@@ -303,6 +361,12 @@ impl Accumulator {
             crate::plan::model::LoadLevel::Rate(_) => acc.open_loop(),
             crate::plan::model::LoadLevel::Concurrency(_) => acc,
         }
+    }
+
+    /// Reads percentiles with `estimator` (`[report] percentiles`).
+    pub fn percentiles(mut self, estimator: Percentiles) -> Accumulator {
+        self.percentiles = estimator;
+        self
     }
 
     /// Marks the cell as open loop, so offered and sent rates are reported.
@@ -396,6 +460,20 @@ impl Accumulator {
         for gap in r.itl_us() {
             self.itl.record(gap);
         }
+        match r.ttft_text_us() {
+            Some(t) => self.ttft_text.record(t),
+            None => self.without_text += 1,
+        }
+        for gap in r.itl_text_us() {
+            self.itl_text.record(gap);
+        }
+        let tokens = r.token_events();
+        if r.first_event_us.is_some() && tokens.len() >= super::client_check::BURST_MIN_EVENTS {
+            self.burst_checked += 1;
+            if r.end_us.saturating_sub(tokens[0]) < super::client_check::BURST_SPAN_US {
+                self.burst_responses += 1;
+            }
+        }
     }
 
     pub fn finish(&self) -> CellMetrics {
@@ -409,7 +487,9 @@ impl Accumulator {
                 0.0
             }
         };
+        let p = self.percentiles;
         CellMetrics {
+            percentiles: p,
             requests_total: self.total,
             requests_ok: self.ok,
             requests_failed: self.total - self.ok,
@@ -440,12 +520,17 @@ impl Accumulator {
             retries: self.retries,
             requests_retried: self.retried,
             goodput_req_per_s: self.goodput.map(|_| rate(self.good)),
-            ttft_ms: self.ttft.stats(),
-            tpot_ms: self.tpot.stats(),
-            itl_ms: self.itl.stats(),
-            e2e_ms: self.e2e.stats(),
-            ttfb_ms: self.ttfb.stats(),
-            dispatch_lag_ms: self.lag.stats(),
+            ttft_ms: self.ttft.stats_by(p),
+            tpot_ms: self.tpot.stats_by(p),
+            itl_ms: self.itl.stats_by(p),
+            ttft_text_ms: self.ttft_text.stats_by(p),
+            itl_text_ms: self.itl_text.stats_by(p),
+            requests_without_text: self.without_text,
+            burst_checked: self.burst_checked,
+            burst_responses: self.burst_responses,
+            e2e_ms: self.e2e.stats_by(p),
+            ttfb_ms: self.ttfb.stats_by(p),
+            dispatch_lag_ms: self.lag.stats_by(p),
             offered_req_per_s: self.span_rate(self.last_scheduled_us),
             sent_req_per_s: self.span_rate(self.last_sent_us),
         }
@@ -518,6 +603,53 @@ mod tests {
         // 4 + 4 tokens over 1 s, not 404.
         assert_eq!(m.output_tokens, 8);
         assert!((m.output_tok_per_s - 8.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_request_without_visible_text_is_counted_and_timed_to_its_first_token() {
+        let mut acc = Accumulator::default();
+        let mut text = record(0, &[30_000, 40_000], 50_000, 3);
+        text.token_us = vec![10_000, 30_000, 40_000];
+        acc.add(&text);
+        let mut empty = record(0, &[], 50_000, 2);
+        empty.token_us = vec![20_000, 40_000];
+        acc.add(&empty);
+        let m = acc.finish();
+        assert_eq!(m.requests_ok, 2);
+        assert_eq!(m.requests_without_text, 1);
+        let (ttft, text) = (m.ttft_ms.expect("ttft"), m.ttft_text_ms.expect("text"));
+        assert_eq!((ttft.count, text.count), (2, 1));
+        assert!((ttft.mean - 15.0).abs() < 1e-9 && (text.mean - 30.0).abs() < 1e-9);
+        // Token gaps: 20, 10 and 20 ms; text gaps: 10 ms.
+        assert_eq!(m.itl_ms.expect("itl").count, 3);
+        assert_eq!(m.itl_text_ms.expect("itl_text").count, 1);
+    }
+
+    #[test]
+    fn interpolated_percentiles_are_numpy_s_over_the_histogram() {
+        // TTFTs of 1..=10 ms: nearest rank p90 is 9 ms, numpy's 9.1 ms; the median 5 vs 5.5.
+        let cell = |p: Percentiles| {
+            let mut acc = Accumulator::default().percentiles(p);
+            for i in 1..=10u64 {
+                acc.add(&record(0, &[i * 1000], 20_000, 1));
+            }
+            acc.finish()
+        };
+        // Within the histogram's 3 significant digits (a bucket's highest equivalent value).
+        let near = |a: f64, b: f64| (a - b).abs() <= b * 1e-3 + 1e-9;
+        let t = cell(Percentiles::NearestRank).ttft_ms.expect("ttft");
+        assert!(
+            near(t.p50, 5.0) && near(t.p90, 9.0) && near(t.p99, 10.0),
+            "{t:?}"
+        );
+        let interp = cell(Percentiles::Interpolated);
+        assert_eq!(interp.percentiles, Percentiles::Interpolated);
+        let t = interp.ttft_ms.expect("ttft");
+        assert!(
+            near(t.p50, 5.5) && near(t.p90, 9.1) && near(t.p99, 9.91),
+            "{t:?}"
+        );
+        assert_eq!((t.mean, t.count), (5.5, 10));
     }
 
     #[test]

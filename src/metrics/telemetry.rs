@@ -221,18 +221,22 @@ struct Line<'a> {
 pub type Sink = Arc<Mutex<Box<dyn Write + Send>>>;
 
 /// Scrapes one URL every `interval` until told to stop; one scrape at the start and one at
-/// the stop bound the cell. Returns the cell's telemetry, `None` when no scrape succeeded.
+/// the stop bound the cell. Without an interval (`metrics_interval = "off"`) those two are the
+/// only ones. Returns the cell's telemetry, `None` when no scrape succeeded.
 pub async fn scrape_cell(
     client: reqwest::Client,
     url: String,
-    interval: Duration,
+    interval: Option<Duration>,
     label: String,
     journal: Option<Sink>,
     origin: Instant,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Option<EngineTelemetry> {
     let mut folder = Folder::default();
-    let mut tick = tokio::time::interval(interval);
+    // Without an interval, a tick far beyond any cell: the first (immediate) tick is the
+    // start's scrape, the stop is the end's.
+    let period = interval.unwrap_or(Duration::from_secs(24 * 3600));
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let stopping = tokio::select! {

@@ -231,6 +231,9 @@ pub fn client_usage(cpu_s: f64, wall_s: f64, cores: usize) -> ClientUsage {
             0.0
         },
         cores,
+        timer_late_ms: None,
+        run_queue_wait_s: None,
+        run_queue_wait_pct: None,
     }
 }
 
@@ -259,6 +262,9 @@ mod tests {
 
     fn usage(cpu_pct: f64) -> ClientUsage {
         ClientUsage {
+            timer_late_ms: None,
+            run_queue_wait_s: None,
+            run_queue_wait_pct: None,
             cpu_s: 1.0,
             cpu_pct,
             cores: 2,

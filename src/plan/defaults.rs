@@ -22,6 +22,9 @@ pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// `[gpu] interval`.
 pub const GPU_INTERVAL: Duration = Duration::from_millis(500);
+/// `[engine] metrics_interval`: a scrape of vLLM's `/metrics` costs a tiny CPU server a few
+/// percent at 500 ms (docs/engines.md), so no faster than a second unless asked.
+pub const METRICS_INTERVAL: Duration = Duration::from_secs(1);
 /// `[gpu] release_timeout`.
 pub const GPU_RELEASE_TIMEOUT: Duration = Duration::from_secs(30);
 

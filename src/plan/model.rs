@@ -23,6 +23,12 @@ pub struct Plan {
     pub workloads: Vec<WorkloadSpec>,
     pub gpu: GpuSpec,
     pub report: ReportSpec,
+    /// `[client]`: the runner's own CPUs and priority.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::affinity::ClientSpec::is_default"
+    )]
+    pub client: crate::affinity::ClientSpec,
     /// `[cost] usd_per_hour`: what the machine costs, for dollars per million tokens.
     #[serde(default)]
     pub usd_per_hour: Option<f64>,
@@ -110,6 +116,10 @@ pub struct EngineSpec {
     /// (default `/metrics`; `""` turns it off).
     #[serde(default)]
     pub metrics_path: Option<String>,
+    /// `metrics_interval`: how often `metrics_path` is scraped during a cell; `None` (`"off"`):
+    /// only at the cell's start and end.
+    #[serde(default = "metrics_interval", with = "humantime_option")]
+    pub metrics_interval: Option<Duration>,
     /// The `[engine.matrix]` values this engine was expanded from (empty without a matrix).
     #[serde(default, skip_serializing_if = "MatrixValues::is_empty")]
     pub matrix: MatrixValues,
@@ -556,11 +566,38 @@ fn gpu_release_timeout() -> Duration {
     super::defaults::GPU_RELEASE_TIMEOUT
 }
 
+/// Bundles written before `metrics_interval` existed read with the default.
+fn metrics_interval() -> Option<Duration> {
+    Some(super::defaults::METRICS_INTERVAL)
+}
+
 /// `[report]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReportSpec {
     /// A tera template to render instead of the built-in one.
     pub template: Option<PathBuf>,
+    /// Which percentile estimator reports and exports show.
+    #[serde(default, skip_serializing_if = "Percentiles::is_default")]
+    pub percentiles: Percentiles,
+}
+
+/// `[report] percentiles`: how a percentile is read from a cell's samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Percentiles {
+    /// The HDR histograms' nearest rank: the smallest sample with at least q of the samples at
+    /// or below it (p99 of 100 samples is the maximum).
+    #[default]
+    NearestRank,
+    /// numpy's default (`linear`): interpolated between the two samples around rank
+    /// q x (n - 1), as vLLM's bench computes its percentiles.
+    Interpolated,
+}
+
+impl Percentiles {
+    pub fn is_default(&self) -> bool {
+        *self == Percentiles::NearestRank
+    }
 }
 
 /// One point of the grid: an engine, a workload, a load level.
@@ -608,5 +645,29 @@ pub mod humantime_serde_compat {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An optional duration as text, `"off"` for none.
+pub mod humantime_option {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "off" {
+            return Ok(None);
+        }
+        humantime::parse_duration(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
     }
 }

@@ -26,6 +26,8 @@ pub struct RawPlan {
     #[serde(default)]
     pub cost: Option<Spanned<RawCost>>,
     #[serde(default)]
+    pub client: Option<RawClient>,
+    #[serde(default)]
     pub repeat: Option<Spanned<i64>>,
     #[serde(default)]
     pub run: Option<RawRun>,
@@ -84,6 +86,10 @@ pub struct RawEngine {
     /// The engine's Prometheus page (default `/metrics`, `""` for none).
     #[serde(default)]
     pub metrics_path: Option<Spanned<String>>,
+    /// How often that page is scraped during a cell (default `1s`; `"off"`: once at the
+    /// cell's start and once at its end).
+    #[serde(default)]
+    pub metrics_interval: Option<Spanned<String>>,
     /// `[engine.matrix]`: one engine per combination of these values.
     #[serde(default)]
     pub matrix: Option<Spanned<super::matrix::RawMatrix>>,
@@ -376,6 +382,19 @@ pub struct RawCost {
 pub struct RawReport {
     #[serde(default)]
     pub template: Option<Spanned<String>>,
+    /// `"nearest_rank"` (default, the HDR histograms') or `"interpolated"` (numpy's linear).
+    #[serde(default)]
+    pub percentiles: Option<Spanned<String>>,
+}
+
+/// `[client]`: where the runner's own threads run.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    #[serde(default)]
+    pub cpus: Option<Spanned<Vec<Spanned<i64>>>>,
+    #[serde(default)]
+    pub priority: Option<Spanned<String>>,
 }
 
 /// A command line: either one string (split like a POSIX shell would, but never run by one)

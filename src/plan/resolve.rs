@@ -17,6 +17,7 @@ use super::diagnostic::{Diagnostic, Diagnostics, Location};
 use super::model::*;
 use super::raw::*;
 
+mod client;
 mod engine;
 mod load;
 mod quality;
@@ -655,7 +656,23 @@ impl Resolver<'_> {
                     Some(p)
                 }
             },
+            percentiles: match raw.report.as_ref().and_then(|r| r.percentiles.as_ref()) {
+                None => Percentiles::NearestRank,
+                Some(p) => match p.get_ref().as_str() {
+                    "nearest_rank" => Percentiles::NearestRank,
+                    "interpolated" => Percentiles::Interpolated,
+                    other => {
+                        self.error_at(
+                            p.span(),
+                            format!("`{other}` is not a percentile estimator"),
+                            Some("use \"nearest_rank\" (the default) or \"interpolated\" (numpy's linear, as vLLM's bench)".into()),
+                        );
+                        Percentiles::NearestRank
+                    }
+                },
+            },
         };
+        let client = self.client(raw.client.as_ref());
 
         let (usd_per_hour, usd_per_kwh) = match &raw.cost {
             None => (None, None),
@@ -689,6 +706,7 @@ impl Resolver<'_> {
             workloads,
             gpu,
             report,
+            client,
             usd_per_hour,
             usd_per_kwh,
             repeat,

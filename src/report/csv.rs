@@ -118,6 +118,17 @@ const HEADER: &[&str] = &[
     "dispatch_lag_p99_ms",
     "client_cpu_pct",
     "slo_passed",
+    "percentiles",
+    "ttft_count",
+    "itl_count",
+    "e2e_count",
+    "ttft_text_p50_ms",
+    "ttft_text_p95_ms",
+    "itl_text_mean_ms",
+    "requests_without_text",
+    "burst_responses",
+    "timer_late_p99_ms",
+    "engine_scrapes",
 ];
 
 fn num(v: Option<f64>) -> String {
@@ -188,16 +199,34 @@ pub fn render(cells: &[CellSummary], matrix: &MatrixColumns) -> String {
                     .map(|g| g.peak)
             })),
             num(m.and_then(|m| m.goodput_req_per_s)),
-            // The client's own figures describe the client: kept for invalid cells too.
-            num(c
-                .metrics
-                .as_ref()
-                .and_then(|m| m.dispatch_lag_ms.as_ref())
-                .map(|s| s.p99)),
+            st(|m| &m.dispatch_lag_ms, |s| s.p99),
             num(c.client.as_ref().map(|u| u.cpu_pct)),
             c.slo
                 .as_ref()
                 .map_or(String::new(), |s| s.passed.to_string()),
+            // Which estimator the percentile columns use: `nearest_rank` (HDR, the default;
+            // p99 of 100 or fewer samples is the maximum) or `interpolated` (numpy's).
+            c.metrics.as_ref().map_or(String::new(), |m| {
+                match m.percentiles {
+                    crate::plan::model::Percentiles::NearestRank => "nearest_rank",
+                    crate::plan::model::Percentiles::Interpolated => "interpolated",
+                }
+                .to_string()
+            }),
+            int(m.and_then(|m| m.ttft_ms.as_ref()).map(|s| s.count)),
+            int(m.and_then(|m| m.itl_ms.as_ref()).map(|s| s.count)),
+            int(m.and_then(|m| m.e2e_ms.as_ref()).map(|s| s.count)),
+            st(|m| &m.ttft_text_ms, |s| s.p50),
+            st(|m| &m.ttft_text_ms, |s| s.p95),
+            st(|m| &m.itl_text_ms, |s| s.mean),
+            int(m.map(|m| m.requests_without_text)),
+            int(c.metrics.as_ref().map(|m| m.burst_responses)),
+            num(c
+                .client
+                .as_ref()
+                .and_then(|u| u.timer_late_ms.as_ref())
+                .map(|t| t.p99)),
+            int(c.engine_metrics.as_ref().map(|t| t.scrapes)),
         ]);
         fields.extend(super::energy::csv_fields(c, &matrix.prices));
         out.push_str(&fields.join(","));

@@ -30,6 +30,8 @@ pub struct ReportData {
     pub gpu: GpuInventory,
     /// "GPU memory" when NVML was available, "engine RSS" otherwise.
     pub memory_label: String,
+    /// Which percentile estimator the figures use, and how tails are flagged.
+    pub percentile_note: String,
     pub baseline: String,
     /// `[run] parallel`: engines ran side by side, each on its own GPUs.
     pub parallel: bool,
@@ -573,10 +575,15 @@ pub fn build(b: &LoadedBundle) -> ReportData {
                         },
                         reason: {
                             let why = cell.invalid_reason.clone().or(cell.reason.clone());
-                            match (why, super::study::failed_requests_line(cell)) {
-                                (Some(w), Some(f)) => Some(format!("{w}; {f}")),
-                                (w, f) => w.or(f),
-                            }
+                            let notes: Vec<String> = [
+                                why,
+                                super::study::failed_requests_line(cell),
+                                cell.metrics.as_ref().and_then(without_text_line),
+                            ]
+                            .into_iter()
+                            .flatten()
+                            .collect();
+                            (!notes.is_empty()).then(|| notes.join("; "))
                         },
                         failed_requests: super::study::failed_requests_line(cell),
                         requests_ok: met.map_or(DASH.into(), |m| m.requests_ok.to_string()),
@@ -587,11 +594,11 @@ pub fn build(b: &LoadedBundle) -> ReportData {
                                 .unwrap_or_else(|| f(m.output_tok_per_s, 1))
                         }),
                         ttft_p50_ms: stat(|m| m.ttft_ms.as_ref().map(|s| s.p50)),
-                        ttft_p95_ms: stat(|m| m.ttft_ms.as_ref().map(|s| s.p95)),
+                        ttft_p95_ms: tail(met, |m| m.ttft_ms.as_ref()),
                         tpot_mean_ms: stat(|m| m.tpot_ms.as_ref().map(|s| s.mean)),
-                        itl_p95_ms: stat(|m| m.itl_ms.as_ref().map(|s| s.p95)),
+                        itl_p95_ms: tail(met, |m| m.itl_ms.as_ref()),
                         e2e_p50_ms: stat(|m| m.e2e_ms.as_ref().map(|s| s.p50)),
-                        e2e_p95_ms: stat(|m| m.e2e_ms.as_ref().map(|s| s.p95)),
+                        e2e_p95_ms: tail(met, |m| m.e2e_ms.as_ref()),
                         memory_peak: memory_peak(cell.resources.as_ref(), gpu),
                         speedup,
                         slo: match &cell.slo {
@@ -788,6 +795,7 @@ pub fn build(b: &LoadedBundle) -> ReportData {
         } else {
             "engine RSS".into()
         },
+        percentile_note: percentile_note(b.plan.report.percentiles),
         baseline,
         parallel: b.plan.parallel,
         parallel_times: b.plan.parallel.then(|| parallel_times(m)).flatten(),
@@ -805,4 +813,43 @@ pub fn build(b: &LoadedBundle) -> ReportData {
         charts: Vec::new(),
         chart_errors: Vec::new(),
     }
+}
+
+/// "2 of 40 successful requests had no visible text (...)" when any had none: they are in the
+/// TTFT figures (timed to their first token event), not in `ttft_text`.
+fn without_text_line(m: &crate::metrics::summary::CellMetrics) -> Option<String> {
+    (m.requests_without_text > 0).then(|| {
+        format!(
+            "{} of {} successful requests had no visible text (every delta empty): timed to their first token event, absent from ttft_text",
+            m.requests_without_text, m.requests_ok
+        )
+    })
+}
+
+/// Below this many samples a tail percentile is flagged: p95 of fewer than 100 samples rests on
+/// a handful of them, and by nearest rank p99 of 100 or fewer is the maximum.
+pub const MIN_TAIL_SAMPLES: u64 = 100;
+
+/// A p95 with its sample count, "12.3 (n=40*)", the star flagging fewer than
+/// [`MIN_TAIL_SAMPLES`].
+fn tail(
+    met: Option<&crate::metrics::summary::CellMetrics>,
+    pick: fn(&crate::metrics::summary::CellMetrics) -> Option<&crate::metrics::summary::Stats>,
+) -> String {
+    match met.and_then(pick) {
+        None => DASH.into(),
+        Some(s) => {
+            let flag = if s.count < MIN_TAIL_SAMPLES { "*" } else { "" };
+            format!("{} (n={}{flag})", f(s.p95, 1), s.count)
+        }
+    }
+}
+
+/// The line under the cells table that says how percentiles were read.
+fn percentile_note(p: crate::plan::model::Percentiles) -> String {
+    let how = match p {
+        crate::plan::model::Percentiles::NearestRank => "HDR nearest rank (the smallest sample with at least that share of the samples at or below it; p99 of 100 or fewer samples is the maximum)",
+        crate::plan::model::Percentiles::Interpolated => "numpy's linear interpolation between the samples around rank q x (n - 1), as vLLM's bench reads them (`[report] percentiles = \"interpolated\"`)",
+    };
+    format!("Percentiles: {how}. Each p95 shows its sample count; * marks a tail from fewer than {MIN_TAIL_SAMPLES} samples. TTFT and ITL count every token event, empty-text ones included (docs/metrics.md).")
 }

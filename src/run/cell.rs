@@ -38,7 +38,7 @@ impl Run<'_> {
         let w = &self.plan.workloads[cell.workload];
         let records_rel = layout::cell_records(&cell.id);
         let journal = Journal::create(&self.ledger().bundle().path(&records_rel))?;
-        let acc = Accumulator::for_cell(w, cell.level);
+        let acc = Accumulator::for_cell(w, cell.level).percentiles(self.plan.report.percentiles);
         let (tx, rx) = mpsc::channel::<RequestRecord>(1024);
         // Set when the engine process exits under the level: requests then cut off are
         // `engine_died`, not `cancelled` (nobody interrupted the run).
@@ -77,7 +77,7 @@ impl Run<'_> {
             let task = tokio::spawn(telemetry::scrape_cell(
                 self.client.clone(),
                 url.to_string(),
-                self.plan.gpu.interval,
+                spec.metrics_interval,
                 cell.id.clone(),
                 self.telemetry.clone(),
                 self.origin,
@@ -85,6 +85,7 @@ impl Run<'_> {
             ));
             (stop, task)
         });
+        let watch = crate::load::watch::Watch::start();
         let cpu0 = client_cpu_s();
         let t0 = Instant::now();
         let mut child = child;
@@ -161,6 +162,7 @@ impl Run<'_> {
         forward.abort();
         let wall = t0.elapsed().as_secs_f64();
         let cpu_s = client_cpu_s() - cpu0;
+        let watched = watch.finish();
         let resources = self.sampler.end_window(ei);
         let engine_metrics = match scraper {
             Some((stop, task)) => {
@@ -234,7 +236,13 @@ impl Run<'_> {
             e.derive(metrics.output_tok_per_s, metrics.request_per_s);
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let usage = verdict::client_usage(cpu_s, wall, cores);
+        let mut usage = verdict::client_usage(cpu_s, wall, cores);
+        usage.timer_late_ms = watched.timer_late_ms;
+        usage.run_queue_wait_s = watched.run_queue_wait_s;
+        usage.run_queue_wait_pct = watched
+            .run_queue_wait_s
+            .filter(|_| wall > 0.0)
+            .map(|w| 100.0 * w / wall);
         let mut v = verdict::judge(&Measured {
             metrics: &metrics,
             usage: &usage,

@@ -21,8 +21,14 @@ pub fn host_info() -> HostInfo {
         hostname,
         os: std::env::consts::OS.to_string(),
         arch: std::env::consts::ARCH.to_string(),
-        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        // Pinned (`[client] cpus`), this thread sees only the client's CPUs: the machine's are
+        // the ones the runner had before.
+        cpus: match crate::affinity::setup().filter(|s| !s.engine_cpus.is_empty()) {
+            Some(s) => s.engine_cpus.len(),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        },
         memory_total_bytes,
+        client: crate::affinity::setup().cloned(),
     }
 }
 

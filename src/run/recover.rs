@@ -323,7 +323,8 @@ fn fold_journal(
     let mut acc = match plan.workloads.iter().find(|w| w.name == workload) {
         Some(w) => Accumulator::for_cell(w, level),
         None => Accumulator::default(),
-    };
+    }
+    .percentiles(plan.report.percentiles);
     if let Ok(records) = read::records(path) {
         for r in records {
             acc.add(&r);

@@ -231,6 +231,10 @@ impl Resolver<'_> {
             }
         }
         let on_failure = self.on_failure(e);
+        let metrics_interval = match &e.metrics_interval {
+            Some(v) if v.get_ref() == "off" => None,
+            v => Some(self.duration(v, defaults::METRICS_INTERVAL)),
+        };
         match (target, name_ok) {
             (Some(target), true) => Some(EngineSpec {
                 name,
@@ -243,6 +247,7 @@ impl Resolver<'_> {
                 accepts,
                 extra_body,
                 metrics_path,
+                metrics_interval,
                 matrix: MatrixValues::default(),
                 gpus,
                 on_failure,
