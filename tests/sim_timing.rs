@@ -24,6 +24,7 @@ fn args(max_batch: usize, step_ms: f64, prefill_ms_per_token: f64) -> SimArgs {
         load_time: Duration::ZERO,
         refuse_fields: Vec::new(),
         tokenizer: None,
+        log_requests: None,
         faults: Default::default(),
     }
 }

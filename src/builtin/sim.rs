@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
@@ -72,6 +72,11 @@ pub struct SimArgs {
     /// once, then per message [`CHAT_TOKENS_PER_MESSAGE`] marker tokens and its content.
     #[arg(long)]
     pub tokenizer: Option<std::path::PathBuf>,
+    /// For tests: append every completion request received to this file, one JSON line
+    /// (`session_id`: its X-Session-ID header, `body`, and the `answer` it is given); each
+    /// answer then starts with the request's number (`r7-the ...`), so no two are alike.
+    #[arg(long, hide = true)]
+    pub log_requests: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub faults: Faults,
 }
@@ -176,6 +181,8 @@ struct Shared {
     stats: Arc<Emitted>,
     /// `--tokenizer`: prompt tokens are counted with it, else in words.
     tokenizer: Option<Arc<Tokenizer>>,
+    /// `--log-requests`: the file every request is logged to.
+    log: Option<std::sync::Mutex<std::fs::File>>,
     /// Zero-cost mode: one pre-rendered response per request shape.
     rendered: std::sync::Mutex<std::collections::HashMap<(bool, u64, u64, bool), Bytes>>,
 }
@@ -312,13 +319,22 @@ pub fn with_tokenizer(args: SimArgs, tokenizer: Option<Arc<Tokenizer>>) -> Route
     let gauges = Arc::new(Gauges::default());
     tokio::spawn(scheduler(rx, args.clone(), gauges.clone()));
     let shared = Arc::new(Shared {
-        args,
         queue: tx,
         started: Instant::now(),
         ids: AtomicU64::new(0),
         received: AtomicU64::new(0),
         gauges,
         stats: Arc::new(Emitted::default()),
+        log: args.log_requests.as_ref().and_then(|p| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| eprintln!("sim engine: cannot open {}: {e}", p.display()))
+                .ok()
+                .map(std::sync::Mutex::new)
+        }),
+        args,
         tokenizer,
         rendered: std::sync::Mutex::new(std::collections::HashMap::new()),
     });
@@ -487,12 +503,20 @@ enum Kind {
     Completion,
 }
 
-async fn chat(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
-    generate(s, Kind::Chat, body).await
+async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    generate(s, Kind::Chat, &headers, body).await
 }
 
-async fn completions(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
-    generate(s, Kind::Completion, body).await
+async fn completions(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    generate(s, Kind::Completion, &headers, body).await
+}
+
+/// Token `i`'s text (from 1); with `--log-requests` the first names the request (`r7-`).
+fn token_text(f: &Faults, tag: Option<u64>, i: u64) -> std::borrow::Cow<'static, str> {
+    match tag {
+        Some(id) if i == 1 && !f.empty_output => format!("r{id}-{}", f.word(i)).into(),
+        _ => f.word(i).into(),
+    }
 }
 
 fn error(status: StatusCode, message: String) -> Response {
@@ -567,7 +591,7 @@ const WORDS: &[&str] = &[
     "pace ",
 ];
 
-async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
+async fn generate(s: Arc<Shared>, kind: Kind, headers: &HeaderMap, body: Bytes) -> Response {
     let n = s.received.fetch_add(1, Ordering::Relaxed) + 1;
     let f = &s.args.faults;
     if f.crash_after.is_some_and(|c| n > c) {
@@ -638,7 +662,24 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
         .unwrap_or(false);
     let arrived = Instant::now();
     let counted = s.stats.admit();
-    if stream && s.args.ttft_ms == Some(0.0) && s.args.itl_ms == Some(0.0) && !f.any_stream_fault()
+    let id = s.ids.fetch_add(1, Ordering::Relaxed);
+    let tag = s.log.as_ref().map(|log| {
+        let answer: String = (1..=max_tokens)
+            .map(|i| token_text(f, Some(id), i))
+            .collect();
+        let session = headers.get("x-session-id").and_then(|v| v.to_str().ok());
+        let line = json!({"id": id, "session_id": session, "body": req, "answer": answer});
+        if let Ok(mut file) = log.lock() {
+            use std::io::Write;
+            let _ = writeln!(file, "{line}");
+        }
+        id
+    });
+    if stream
+        && s.args.ttft_ms == Some(0.0)
+        && s.args.itl_ms == Some(0.0)
+        && !f.any_stream_fault()
+        && tag.is_none()
     {
         return zero_cost(&s, kind, max_tokens, prompt_tokens, include_usage);
     }
@@ -659,7 +700,6 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
             "the scheduler stopped".into(),
         );
     }
-    let id = s.ids.fetch_add(1, Ordering::Relaxed);
     if stream {
         // Quoted once here, so chunks can be formatted without a JSON serializer.
         let model = Value::from(s.args.model.as_str()).to_string();
@@ -682,6 +722,7 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
                 Arc::new(Emitted::default())
             },
             faults: s.args.faults.clone(),
+            tag,
         };
         let (hang, reset) = (
             s.args.faults.hang_after_tokens,
@@ -713,7 +754,7 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
         let mut n = 0;
         let f = &s.args.faults;
         while let Some(i) = rx.recv().await {
-            text.push_str(f.word(i));
+            text.push_str(&token_text(f, tag, i));
             n = i;
             if i >= max_tokens {
                 break;
@@ -782,6 +823,7 @@ fn zero_cost(
                     last: None,
                     stats: Arc::new(Emitted::default()),
                     faults: Faults::default(),
+                    tag: None,
                 };
                 c.render_all()
             })
@@ -811,6 +853,8 @@ struct Chunks {
     last: Option<Instant>,
     stats: Arc<Emitted>,
     faults: Faults,
+    /// `--log-requests`: the request's number, named by its first token.
+    tag: Option<u64>,
 }
 
 impl Chunks {
@@ -827,7 +871,7 @@ impl Chunks {
                     Some(i) => {
                         self.tokens_sent += 1;
                         self.stamp();
-                        let word = self.faults.word(i);
+                        let word = token_text(&self.faults, self.tag, i);
                         let finish = if i >= self.max_tokens {
                             self.stage = Stage::Usage;
                             self.faults.finish_json()

@@ -6,4 +6,5 @@ pub mod chunk;
 pub mod client;
 pub mod conn;
 pub mod driver;
+pub mod session;
 pub mod sse;

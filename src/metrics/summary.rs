@@ -131,6 +131,36 @@ pub struct CellMetrics {
     /// Open loop: requests scheduled per second of schedule, and actually sent per second.
     pub offered_req_per_s: Option<f64>,
     pub sent_req_per_s: Option<f64>,
+    /// Multi-turn workloads: the requests of each turn index (docs/metrics.md "Per turn"), in
+    /// turn order; empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_turn: Vec<TurnMetrics>,
+}
+
+/// The requests of one turn index of a multi-turn cell: turn `k` of every session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TurnMetrics {
+    /// From 0.
+    pub turn: u32,
+    pub requests_total: u64,
+    pub requests_ok: u64,
+    /// The client's mean count of the whole prompt sent (history included), successful ones.
+    pub client_prompt_tokens_mean: Option<f64>,
+    /// The server's mean `usage.prompt_tokens`, successful ones.
+    pub server_prompt_tokens_mean: Option<f64>,
+    pub ttft_ms: Option<Stats>,
+    pub e2e_ms: Option<Stats>,
+}
+
+/// One turn index's fold.
+#[derive(Debug, Default, Clone)]
+struct TurnAcc {
+    total: u64,
+    ok: u64,
+    client_prompt: Mean,
+    server_prompt: Mean,
+    ttft: LatencyHistogram,
+    e2e: LatencyHistogram,
 }
 
 impl CellMetrics {
@@ -252,6 +282,9 @@ pub struct Accumulator {
     /// Each prompt's own `max_tokens` (request `i` uses entry `i mod len`); empty: all
     /// `max_tokens`.
     own_max_tokens: Vec<Option<u32>>,
+    /// Multi-turn: each turn's own `max_tokens`, by (session, turn) (the records say which).
+    turn_max_tokens: std::collections::HashMap<(u64, u32), u32>,
+    by_turn: BTreeMap<u32, TurnAcc>,
     client_prompt: Mean,
     server_prompt: Mean,
     prompt_diff: Mean,
@@ -299,6 +332,11 @@ impl Accumulator {
         if workload.shapes.iter().any(|s| s.max_tokens.is_some()) {
             acc.own_max_tokens = workload.shapes.iter().map(|s| s.max_tokens).collect();
         }
+        acc.turn_max_tokens = workload
+            .shapes
+            .iter()
+            .filter_map(|s| Some(((s.session?, s.turn?), s.max_tokens?)))
+            .collect();
         match level {
             crate::plan::model::LoadLevel::Rate(_) => acc.open_loop(),
             crate::plan::model::LoadLevel::Concurrency(_) => acc,
@@ -328,6 +366,23 @@ impl Accumulator {
                 .map_or(r.scheduled_us, |t| t.min(r.scheduled_us)),
         );
         self.last_end_us = self.last_end_us.max(r.end_us);
+        let mut turn = r.turn.map(|t| self.by_turn.entry(t).or_default());
+        if let Some(t) = turn.as_mut() {
+            t.total += 1;
+            if r.ok {
+                t.ok += 1;
+                t.e2e.record(r.e2e_us());
+                if let Some(v) = r.ttft_us() {
+                    t.ttft.record(v);
+                }
+                if let Some(c) = r.client_prompt_tokens {
+                    t.client_prompt.add(c as f64);
+                }
+                if let Some(v) = r.input_tokens {
+                    t.server_prompt.add(v as f64);
+                }
+            }
+        }
         if !r.ok {
             let class = r.error_class.map_or("unknown", |c| c.as_str());
             let key = match (class, r.status) {
@@ -343,7 +398,12 @@ impl Accumulator {
             return;
         }
         self.ok += 1;
+        let own_turn = match (r.session, r.turn) {
+            (Some(s), Some(t)) => self.turn_max_tokens.get(&(s, t)).copied(),
+            _ => None,
+        };
         let max_tokens = match self.own_max_tokens.len() {
+            _ if own_turn.is_some() => own_turn.map(u64::from),
             0 => self.max_tokens,
             n => self.own_max_tokens[(r.index % n as u64) as usize]
                 .map(u64::from)
@@ -448,6 +508,19 @@ impl Accumulator {
             dispatch_lag_ms: self.lag.stats(),
             offered_req_per_s: self.span_rate(self.last_scheduled_us),
             sent_req_per_s: self.span_rate(self.last_sent_us),
+            by_turn: self
+                .by_turn
+                .iter()
+                .map(|(turn, t)| TurnMetrics {
+                    turn: *turn,
+                    requests_total: t.total,
+                    requests_ok: t.ok,
+                    client_prompt_tokens_mean: t.client_prompt.get(),
+                    server_prompt_tokens_mean: t.server_prompt.get(),
+                    ttft_ms: t.ttft.stats(),
+                    e2e_ms: t.e2e.stats(),
+                })
+                .collect(),
         }
     }
 }
