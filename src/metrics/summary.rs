@@ -562,6 +562,37 @@ mod tests {
     }
 
     #[test]
+    fn turns_are_summarized_apart_and_a_turn_s_own_max_tokens_applies() {
+        let mut acc = Accumulator::new(Some(100), None);
+        acc.turn_max_tokens.insert((0, 1), 3);
+        for (session, turn, ttft) in [(0u64, 0u32, 1_000u64), (1, 0, 3_000), (0, 1, 20_000)] {
+            let mut r = record(0, &[ttft, ttft + 100, ttft + 200], ttft + 300, 3);
+            r.session = Some(session);
+            r.turn = Some(turn);
+            r.client_prompt_tokens = Some(10 * (u64::from(turn) + 1));
+            acc.add(&r);
+        }
+        let mut failed = record(0, &[], 50, 0);
+        failed.ok = false;
+        failed.turn = Some(1);
+        acc.add(&failed);
+        let m = acc.finish();
+        assert_eq!(m.by_turn.len(), 2);
+        let (t0, t1) = (&m.by_turn[0], &m.by_turn[1]);
+        assert_eq!((t0.turn, t0.requests_total, t0.requests_ok), (0, 2, 2));
+        assert_eq!((t1.turn, t1.requests_total, t1.requests_ok), (1, 2, 1));
+        assert_eq!(t0.ttft_ms.as_ref().map(|s| s.max), Some(3.0));
+        assert_eq!(t1.ttft_ms.as_ref().map(|s| s.p50), Some(20.0));
+        assert_eq!(t1.client_prompt_tokens_mean, Some(20.0));
+        // Turn (0, 1) asked for 3 tokens and got them; the others asked for 100.
+        assert_eq!(m.short_outputs, 2);
+        // Without turns there is no per-turn table.
+        let mut plain = Accumulator::new(Some(3), None);
+        plain.add(&record(0, &[10], 20, 1));
+        assert!(plain.finish().by_turn.is_empty());
+    }
+
+    #[test]
     fn failures_are_counted_by_class_and_excluded_from_latency() {
         let mut acc = Accumulator::default();
         acc.add(&record(0, &[10_000], 20_000, 1));

@@ -113,6 +113,11 @@ const HEADER: &[&str] = &[
     "dispatch_lag_p99_ms",
     "client_cpu_pct",
     "slo_passed",
+    "client_prompt_tokens_mean",
+    "server_prompt_tokens_mean",
+    "prompt_tokens_diff_mean",
+    "cached_tokens_mean",
+    "prefix_cache_hit_rate",
 ];
 
 fn num(v: Option<f64>) -> String {
@@ -181,9 +186,22 @@ pub fn render(cells: &[CellSummary], matrix: &MatrixColumns) -> String {
                 t.gauge(&["num_requests_waiting", "num_queue_reqs"])
                     .map(|g| g.peak)
             })),
+            num(m.and_then(|m| m.goodput_req_per_s)),
+            // The client's own figures: shown for invalid cells too (they say why).
+            num(c
+                .metrics
+                .as_ref()
+                .and_then(|m| m.dispatch_lag_ms.as_ref())
+                .map(|s| s.p99)),
+            num(c.client.as_ref().map(|u| u.cpu_pct)),
             c.slo
                 .as_ref()
                 .map_or(String::new(), |s| s.passed.to_string()),
+            num(m.and_then(|m| m.client_prompt_tokens_mean)),
+            num(m.and_then(|m| m.server_prompt_tokens_mean)),
+            num(m.and_then(|m| m.prompt_tokens_diff_mean)),
+            num(m.and_then(|m| m.cached_tokens_mean)),
+            num(c.prefix_cache_hit_rate),
         ]);
         out.push_str(&fields.join(","));
         out.push('\n');
