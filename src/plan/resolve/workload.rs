@@ -147,6 +147,24 @@ impl Resolver<'_> {
                 return None;
             }
         };
+        let source = match &sessions {
+            Some(Some(spec)) => {
+                let mut ids: Vec<u64> = shapes.iter().filter_map(|s| s.session).collect();
+                ids.dedup();
+                let mut s = match w.dataset {
+                    Some(_) => format!("{source}, {} conversations as sessions", ids.len()),
+                    None => source,
+                };
+                if !spec.think_time.is_zero() {
+                    s.push_str(&format!(
+                        ", think time {}",
+                        humantime::format_duration(spec.think_time)
+                    ));
+                }
+                s
+            }
+            _ => source,
+        };
         if prompts.is_empty() {
             self.error_at(
                 given[0].clone(),
