@@ -25,6 +25,7 @@ fn args(max_batch: usize, step_ms: f64, prefill_ms_per_token: f64) -> SimArgs {
         refuse_fields: Vec::new(),
         tokenizer: None,
         log_requests: None,
+        prefix_cache: false,
         faults: Default::default(),
     }
 }

@@ -640,3 +640,51 @@ fn each_turn_carries_the_engine_s_earlier_answers_and_the_session_s_header() {
         }
     }
 }
+
+#[test]
+fn the_sim_s_prefix_cache_finds_a_session_s_history_cached() {
+    let tok = root().join("tests/fixtures/tiny-tokenizer");
+    let tok = tok.to_str().expect("utf8 path");
+    let s = Scratch::new();
+    s.write(
+        "plan.toml",
+        &sim_plan(
+            &format!("tokenizer = \"{tok}\"\n[workload.synthetic]\ninput_tokens = 48\noutput_tokens = 8\ncount = 4\n[workload.sessions]\nturns = 4\n"),
+            "",
+            &format!("--tokenizer {tok} --prefix-cache"),
+        )
+        .replace("concurrency = [2]", "concurrency = [1]")
+        .replace("requests = 8", "requests = 16"),
+    );
+    let (out, bundle) = s.exec("plan.toml");
+    assert!(out.status.success(), "{}", text(&out));
+    let recs = records(&bundle, "sim.w.c1");
+    assert_eq!(recs.len(), 16);
+    let extra = runner::builtin::sim::CHAT_TOKENS_PER_MESSAGE as u64;
+    for r in &recs {
+        assert!(r.ok, "{r:?}");
+        let cached = r.cached_tokens.expect("usage reports cached tokens");
+        if r.turn == Some(0) {
+            // The runner's readiness check sent the first prompt once already.
+            if r.session != Some(0) {
+                assert_eq!(cached, 0, "a session's first turn shares nothing: {r:?}");
+            }
+        } else {
+            // Everything but the turn's own message (its template tokens and 48 of content)
+            // was in the cache: the history the engine had seen, its own answers included.
+            assert_eq!(r.input_tokens, Some(cached + extra + 48), "{r:?}");
+        }
+    }
+    let cell = summary(&bundle, "sim.w.c1");
+    let rate = cell
+        .prefix_cache_hit_rate
+        .expect("the sim's prefix-cache counters");
+    assert!(rate > 0.0 && rate < 1.0, "{rate}");
+    let m = cell.metrics.expect("metrics");
+    assert!(m.cached_tokens_mean.is_some_and(|c| c > 0.0), "{m:?}");
+    let report = std::fs::read_to_string(bundle.join("report.md")).expect("report.md");
+    assert!(
+        report.contains(&format!("{:.1}%", rate * 100.0)),
+        "{report}"
+    );
+}

@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::prefix_cache::{Msg, PrefixCache, Units};
 use crate::workload::tokenizer::Tokenizer;
 
 /// Settings of the built-in engine (`runner engine sim --help`).
@@ -77,6 +78,12 @@ pub struct SimArgs {
     /// answer then starts with the request's number (`r7-the ...`), so no two are alike.
     #[arg(long, hide = true)]
     pub log_requests: Option<std::path::PathBuf>,
+    /// Model a prefix cache: the part of a prompt that an earlier request's prompt and answer
+    /// already hold (whole messages, then common words) is reported as
+    /// `usage.prompt_tokens_details.cached_tokens`, costs no prefill, and is counted in
+    /// `sim:prefix_cache_queries_total` / `sim:prefix_cache_hits_total` on /metrics.
+    #[arg(long)]
+    pub prefix_cache: bool,
     #[command(flatten)]
     pub faults: Faults,
 }
@@ -183,6 +190,8 @@ struct Shared {
     tokenizer: Option<Arc<Tokenizer>>,
     /// `--log-requests`: the file every request is logged to.
     log: Option<std::sync::Mutex<std::fs::File>>,
+    /// `--prefix-cache`.
+    cache: Option<std::sync::Mutex<PrefixCache>>,
     /// Zero-cost mode: one pre-rendered response per request shape.
     rendered: std::sync::Mutex<std::collections::HashMap<(bool, u64, u64, bool), Bytes>>,
 }
@@ -257,6 +266,9 @@ struct Gauges {
     /// machine changes, so tests can judge batching by it (tokens per modelled second).
     steps: AtomicU64,
     model_ns: AtomicU64,
+    /// `--prefix-cache`: prompt tokens looked up, and those found cached.
+    cache_queries: AtomicU64,
+    cache_hits: AtomicU64,
 }
 
 /// Serves until the process is signalled. Prints one line when listening.
@@ -334,6 +346,9 @@ pub fn with_tokenizer(args: SimArgs, tokenizer: Option<Arc<Tokenizer>>) -> Route
                 .ok()
                 .map(std::sync::Mutex::new)
         }),
+        cache: args
+            .prefix_cache
+            .then(|| std::sync::Mutex::new(PrefixCache::default())),
         args,
         tokenizer,
         rendered: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -474,6 +489,19 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         g.steps.load(Ordering::Relaxed),
         g.model_ns.load(Ordering::Relaxed) as f64 / 1e9,
     );
+    let mut body = body;
+    if s.cache.is_some() {
+        body.push_str(&format!(
+            "# HELP sim:prefix_cache_queries_total Prompt tokens looked up in the prefix cache.\n\
+             # TYPE sim:prefix_cache_queries_total counter\n\
+             sim:prefix_cache_queries_total{{model_name=\"{m}\"}} {}\n\
+             # HELP sim:prefix_cache_hits_total Prompt tokens found in the prefix cache.\n\
+             # TYPE sim:prefix_cache_hits_total counter\n\
+             sim:prefix_cache_hits_total{{model_name=\"{m}\"}} {}\n",
+            g.cache_queries.load(Ordering::Relaxed),
+            g.cache_hits.load(Ordering::Relaxed),
+        ));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
@@ -549,6 +577,47 @@ fn count_tokens(req: &Value, kind: Kind, tokenizer: Option<&Tokenizer>) -> u64 {
             .map_or(0, |m| m.iter().map(|m| words(&m["content"])).sum()),
     };
     n.max(1) as u64
+}
+
+/// A request as the prefix cache sees it: its messages (a completions prompt as one), and what
+/// the cache holds after it: those messages and the answer (chat: a message after them;
+/// completions: the text continued).
+fn cache_view(req: &Value, kind: Kind, answer: String) -> (Vec<Msg>, Vec<Msg>) {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    match kind {
+        Kind::Chat => {
+            let prompt = req["messages"].as_array().map_or(Vec::new(), |m| {
+                m.iter()
+                    .map(|m| Msg {
+                        role: text(&m["role"]),
+                        content: text(&m["content"]),
+                    })
+                    .collect()
+            });
+            let mut then = prompt.clone();
+            then.push(Msg {
+                role: "assistant".into(),
+                content: answer,
+            });
+            (prompt, then)
+        }
+        Kind::Completion => {
+            let prompt = match &req["prompt"] {
+                Value::Array(a) => a.iter().map(text).collect::<Vec<_>>().join(""),
+                v => text(v),
+            };
+            // The answer continues the prompt's text.
+            let whole = Msg {
+                role: String::new(),
+                content: format!("{prompt}{answer}"),
+            };
+            let prompt = Msg {
+                role: String::new(),
+                content: prompt,
+            };
+            (vec![prompt], vec![whole])
+        }
+    }
 }
 
 /// The sim's chat template, per message: a start marker, the role and an end marker, as in
@@ -675,11 +744,50 @@ async fn generate(s: Arc<Shared>, kind: Kind, headers: &HeaderMap, body: Bytes) 
         }
         id
     });
+    let cached = s.cache.as_ref().map(|cache| {
+        let answer = (1..=max_tokens)
+            .map(|i| token_text(f, tag, i))
+            .collect::<String>();
+        let (prompt, then) = cache_view(&req, kind, answer);
+        let t = s.tokenizer.as_deref();
+        let count = |text: &str| match t {
+            Some(t) => t.count_plain(text).unwrap_or(0),
+            None => text.split_whitespace().count(),
+        };
+        let units = match (t, kind) {
+            (Some(t), Kind::Chat) => Units {
+                count: &count,
+                specials: t.added_specials().unwrap_or(0),
+                per_message: CHAT_TOKENS_PER_MESSAGE,
+            },
+            (Some(t), Kind::Completion) => Units {
+                count: &count,
+                specials: t.added_specials().unwrap_or(0),
+                per_message: 0,
+            },
+            (None, _) => Units {
+                count: &count,
+                specials: 0,
+                per_message: 0,
+            },
+        };
+        let n = cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lookup_and_insert(&prompt, then, prompt_tokens as usize, &units)
+            as u64;
+        s.gauges
+            .cache_queries
+            .fetch_add(prompt_tokens, Ordering::Relaxed);
+        s.gauges.cache_hits.fetch_add(n, Ordering::Relaxed);
+        n
+    });
     if stream
         && s.args.ttft_ms == Some(0.0)
         && s.args.itl_ms == Some(0.0)
         && !f.any_stream_fault()
         && tag.is_none()
+        && cached.is_none()
     {
         return zero_cost(&s, kind, max_tokens, prompt_tokens, include_usage);
     }
@@ -689,7 +797,8 @@ async fn generate(s: Arc<Shared>, kind: Kind, headers: &HeaderMap, body: Bytes) 
     } else if s
         .queue
         .send(Sequence {
-            prompt_tokens,
+            // Cached tokens cost no prefill.
+            prompt_tokens: prompt_tokens - cached.unwrap_or(0),
             max_tokens,
             tx,
         })
@@ -723,6 +832,7 @@ async fn generate(s: Arc<Shared>, kind: Kind, headers: &HeaderMap, body: Bytes) 
             },
             faults: s.args.faults.clone(),
             tag,
+            cached,
         };
         let (hang, reset) = (
             s.args.faults.hang_after_tokens,
@@ -762,7 +872,10 @@ async fn generate(s: Arc<Shared>, kind: Kind, headers: &HeaderMap, body: Bytes) 
         }
         let n = f.usage_tokens(n);
         let finish = f.finish_reason.as_deref().unwrap_or("length");
-        let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n});
+        let mut usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n});
+        if let Some(c) = cached {
+            usage["prompt_tokens_details"] = json!({ "cached_tokens": c });
+        }
         let v = match kind {
             Kind::Chat => json!({
                 "id": format!("chatcmpl-{id}"), "object": "chat.completion", "created": 0, "model": model,
@@ -824,6 +937,7 @@ fn zero_cost(
                     stats: Arc::new(Emitted::default()),
                     faults: Faults::default(),
                     tag: None,
+                    cached: None,
                 };
                 c.render_all()
             })
@@ -855,6 +969,8 @@ struct Chunks {
     faults: Faults,
     /// `--log-requests`: the request's number, named by its first token.
     tag: Option<u64>,
+    /// `--prefix-cache`: the prompt tokens found cached.
+    cached: Option<u64>,
 }
 
 impl Chunks {
@@ -891,8 +1007,11 @@ impl Chunks {
                         let (object, prefix) = self.names();
                         let p = self.prompt_tokens;
                         let c = self.faults.usage_tokens(self.max_tokens);
+                        let details = self.cached.map_or(String::new(), |n| {
+                            format!(",\"prompt_tokens_details\":{{\"cached_tokens\":{n}}}")
+                        });
                         return Some(Bytes::from(format!(
-                            "data: {{\"id\":\"{prefix}-{}\",\"object\":\"{object}\",\"created\":0,\"model\":{},\"choices\":[],\"usage\":{{\"prompt_tokens\":{p},\"total_tokens\":{},\"completion_tokens\":{c}}}}}\n\n",
+                            "data: {{\"id\":\"{prefix}-{}\",\"object\":\"{object}\",\"created\":0,\"model\":{},\"choices\":[],\"usage\":{{\"prompt_tokens\":{p},\"total_tokens\":{},\"completion_tokens\":{c}{details}}}}}\n\n",
                             self.id, self.model, p + c
                         )));
                     }
