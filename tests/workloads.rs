@@ -517,7 +517,9 @@ fn multi_turn_plan_sends_sessions_turn_by_turn_and_reports_each_turn() {
             // The client's count: every earlier turn (48) and its answer (16), then this turn.
             assert_eq!(r.client_prompt_tokens, Some(turn * (48 + 16) + 48), "{r:?}");
         }
-        let m = summary(&bundle, cell).metrics.expect("metrics");
+        let c = summary(&bundle, cell);
+        assert!(c.prefix_cache_hit_rate.is_some_and(|r| r > 0.0), "{cell}");
+        let m = c.metrics.expect("metrics");
         let turns: Vec<u32> = m.by_turn.iter().map(|t| t.turn).collect();
         assert_eq!(turns, [0, 1, 2, 3], "{cell}");
         for t in &m.by_turn {
