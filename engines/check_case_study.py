@@ -108,7 +108,8 @@ def check_prompt_tokens(bundle, cells, check):
         if per:
             diffs[c["engine"]] = per
     for engine, d in sorted(diffs.items()):
-        print(f"note {EXACT}: {engine} counts {d} more prompt tokens than the client "
+        n = d[0] if len(d) == 1 else d
+        print(f"note {EXACT}: {engine} counts {n} more prompt tokens than the client "
               f"(its chat template around one {EXACT_LEN}-token message)")
     vllm = {tuple(d) for e, d in diffs.items() if e.startswith("vllm")}
     check(len(vllm) <= 1, f"{EXACT}: both vLLM engines add the same template tokens ({sorted(vllm)})")
