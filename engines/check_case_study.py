@@ -8,6 +8,9 @@
   * the quality steps: perplexity and agreement figures present for every engine, vLLM AWQ's
     agreement with the HF baseline below vLLM BF16's, lm-eval's accuracy read, every gate
     evaluated.
+  * the exact-length workload: every prompt the client counted at exactly its length with the
+    model's tokenizer, every request answered with `usage.prompt_tokens`, and the difference
+    (server minus client: the chat template's tokens) printed and the same for every request.
 
     python3 engines/check_case_study.py BUNDLE_DIR
 
@@ -94,7 +97,10 @@ def main(argv) -> int:
         if e["name"].startswith("vllm"):
             check(bool(e.get("metrics_url")), f"engine {e['name']}: /metrics scraped")
 
-    workloads = sorted({c["workload"] for c in cells.values()})
+    check_prompt_tokens(bundle, cells, check)
+
+    # Throughput at concurrency 16, for the workloads that run that level.
+    workloads = sorted({c["workload"] for c in cells.values() if c["level"] == {"concurrency": LEVEL}})
     for w in workloads:
         def tok(engine):
             c = cells.get(f"{engine}.{w}.c{LEVEL}") or {}
@@ -111,6 +117,43 @@ def main(argv) -> int:
         return 1
     print(f"\nall checks passed: {bundle}")
     return 0
+
+
+EXACT = "exact_tokens"
+EXACT_LEN = 96
+
+
+def check_prompt_tokens(bundle, cells, check):
+    """The exact-length workload: client counts exact, server counts present, their difference
+    constant per cell; prints the difference per engine."""
+    mine = {cid: c for cid, c in cells.items() if c["workload"] == EXACT}
+    check(bool(mine), f"workload {EXACT} was run ({len(mine)} cells)")
+    diffs = {}
+    for cid, c in sorted(mine.items()):
+        m = c.get("metrics") or {}
+        check(m.get("client_prompt_tokens_mean") == EXACT_LEN,
+              f"cell {cid}: the client counted every prompt at {EXACT_LEN} tokens "
+              f"(mean {m.get('client_prompt_tokens_mean')})")
+        records = [json.loads(l) for l in
+                   (bundle / "cells" / f"{cid}.records.jsonl").read_text().splitlines() if l.strip()]
+        ok = [r for r in records if r.get("ok")]
+        served = [r for r in ok if r.get("input_tokens") is not None]
+        check(bool(ok) and len(served) == len(ok),
+              f"cell {cid}: {len(served)} of {len(ok)} successful requests carry usage.prompt_tokens")
+        per = sorted({r["input_tokens"] - r["client_prompt_tokens"] for r in served
+                      if r.get("client_prompt_tokens") is not None})
+        check(len(per) == 1,
+              f"cell {cid}: server usage.prompt_tokens - client count = {per} "
+              f"(server mean {m.get('server_prompt_tokens_mean')}, client {m.get('client_prompt_tokens_mean')}, "
+              f"mean difference {m.get('prompt_tokens_diff_mean')})")
+        if per:
+            diffs[c["engine"]] = per
+    for engine, d in sorted(diffs.items()):
+        n = d[0] if len(d) == 1 else d
+        print(f"note {EXACT}: {engine} counts {n} more prompt tokens than the client "
+              f"(its chat template around one {EXACT_LEN}-token message)")
+    vllm = {tuple(d) for e, d in diffs.items() if e.startswith("vllm")}
+    check(len(vllm) <= 1, f"{EXACT}: both vLLM engines add the same template tokens ({sorted(vllm)})")
 
 
 if __name__ == "__main__":

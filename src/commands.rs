@@ -365,6 +365,25 @@ fn exec(
     if !warnings.0.is_empty() && !quiet {
         eprint!("{warnings}");
     }
+    let mut plan = plan;
+    if let Some(v) = std::env::var_os(plan::defaults::MAX_DISPATCH_LAG_ENV) {
+        let env = plan::defaults::MAX_DISPATCH_LAG_ENV;
+        match humantime::parse_duration(&v.to_string_lossy()) {
+            Ok(lag) => {
+                eprintln!(
+                    "note: {env}={} replaces every workload's `max_dispatch_lag`",
+                    humantime::format_duration(lag)
+                );
+                for w in &mut plan.workloads {
+                    w.load.max_dispatch_lag = lag;
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {env}={}: not a duration: {e}", v.to_string_lossy());
+                return exit::INVALID;
+            }
+        }
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

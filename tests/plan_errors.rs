@@ -378,3 +378,36 @@ fn bad_metrics_interval() {
         "model = \"m\"\nmetrics_interval = \"often\"\n"
     ));
 }
+
+#[test]
+fn sessions_with_an_open_loop_rate() {
+    let s = Scratch::new();
+    s.write(
+        "plan.toml",
+        &GOOD
+            .replacen("concurrency = [1, 4]", "rate = [2.0]", 1)
+            .replacen(
+            "prompts = [\"hi\"]\nmax_tokens = 16\n",
+            "[workload.synthetic]\ninput_tokens = 8\ncount = 2\n[workload.sessions]\nturns = 3\n",
+            1,
+        ),
+    );
+    let out = s.runner(&["validate", "plan.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    insta::assert_snapshot!(String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn sessions_with_inline_prompts() {
+    insta::assert_snapshot!(validate_with(
+        "max_tokens = 16\n",
+        "max_tokens = 16\n[workload.sessions]\nthink_time = \"1s\"\n"
+    ));
+}
+
+#[test]
+fn synthetic_sessions_without_turns() {
+    insta::assert_snapshot!(synthetic_with(
+        "input_tokens = 8\ncount = 2\n[workload.sessions]\nthink_time = \"1s\"\n"
+    ));
+}

@@ -12,6 +12,19 @@ fn every_example_plan_validates() {
         let p = e.expect("entry").path();
         if p.extension().is_some_and(|x| x == "toml") {
             n += 1;
+            // The CPU case study counts prompt tokens with the tiny model's own tokenizer, which
+            // engines/make_tiny_models.py makes (engines/cpu_case_study.sh runs both): before
+            // that, the plan cannot be resolved on this machine.
+            let plan = std::fs::read_to_string(&p).expect("plan");
+            let models = std::path::Path::new(root).join("target/tiny-models/tiny-llama");
+            if plan.contains("tokenizer = \"../target/tiny-models/") && !models.is_dir() {
+                eprintln!(
+                    "skipped {}: {} is made by engines/make_tiny_models.py",
+                    p.display(),
+                    models.display()
+                );
+                continue;
+            }
             let out = Command::new(common::RUNNER)
                 .arg("validate")
                 .arg(&p)

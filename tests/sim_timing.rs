@@ -27,6 +27,8 @@ fn args(max_batch: usize, step_ms: f64, prefill_ms_per_token: f64) -> SimArgs {
         text: false,
         perturb: 0.0,
         no_prompt_logprobs: false,
+        log_requests: None,
+        prefix_cache: false,
         faults: Default::default(),
     }
 }

@@ -18,9 +18,12 @@ fn tiny() -> Tokenizer {
 }
 
 /// `runner exec` of an example plan of plans/, into a scratch results dir; returns the bundle.
+/// The example plans keep the real client guard (`max_dispatch_lag`); on a machine shared with
+/// other tests it is relaxed here, from outside the plan (docs/plan.md).
 fn exec_example(s: &Scratch, plan: &str) -> PathBuf {
     let results = s.path().join("results");
     let out = Command::new(RUNNER)
+        .env("RUNNER_MAX_DISPATCH_LAG", "10s")
         .arg("exec")
         .arg(root().join("plans").join(plan))
         .arg("--results")
@@ -43,6 +46,22 @@ fn resolved_workload(bundle: &Path, name: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("workload {name} in plan.resolved.json"))
 }
 
+/// The prompts a workload sent, from `workloads/<name>.prompts.jsonl` (the one copy in the
+/// bundle), as the resolved plan writes a prompt: `{"text": ...}` or `{"messages": [...]}`.
+fn stored_prompts(bundle: &Path, name: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(bundle.join(format!("workloads/{name}.prompts.jsonl")))
+        .expect("prompts.jsonl")
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            match v.get("prompt") {
+                Some(p) => serde_json::json!({ "text": p }),
+                None => serde_json::json!({ "messages": v["messages"] }),
+            }
+        })
+        .collect()
+}
+
 #[test]
 fn exact_length_plan_sends_prompts_of_exactly_the_drawn_tokens_and_pins_outputs() {
     let s = Scratch::new();
@@ -51,7 +70,9 @@ fn exact_length_plan_sends_prompts_of_exactly_the_drawn_tokens_and_pins_outputs(
 
     let w = resolved_workload(&bundle, "prefill_heavy");
     assert_eq!(w["unit"], "tokens");
-    let prompts = w["prompts"].as_array().expect("prompts");
+    // The prompts are stored once, in the workload's prompts file, not in the resolved plan.
+    assert!(w.get("prompts").is_none(), "{w}");
+    let prompts = &stored_prompts(&bundle, "prefill_heavy");
     assert_eq!(prompts.len(), 16);
     for p in prompts {
         let text = p["text"].as_str().expect("a text prompt");
@@ -67,7 +88,7 @@ fn exact_length_plan_sends_prompts_of_exactly_the_drawn_tokens_and_pins_outputs(
 
     // Drawn lengths: every prompt has its own length, every request its own max_tokens.
     let w = resolved_workload(&bundle, "decode_heavy");
-    let prompts = w["prompts"].as_array().expect("prompts");
+    let prompts = &stored_prompts(&bundle, "decode_heavy");
     let shapes = w["shapes"].as_array().expect("shapes");
     for (p, shape) in prompts.iter().zip(shapes) {
         let text = p["text"].as_str().expect("a text prompt");
@@ -98,7 +119,7 @@ name = "w"
 concurrency = [2]
 requests = 8
 warmup = 0
-max_dispatch_lag = "1s"
+max_dispatch_lag = "10s"
 
 [[engine]]
 name = "sim"
@@ -145,7 +166,7 @@ fn without_a_tokenizer_synthetic_lengths_are_words_and_say_so() {
     let w = resolved_workload(&bundle, "w");
     // Words are the default unit, left out of the resolved plan.
     assert!(w.get("unit").is_none(), "{}", w["unit"]);
-    for p in w["prompts"].as_array().expect("prompts") {
+    for p in &stored_prompts(&bundle, "w") {
         let n = p["text"].as_str().expect("text").split_whitespace().count();
         assert!((5..=9).contains(&n), "{n}");
     }
@@ -167,12 +188,11 @@ fn a_plan_with_only_today_s_synthetic_keys_keeps_today_s_prompts() {
     );
     let (out, bundle) = s.exec("plan.toml");
     assert!(out.status.success(), "{}", text(&out));
-    let w = resolved_workload(&bundle, "w");
     let today: Vec<_> = runner::plan::prompts::synthetic(12, 5, 9)
         .into_iter()
         .map(|p| serde_json::to_value(p).expect("json"))
         .collect();
-    assert_eq!(w["prompts"].as_array().expect("prompts"), &today);
+    assert_eq!(stored_prompts(&bundle, "w"), today);
 }
 
 #[test]
@@ -363,7 +383,7 @@ fn sharegpt_plan_sends_first_turns_with_reference_length_outputs() {
         })
         .collect();
     let w = resolved_workload(&bundle, "sharegpt");
-    let prompts = w["prompts"].as_array().expect("prompts");
+    let prompts = &stored_prompts(&bundle, "sharegpt");
     let shapes = w["shapes"].as_array().expect("shapes");
     assert_eq!(prompts.len(), expected.len());
     for ((p, shape), (q, answer_len)) in prompts.iter().zip(shapes).zip(&expected) {
@@ -460,4 +480,213 @@ fn shared_prefix_plan_sends_groups_whose_prompts_share_their_first_tokens() {
     // The sim reports neither cached tokens nor prefix-cache counters.
     assert_eq!(m.cached_tokens, None);
     assert_eq!(cell.prefix_cache_hit_rate, None);
+}
+
+#[test]
+fn multi_turn_plan_sends_sessions_turn_by_turn_and_reports_each_turn() {
+    let s = Scratch::new();
+    let bundle = exec_example(&s, "multi_turn.toml");
+    // The relaxed guard came from outside the plan, and the bundle says so.
+    let w = resolved_workload(&bundle, "synthetic_sessions");
+    assert_eq!(w["load"]["max_dispatch_lag"], "10s");
+    assert!(w["sessions"].is_object(), "{w}");
+    // The stored requests are the user turns, each with its session and turn.
+    let stored: Vec<serde_json::Value> =
+        std::fs::read_to_string(bundle.join("workloads/synthetic_sessions.prompts.jsonl"))
+            .expect("prompts.jsonl")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+    assert_eq!(stored.len(), 16);
+    let t = tiny();
+    for (i, v) in stored.iter().enumerate() {
+        assert_eq!(v["session"].as_u64(), Some(i as u64 / 4), "{v}");
+        assert_eq!(v["turn"].as_u64(), Some(i as u64 % 4), "{v}");
+        let m = v["messages"].as_array().expect("messages");
+        assert_eq!(m.len(), 1);
+        let content = m[0]["content"].as_str().expect("content");
+        assert_eq!(t.count_plain(content).expect("count"), 48);
+    }
+    for cell in ["sim.synthetic_sessions.c1", "sim.synthetic_sessions.c2"] {
+        let recs = records(&bundle, cell);
+        assert_eq!(recs.len(), 16);
+        for r in &recs {
+            assert!(r.ok, "{r:?}");
+            let turn = u64::from(r.turn.expect("a turn"));
+            assert!(r.session.is_some(), "{r:?}");
+            // The client's count: every earlier turn (48) and its answer (16), then this turn.
+            assert_eq!(r.client_prompt_tokens, Some(turn * (48 + 16) + 48), "{r:?}");
+        }
+        let c = summary(&bundle, cell);
+        assert!(c.prefix_cache_hit_rate.is_some_and(|r| r > 0.0), "{cell}");
+        let m = c.metrics.expect("metrics");
+        let turns: Vec<u32> = m.by_turn.iter().map(|t| t.turn).collect();
+        assert_eq!(turns, [0, 1, 2, 3], "{cell}");
+        for t in &m.by_turn {
+            assert_eq!(t.requests_ok, 4, "{t:?}");
+            assert!(t.ttft_ms.is_some() && t.e2e_ms.is_some(), "{t:?}");
+        }
+        // The context grows turn by turn, on the client's count and on the server's.
+        for pair in m.by_turn.windows(2) {
+            assert!(pair[1].client_prompt_tokens_mean > pair[0].client_prompt_tokens_mean);
+            assert!(pair[1].server_prompt_tokens_mean > pair[0].server_prompt_tokens_mean);
+        }
+    }
+    // ShareGPT conversations: one session per conversation, turns in order within each.
+    let recs = records(&bundle, "sim.conversations.c1");
+    let mut seen = std::collections::BTreeMap::<u64, u32>::new();
+    for r in &recs {
+        assert!(r.ok, "{r:?}");
+        let (s, t) = (r.session.expect("session"), r.turn.expect("turn"));
+        assert_eq!(seen.get(&s).map_or(0, |t| t + 1), t, "{r:?}");
+        seen.insert(s, t);
+    }
+    assert!(
+        seen.values().any(|t| *t > 0),
+        "a conversation of several turns"
+    );
+    let report = std::fs::read_to_string(bundle.join("report.md")).expect("report.md");
+    assert!(report.contains("#### By turn"), "{report}");
+    assert!(report.contains("#### Prompt tokens"), "{report}");
+    // The CSV: a field for every column, the prompt counts among them.
+    let csv = std::fs::read_to_string(bundle.join("summary.csv")).expect("summary.csv");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let at = |name: &str| header.iter().position(|h| *h == name).expect(name);
+    for line in lines {
+        let fields: Vec<&str> = line.split(',').collect();
+        assert_eq!(fields.len(), header.len(), "{line}");
+        if fields[1] == "synthetic_sessions" {
+            let client: f64 = fields[at("client_prompt_tokens_mean")]
+                .parse()
+                .expect("client");
+            let server: f64 = fields[at("server_prompt_tokens_mean")]
+                .parse()
+                .expect("server");
+            assert!(
+                server > client,
+                "the sim's chat template adds tokens: {line}"
+            );
+        }
+    }
+}
+
+/// The sim's `--log-requests` lines: what each request carried and the answer it got.
+fn logged(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .expect("the sim's request log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+#[test]
+fn each_turn_carries_the_engine_s_earlier_answers_and_the_session_s_header() {
+    let s = Scratch::new();
+    let log = s.path().join("requests.jsonl");
+    let data = root().join("plans/data/sharegpt.json");
+    s.write(
+        "plan.toml",
+        &sim_plan(
+            &format!(
+                "max_tokens = 6\n[workload.dataset]\nformat = \"sharegpt\"\npath = \"{}\"\n[workload.sessions]\nthink_time = \"30ms\"\n",
+                data.display()
+            ),
+            "",
+            &format!("--log-requests {}", log.display()),
+        )
+        .replace("requests = 8", "requests = 14"),
+    );
+    let (out, bundle) = s.exec("plan.toml");
+    assert!(out.status.success(), "{}", text(&out));
+    let lines = logged(&log);
+    assert_eq!(lines.len(), 14);
+    // Each session's requests, in the order the engine got them.
+    let mut by_session = std::collections::BTreeMap::<String, Vec<&serde_json::Value>>::new();
+    for l in &lines {
+        let id = l["session_id"].as_str().expect("an X-Session-ID header");
+        by_session.entry(id.to_string()).or_default().push(l);
+    }
+    let mut longest = 0;
+    for (id, reqs) in &by_session {
+        let mut answers: Vec<&str> = Vec::new();
+        for (k, r) in reqs.iter().enumerate() {
+            let messages = r["body"]["messages"].as_array().expect("messages");
+            let sent: Vec<&str> = messages
+                .iter()
+                .filter(|m| m["role"] == "assistant")
+                .map(|m| m["content"].as_str().expect("content"))
+                .collect();
+            // Turn k carries the engine's answers to turns 0..k, in order: the answers it
+            // gave (each names its request), not the dataset's.
+            assert_eq!(sent, answers, "session {id}, turn {k}");
+            assert_eq!(messages.last().expect("a message")["role"], "user");
+            answers.push(r["answer"].as_str().expect("answer"));
+            longest = longest.max(k + 1);
+        }
+    }
+    assert!(longest >= 3, "a session of three turns or more");
+    // Records: the same sessions and turns; a later turn is due a think time after the
+    // previous one ended.
+    let mut recs = records(&bundle, "sim.w.c2");
+    recs.sort_by_key(|r| r.index);
+    for r in &recs {
+        let prev = recs.iter().rev().find(|p| {
+            p.index < r.index
+                && p.worker == r.worker
+                && p.session == r.session
+                && p.turn.map(|t| t + 1) == r.turn
+        });
+        if let Some(p) = prev {
+            assert_eq!(r.scheduled_us, p.end_us + 30_000, "{r:?} after {p:?}");
+        }
+    }
+}
+
+#[test]
+fn the_sim_s_prefix_cache_finds_a_session_s_history_cached() {
+    let tok = root().join("tests/fixtures/tiny-tokenizer");
+    let tok = tok.to_str().expect("utf8 path");
+    let s = Scratch::new();
+    s.write(
+        "plan.toml",
+        &sim_plan(
+            &format!("tokenizer = \"{tok}\"\n[workload.synthetic]\ninput_tokens = 48\noutput_tokens = 8\ncount = 4\n[workload.sessions]\nturns = 4\n"),
+            "",
+            &format!("--tokenizer {tok} --prefix-cache"),
+        )
+        .replace("concurrency = [2]", "concurrency = [1]")
+        .replace("requests = 8", "requests = 16"),
+    );
+    let (out, bundle) = s.exec("plan.toml");
+    assert!(out.status.success(), "{}", text(&out));
+    let recs = records(&bundle, "sim.w.c1");
+    assert_eq!(recs.len(), 16);
+    let extra = runner::builtin::sim::CHAT_TOKENS_PER_MESSAGE as u64;
+    for r in &recs {
+        assert!(r.ok, "{r:?}");
+        let cached = r.cached_tokens.expect("usage reports cached tokens");
+        if r.turn == Some(0) {
+            // The runner's readiness check sent the first prompt once already.
+            if r.session != Some(0) {
+                assert_eq!(cached, 0, "a session's first turn shares nothing: {r:?}");
+            }
+        } else {
+            // Everything but the turn's own message (its template tokens and 48 of content)
+            // was in the cache: the history the engine had seen, its own answers included.
+            assert_eq!(r.input_tokens, Some(cached + extra + 48), "{r:?}");
+        }
+    }
+    let cell = summary(&bundle, "sim.w.c1");
+    let rate = cell
+        .prefix_cache_hit_rate
+        .expect("the sim's prefix-cache counters");
+    assert!(rate > 0.0 && rate < 1.0, "{rate}");
+    let m = cell.metrics.expect("metrics");
+    assert!(m.cached_tokens_mean.is_some_and(|c| c > 0.0), "{m:?}");
+    let report = std::fs::read_to_string(bundle.join("report.md")).expect("report.md");
+    assert!(
+        report.contains(&format!("{:.1}%", rate * 100.0)),
+        "{report}"
+    );
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::prefix_cache::{Msg, PrefixCache, Units};
 use super::text::TextMode;
 use crate::workload::tokenizer::Tokenizer;
 
@@ -85,6 +86,17 @@ pub struct SimArgs {
     /// Ignore `echo` (no logprobs of the prompt's own tokens), as llama.cpp's server does.
     #[arg(long)]
     pub no_prompt_logprobs: bool,
+    /// For tests: append every completion request received to this file, one JSON line
+    /// (`session_id`: its X-Session-ID header, `body`, and the `answer` it is given); each
+    /// answer then starts with the request's number (`r7-the ...`), so no two are alike.
+    #[arg(long, hide = true)]
+    pub log_requests: Option<std::path::PathBuf>,
+    /// Model a prefix cache: the part of a prompt that an earlier request's prompt and answer
+    /// already hold (whole messages, then common words) is reported as
+    /// `usage.prompt_tokens_details.cached_tokens`, costs no prefill, and is counted in
+    /// `sim:prefix_cache_queries_total` / `sim:prefix_cache_hits_total` on /metrics.
+    #[arg(long)]
+    pub prefix_cache: bool,
     #[command(flatten)]
     pub faults: Faults,
 }
@@ -213,6 +225,10 @@ struct Shared {
     stats: Arc<Emitted>,
     /// `--tokenizer`: prompt tokens are counted with it, else in words.
     tokenizer: Option<Arc<Tokenizer>>,
+    /// `--log-requests`: the file every request is logged to.
+    log: Option<std::sync::Mutex<std::fs::File>>,
+    /// `--prefix-cache`.
+    cache: Option<std::sync::Mutex<PrefixCache>>,
     /// Zero-cost mode: one pre-rendered response per request shape.
     rendered: std::sync::Mutex<std::collections::HashMap<(bool, u64, u64, bool), Bytes>>,
 }
@@ -287,6 +303,9 @@ struct Gauges {
     /// machine changes, so tests can judge batching by it (tokens per modelled second).
     steps: AtomicU64,
     model_ns: AtomicU64,
+    /// `--prefix-cache`: prompt tokens looked up, and those found cached.
+    cache_queries: AtomicU64,
+    cache_hits: AtomicU64,
 }
 
 /// Serves until the process is signalled. Prints one line when listening.
@@ -349,13 +368,25 @@ pub fn with_tokenizer(args: SimArgs, tokenizer: Option<Arc<Tokenizer>>) -> Route
     let gauges = Arc::new(Gauges::default());
     tokio::spawn(scheduler(rx, args.clone(), gauges.clone()));
     let shared = Arc::new(Shared {
-        args,
         queue: tx,
         started: Instant::now(),
         ids: AtomicU64::new(0),
         received: AtomicU64::new(0),
         gauges,
         stats: Arc::new(Emitted::default()),
+        log: args.log_requests.as_ref().and_then(|p| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| eprintln!("sim engine: cannot open {}: {e}", p.display()))
+                .ok()
+                .map(std::sync::Mutex::new)
+        }),
+        cache: args
+            .prefix_cache
+            .then(|| std::sync::Mutex::new(PrefixCache::default())),
+        args,
         tokenizer,
         rendered: std::sync::Mutex::new(std::collections::HashMap::new()),
     });
@@ -495,6 +526,19 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         g.steps.load(Ordering::Relaxed),
         g.model_ns.load(Ordering::Relaxed) as f64 / 1e9,
     );
+    let mut body = body;
+    if s.cache.is_some() {
+        body.push_str(&format!(
+            "# HELP sim:prefix_cache_queries_total Prompt tokens looked up in the prefix cache.\n\
+             # TYPE sim:prefix_cache_queries_total counter\n\
+             sim:prefix_cache_queries_total{{model_name=\"{m}\"}} {}\n\
+             # HELP sim:prefix_cache_hits_total Prompt tokens found in the prefix cache.\n\
+             # TYPE sim:prefix_cache_hits_total counter\n\
+             sim:prefix_cache_hits_total{{model_name=\"{m}\"}} {}\n",
+            g.cache_queries.load(Ordering::Relaxed),
+            g.cache_hits.load(Ordering::Relaxed),
+        ));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
@@ -524,12 +568,29 @@ enum Kind {
     Completion,
 }
 
-async fn chat(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
-    generate(s, Kind::Chat, body).await
+async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    generate(s, Kind::Chat, &headers, body).await
 }
 
-async fn completions(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
-    generate(s, Kind::Completion, body).await
+async fn completions(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    generate(s, Kind::Completion, &headers, body).await
+}
+
+/// Token `i`'s text (from 1); with `--log-requests` the first names the request (`r7-`).
+/// Output token `i` and its logprob: the text mode's word, with `--log-requests`' request number
+/// in front of the first one.
+fn token_text(
+    f: &Faults,
+    mode: &TextMode,
+    key: &str,
+    tag: Option<u64>,
+    i: u64,
+) -> (std::borrow::Cow<'static, str>, f64) {
+    let (w, lp) = f.word(mode, key, i);
+    match tag {
+        Some(id) if i == 1 && !f.empty_output => (format!("r{id}-{w}").into(), lp),
+        _ => (w.into(), lp),
+    }
 }
 
 fn error(status: StatusCode, message: String) -> Response {
@@ -586,6 +647,47 @@ fn count_tokens(req: &Value, kind: Kind, tokenizer: Option<&Tokenizer>) -> u64 {
     n.max(1) as u64
 }
 
+/// A request as the prefix cache sees it: its messages (a completions prompt as one), and what
+/// the cache holds after it: those messages and the answer (chat: a message after them;
+/// completions: the text continued).
+fn cache_view(req: &Value, kind: Kind, answer: String) -> (Vec<Msg>, Vec<Msg>) {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    match kind {
+        Kind::Chat => {
+            let prompt = req["messages"].as_array().map_or(Vec::new(), |m| {
+                m.iter()
+                    .map(|m| Msg {
+                        role: text(&m["role"]),
+                        content: text(&m["content"]),
+                    })
+                    .collect()
+            });
+            let mut then = prompt.clone();
+            then.push(Msg {
+                role: "assistant".into(),
+                content: answer,
+            });
+            (prompt, then)
+        }
+        Kind::Completion => {
+            let prompt = match &req["prompt"] {
+                Value::Array(a) => a.iter().map(text).collect::<Vec<_>>().join(""),
+                v => text(v),
+            };
+            // The answer continues the prompt's text.
+            let whole = Msg {
+                role: String::new(),
+                content: format!("{prompt}{answer}"),
+            };
+            let prompt = Msg {
+                role: String::new(),
+                content: prompt,
+            };
+            (vec![prompt], vec![whole])
+        }
+    }
+}
+
 /// The sim's chat template, per message: a start marker, the role and an end marker, as in
 /// ChatML-style templates (`<|im_start|>user\n ... <|im_end|>`).
 pub const CHAT_TOKENS_PER_MESSAGE: usize = 3;
@@ -626,7 +728,7 @@ const WORDS: &[&str] = &[
     "pace ",
 ];
 
-async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
+async fn generate(s: Arc<Shared>, kind: Kind, headers: &HeaderMap, body: Bytes) -> Response {
     let n = s.received.fetch_add(1, Ordering::Relaxed) + 1;
     let f = &s.args.faults;
     if f.crash_after.is_some_and(|c| n > c) {
@@ -699,11 +801,64 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
     let counted = s.stats.admit();
     let mode = s.args.text_mode();
     let key: Arc<str> = prompt_key(&req, kind).into();
+    let id = s.ids.fetch_add(1, Ordering::Relaxed);
+    let tag = s.log.as_ref().map(|log| {
+        let answer: String = (1..=max_tokens)
+            .map(|i| token_text(f, &mode, &key, Some(id), i).0)
+            .collect();
+        let session = headers.get("x-session-id").and_then(|v| v.to_str().ok());
+        let line = json!({"id": id, "session_id": session, "body": req, "answer": answer});
+        if let Ok(mut file) = log.lock() {
+            use std::io::Write;
+            let _ = writeln!(file, "{line}");
+        }
+        id
+    });
+    let cached = s.cache.as_ref().map(|cache| {
+        let answer = (1..=max_tokens)
+            .map(|i| token_text(f, &mode, &key, tag, i).0)
+            .collect::<String>();
+        let (prompt, then) = cache_view(&req, kind, answer);
+        let t = s.tokenizer.as_deref();
+        let count = |text: &str| match t {
+            Some(t) => t.count_plain(text).unwrap_or(0),
+            None => text.split_whitespace().count(),
+        };
+        let units = match (t, kind) {
+            (Some(t), Kind::Chat) => Units {
+                count: &count,
+                specials: t.added_specials().unwrap_or(0),
+                per_message: CHAT_TOKENS_PER_MESSAGE,
+            },
+            (Some(t), Kind::Completion) => Units {
+                count: &count,
+                specials: t.added_specials().unwrap_or(0),
+                per_message: 0,
+            },
+            (None, _) => Units {
+                count: &count,
+                specials: 0,
+                per_message: 0,
+            },
+        };
+        let n = cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lookup_and_insert(&prompt, then, prompt_tokens as usize, &units)
+            as u64;
+        s.gauges
+            .cache_queries
+            .fetch_add(prompt_tokens, Ordering::Relaxed);
+        s.gauges.cache_hits.fetch_add(n, Ordering::Relaxed);
+        n
+    });
     if stream
         && s.args.ttft_ms == Some(0.0)
         && s.args.itl_ms == Some(0.0)
         && !f.any_stream_fault()
         && mode.is_default()
+        && tag.is_none()
+        && cached.is_none()
     {
         return zero_cost(&s, kind, max_tokens, prompt_tokens, include_usage);
     }
@@ -713,7 +868,8 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
     } else if s
         .queue
         .send(Sequence {
-            prompt_tokens,
+            // Cached tokens cost no prefill.
+            prompt_tokens: prompt_tokens - cached.unwrap_or(0),
             max_tokens,
             tx,
         })
@@ -724,7 +880,6 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
             "the scheduler stopped".into(),
         );
     }
-    let id = s.ids.fetch_add(1, Ordering::Relaxed);
     if stream {
         // Quoted once here, so chunks can be formatted without a JSON serializer.
         let model = Value::from(s.args.model.as_str()).to_string();
@@ -749,6 +904,8 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
             faults: s.args.faults.clone(),
             mode,
             key,
+            tag,
+            cached,
         };
         if s.args.faults.burst {
             let whole = futures_util::stream::once(async move {
@@ -794,10 +951,10 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
         let mut text = String::new();
         let mut n = 0;
         let f = &s.args.faults;
-        let mut generated: Vec<(&str, f64)> = Vec::new();
+        let mut generated: Vec<(std::borrow::Cow<'static, str>, f64)> = Vec::new();
         while let Some(i) = rx.recv().await {
-            let (w, lp) = f.word(&mode, &key, i);
-            text.push_str(w);
+            let (w, lp) = token_text(f, &mode, &key, tag, i);
+            text.push_str(&w);
             generated.push((w, lp));
             n = i;
             if i >= max_tokens {
@@ -806,7 +963,10 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
         }
         let n = f.usage_tokens(n);
         let finish = f.finish_reason.as_deref().unwrap_or("length");
-        let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n});
+        let mut usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n});
+        if let Some(c) = cached {
+            usage["prompt_tokens_details"] = json!({ "cached_tokens": c });
+        }
         let v = match kind {
             Kind::Chat => {
                 let logprobs = req["logprobs"].as_bool().unwrap_or(false).then(|| {
@@ -835,7 +995,7 @@ async fn generate(s: Arc<Shared>, kind: Kind, body: Bytes) -> Response {
                     text = format!("{prompt}{text}");
                 }
                 for (w, lp) in &generated {
-                    tokens.push((*w).into());
+                    tokens.push(w.as_ref().into());
                     lps.push((*lp).into());
                 }
                 let logprobs = req["logprobs"]
@@ -899,6 +1059,8 @@ fn zero_cost(
                     faults: Faults::default(),
                     mode: TextMode::default(),
                     key: "".into(),
+                    tag: None,
+                    cached: None,
                 };
                 c.render_all()
             })
@@ -931,6 +1093,10 @@ struct Chunks {
     mode: TextMode,
     /// The prompt the tokens are chosen for (text mode).
     key: Arc<str>,
+    /// `--log-requests`: the request's number, named by its first token.
+    tag: Option<u64>,
+    /// `--prefix-cache`: the prompt tokens found cached.
+    cached: Option<u64>,
 }
 
 impl Chunks {
@@ -946,7 +1112,8 @@ impl Chunks {
                         self.stage = Stage::Tokens;
                         self.tokens_sent += 1;
                         self.stamp();
-                        let (word, _) = self.faults.word(&self.mode, &self.key, i);
+                        let (word, _) =
+                            token_text(&self.faults, &self.mode, &self.key, self.tag, i);
                         let finish = if i >= self.max_tokens {
                             self.stage = Stage::Usage;
                             self.faults.finish_json()
@@ -974,8 +1141,11 @@ impl Chunks {
                         let (object, prefix) = self.names();
                         let p = self.prompt_tokens;
                         let c = self.faults.usage_tokens(self.max_tokens);
+                        let details = self.cached.map_or(String::new(), |n| {
+                            format!(",\"prompt_tokens_details\":{{\"cached_tokens\":{n}}}")
+                        });
                         return Some(Bytes::from(format!(
-                            "data: {{\"id\":\"{prefix}-{}\",\"object\":\"{object}\",\"created\":0,\"model\":{},\"choices\":[],\"usage\":{{\"prompt_tokens\":{p},\"total_tokens\":{},\"completion_tokens\":{c}}}}}\n\n",
+                            "data: {{\"id\":\"{prefix}-{}\",\"object\":\"{object}\",\"created\":0,\"model\":{},\"choices\":[],\"usage\":{{\"prompt_tokens\":{p},\"total_tokens\":{},\"completion_tokens\":{c}{details}}}}}\n\n",
                             self.id, self.model, p + c
                         )));
                     }

@@ -121,7 +121,7 @@ pub async fn send_alone(
     abort: impl std::future::Future<Output = ()>,
 ) -> Outcome {
     match endpoint(target) {
-        Ok(e) => send(&e, target, body, Instant::now(), 0, abort).await,
+        Ok(e) => send(&e, target, body, None, Instant::now(), 0, abort).await,
         Err(why) => {
             let mut record = blank_record(0);
             record.error_class = Some(ErrorClass::Connect);
@@ -168,19 +168,23 @@ pub fn blank_record(scheduled_us: u64) -> RequestRecord {
         input_tokens: None,
         client_prompt_tokens: None,
         cached_tokens: None,
+        session: None,
+        turn: None,
         output_tokens: 0,
         output_tokens_source: TokenSource::Chunks,
         chunks: 0,
     }
 }
 
-/// Sends one request and records it. `origin` is the cell's clock origin; `scheduled_us` is
+/// Sends one request and records it. `session` is sent as `X-Session-ID` (a multi-turn
+/// session's requests share it). `origin` is the cell's clock origin; `scheduled_us` is
 /// when the request was due (latency is measured from there). If `abort` completes first, the
 /// request ends as `cancelled`.
 pub async fn send(
     endpoint: &Endpoint,
     target: &RequestTarget,
     body: Bytes,
+    session: Option<&::http::HeaderValue>,
     origin: Instant,
     scheduled_us: u64,
     abort: impl std::future::Future<Output = ()>,
@@ -200,6 +204,7 @@ pub async fn send(
                 endpoint,
                 target,
                 body.clone(),
+                session,
                 origin,
                 &mut rec,
                 text.as_mut(),
@@ -272,10 +277,12 @@ pub async fn send(
 /// response was read to its end (the connection is back in the pool already).
 type Leftover = Option<(Incoming, conn::Conn)>;
 
+#[allow(clippy::too_many_arguments)]
 async fn exchange(
     endpoint: &Endpoint,
     target: &RequestTarget,
     body: Bytes,
+    session: Option<&::http::HeaderValue>,
     origin: Instant,
     rec: &mut RequestRecord,
     text: Option<&mut String>,
@@ -285,7 +292,7 @@ async fn exchange(
     let first_token_deadline = tokio::time::Instant::now() + t.first_token;
     let request = async {
         let conn = endpoint.take().await?;
-        endpoint.post(conn, body).await
+        endpoint.post(conn, body, session).await
     };
     let (resp, connection) = match tokio::time::timeout_at(first_token_deadline, request).await {
         Err(_) => return Err(first_token_timeout(t.first_token)),

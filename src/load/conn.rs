@@ -20,6 +20,10 @@ use hyper_util::rt::TokioIo;
 use crate::error::error_chain;
 use crate::metrics::record::ErrorClass;
 
+/// The header a multi-turn session's requests carry (routers use it for affinity).
+pub const SESSION_ID: http::header::HeaderName =
+    http::header::HeaderName::from_static("x-session-id");
+
 /// A failed request: its class and the message to keep.
 pub type Failure = (ErrorClass, String);
 
@@ -170,12 +174,14 @@ impl Endpoint {
         Ok(sender)
     }
 
-    /// Sends one POST with `body` on `conn`; a reused connection the server had closed is
-    /// replaced by a new one once. Returns the response and the connection it came on.
+    /// Sends one POST with `body` on `conn` (with `X-Session-ID: session` when given); a reused
+    /// connection the server had closed is replaced by a new one once. Returns the response and
+    /// the connection it came on.
     pub async fn post(
         &self,
         mut conn: Conn,
         body: Bytes,
+        session: Option<&HeaderValue>,
     ) -> Result<(http::Response<Incoming>, Conn), Failure> {
         loop {
             let mut req = http::Request::new(Full::new(body.clone()));
@@ -186,6 +192,9 @@ impl Endpoint {
             h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             if let Some(a) = &self.authorization {
                 h.insert(AUTHORIZATION, a.clone());
+            }
+            if let Some(id) = session {
+                h.insert(SESSION_ID, id.clone());
             }
             match conn.sender.send_request(req).await {
                 Ok(resp) => return Ok((resp, conn)),

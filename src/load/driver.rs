@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, Semaphore};
 use super::arrival::Arrivals;
 use super::client::{self, RequestTarget};
 use super::conn::Endpoint;
+use super::session::{History, SessionPlan};
 use crate::metrics::record::RequestRecord;
 use crate::plan::model::{Arrival, LoadLevel, StopRule};
 use crate::stop::Cancel;
@@ -40,6 +41,11 @@ pub struct Level {
     pub max_error_rate: Option<f64>,
     /// Which run of the cell this is (plan `repeat`), recorded in each record.
     pub run: u32,
+    /// `[workload.sessions]`: the level sends whole sessions, turn after turn, closed loop
+    /// (the concurrency is sessions in flight); `bodies` are then unused.
+    pub sessions: Option<SessionPlan>,
+    /// Every session's `X-Session-ID` starts with this (unique to the run and the cell).
+    pub session_prefix: String,
 }
 
 impl Level {
@@ -122,11 +128,21 @@ pub async fn run_level(
         let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
         let warm = Arc::new(Tally::default());
         let stop = StopRule::Requests(u64::from(level.warmup));
-        phase(&level, stop, &cancel, Arc::new(AtomicU64::new(0)), tx, warm).await;
+        let progress = Arc::new(AtomicU64::new(0));
+        phase(&level, stop, &cancel, progress, tx, warm, "w").await;
         let _ = drain.await;
     }
     let tally = Arc::new(Tally::default());
-    phase(&level, level.stop, &cancel, progress, sink, tally.clone()).await;
+    phase(
+        &level,
+        level.stop,
+        &cancel,
+        progress,
+        sink,
+        tally.clone(),
+        "m",
+    )
+    .await;
     let stopped_early = tally.reason.lock().ok().and_then(|r| r.clone());
     LevelOutcome {
         interrupted: cancel.is_stopping(),
@@ -152,8 +168,13 @@ async fn phase(
     progress: Arc<AtomicU64>,
     sink: mpsc::Sender<RequestRecord>,
     tally: Arc<Tally>,
+    tag: &str,
 ) {
     match level.load {
+        LoadLevel::Concurrency(n) if level.sessions.is_some() => {
+            let prefix = format!("{}-{tag}", level.session_prefix);
+            sessions(level, n, stop, cancel, progress, sink, tally, prefix).await
+        }
         LoadLevel::Concurrency(n) => closed(level, n, stop, cancel, progress, sink, tally).await,
         LoadLevel::Rate(r) => open(level, r, stop, cancel, progress, sink, tally).await,
     }
@@ -204,6 +225,7 @@ async fn closed(
                     &level.endpoint,
                     &level.target,
                     body,
+                    None,
                     origin,
                     due,
                     cancel.in_flight_expired(),
@@ -219,6 +241,111 @@ async fn closed(
                 progress.fetch_add(1, Ordering::Relaxed);
                 if sink.send(rec).await.is_err() {
                     break;
+                }
+            }
+        }));
+    }
+    drop(sink);
+    for w in workers {
+        let _ = w.await;
+    }
+}
+
+/// Closed loop over sessions: each of `concurrency` workers takes the next session (in turn,
+/// starting over after the last) and sends its turns one after another, each after the
+/// session's history with the engine's actual answers, waiting `think_time` between a turn's
+/// end and the next. The stop rule counts turns; a failed turn ends its session (its later
+/// turns are not sent), as does the level's end.
+#[allow(clippy::too_many_arguments)]
+async fn sessions(
+    level: &Arc<Level>,
+    concurrency: u32,
+    stop: StopRule,
+    cancel: &Cancel,
+    progress: Arc<AtomicU64>,
+    sink: mpsc::Sender<RequestRecord>,
+    tally: Arc<Tally>,
+    prefix: String,
+) {
+    let origin = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let next_session = Arc::new(AtomicU64::new(0));
+    let prefix = Arc::new(prefix);
+    let mut workers = Vec::with_capacity(concurrency as usize);
+    for worker in 0..concurrency {
+        let (level, cancel, next, next_session, sink, progress, tally, prefix) = (
+            level.clone(),
+            cancel.clone(),
+            next.clone(),
+            next_session.clone(),
+            sink.clone(),
+            progress.clone(),
+            tally.clone(),
+            prefix.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let Some(plan) = level.sessions.as_ref() else {
+                return;
+            };
+            if plan.sessions.is_empty() {
+                return;
+            }
+            let think_us = plan.think_time.as_micros() as u64;
+            let mut due = 0;
+            'sessions: loop {
+                let k = next_session.fetch_add(1, Ordering::Relaxed);
+                let turns = &plan.sessions[(k % plan.sessions.len() as u64) as usize];
+                // Unique within the run: the bundle, the cell, its run and phase, the session.
+                let id = http::HeaderValue::from_str(&format!("{prefix}-{k}")).ok();
+                let mut history = History::default();
+                for (t, turn) in turns.iter().enumerate() {
+                    if cancel.is_stopping() || tally.stopped() {
+                        break 'sessions;
+                    }
+                    if t > 0 && think_us > 0 {
+                        // The user reads the answer and types: workload behaviour, not a wait
+                        // for anything. The next turn is due when it ends.
+                        due += think_us;
+                        let wait = Duration::from_micros(due.saturating_sub(client::since(origin)));
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            () = cancel.stopping() => break 'sessions,
+                        }
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if !more(stop, i, origin.elapsed()) {
+                        break 'sessions;
+                    }
+                    let body = plan.body(turn, &history);
+                    let out = client::send(
+                        &level.endpoint,
+                        &level.target,
+                        body,
+                        id.as_ref(),
+                        origin,
+                        due,
+                        cancel.in_flight_expired(),
+                    )
+                    .await;
+                    let mut rec = out.record;
+                    due = rec.end_us;
+                    rec.index = i;
+                    rec.client_prompt_tokens = Some(history.prompt_len(turn));
+                    rec.session = Some(turn.session);
+                    rec.turn = Some(turn.turn);
+                    rec.worker = worker;
+                    rec.run = level.run;
+                    let (ok, tokens) = (rec.ok, rec.output_tokens);
+                    tally.finished(ok, &level);
+                    progress.fetch_add(1, Ordering::Relaxed);
+                    if sink.send(rec).await.is_err() {
+                        break 'sessions;
+                    }
+                    if !ok {
+                        // The history would lack this turn's answer: the session ends here.
+                        break;
+                    }
+                    history.push(turn, out.text.unwrap_or_default(), tokens, plan.unit());
                 }
             }
         }));
@@ -306,6 +433,7 @@ async fn open(
                 &level2.endpoint,
                 &level2.target,
                 body,
+                None,
                 origin,
                 scheduled_us,
                 cancel2.in_flight_expired(),

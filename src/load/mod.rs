@@ -6,5 +6,6 @@ pub mod chunk;
 pub mod client;
 pub mod conn;
 pub mod driver;
+pub mod session;
 pub mod sse;
 pub mod watch;

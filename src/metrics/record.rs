@@ -136,6 +136,12 @@ pub struct RequestRecord {
     /// prefix cache, where usage reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_tokens: Option<u64>,
+    /// Multi-turn workloads: the session (the workload's conversation) this request was a turn
+    /// of, and the turn's index in it, from 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn: Option<u32>,
     pub output_tokens: u64,
     pub output_tokens_source: TokenSource,
     /// Content-bearing chunks (events) received.
@@ -289,6 +295,8 @@ pub(crate) mod tests {
             input_tokens: Some(5),
             client_prompt_tokens: None,
             cached_tokens: None,
+            session: None,
+            turn: None,
             output_tokens: tokens,
             output_tokens_source: TokenSource::Usage,
             chunks: content.len() as u64,

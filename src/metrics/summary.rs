@@ -183,6 +183,36 @@ pub struct CellMetrics {
     /// Open loop: requests scheduled per second of schedule, and actually sent per second.
     pub offered_req_per_s: Option<f64>,
     pub sent_req_per_s: Option<f64>,
+    /// Multi-turn workloads: the requests of each turn index (docs/metrics.md "Per turn"), in
+    /// turn order; empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_turn: Vec<TurnMetrics>,
+}
+
+/// The requests of one turn index of a multi-turn cell: turn `k` of every session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TurnMetrics {
+    /// From 0.
+    pub turn: u32,
+    pub requests_total: u64,
+    pub requests_ok: u64,
+    /// The client's mean count of the whole prompt sent (history included), successful ones.
+    pub client_prompt_tokens_mean: Option<f64>,
+    /// The server's mean `usage.prompt_tokens`, successful ones.
+    pub server_prompt_tokens_mean: Option<f64>,
+    pub ttft_ms: Option<Stats>,
+    pub e2e_ms: Option<Stats>,
+}
+
+/// One turn index's fold.
+#[derive(Debug, Default, Clone)]
+struct TurnAcc {
+    total: u64,
+    ok: u64,
+    client_prompt: Mean,
+    server_prompt: Mean,
+    ttft: LatencyHistogram,
+    e2e: LatencyHistogram,
 }
 
 impl CellMetrics {
@@ -305,6 +335,9 @@ pub struct Accumulator {
     /// Each prompt's own `max_tokens` (request `i` uses entry `i mod len`); empty: all
     /// `max_tokens`.
     own_max_tokens: Vec<Option<u32>>,
+    /// Multi-turn: each turn's own `max_tokens`, by (session, turn) (the records say which).
+    turn_max_tokens: std::collections::HashMap<(u64, u32), u32>,
+    by_turn: BTreeMap<u32, TurnAcc>,
     client_prompt: Mean,
     server_prompt: Mean,
     prompt_diff: Mean,
@@ -357,6 +390,11 @@ impl Accumulator {
         if workload.shapes.iter().any(|s| s.max_tokens.is_some()) {
             acc.own_max_tokens = workload.shapes.iter().map(|s| s.max_tokens).collect();
         }
+        acc.turn_max_tokens = workload
+            .shapes
+            .iter()
+            .filter_map(|s| Some(((s.session?, s.turn?), s.max_tokens?)))
+            .collect();
         match level {
             crate::plan::model::LoadLevel::Rate(_) => acc.open_loop(),
             crate::plan::model::LoadLevel::Concurrency(_) => acc,
@@ -392,6 +430,23 @@ impl Accumulator {
                 .map_or(r.scheduled_us, |t| t.min(r.scheduled_us)),
         );
         self.last_end_us = self.last_end_us.max(r.end_us);
+        let mut turn = r.turn.map(|t| self.by_turn.entry(t).or_default());
+        if let Some(t) = turn.as_mut() {
+            t.total += 1;
+            if r.ok {
+                t.ok += 1;
+                t.e2e.record(r.e2e_us());
+                if let Some(v) = r.ttft_us() {
+                    t.ttft.record(v);
+                }
+                if let Some(c) = r.client_prompt_tokens {
+                    t.client_prompt.add(c as f64);
+                }
+                if let Some(v) = r.input_tokens {
+                    t.server_prompt.add(v as f64);
+                }
+            }
+        }
         if !r.ok {
             let class = r.error_class.map_or("unknown", |c| c.as_str());
             let key = match (class, r.status) {
@@ -407,7 +462,12 @@ impl Accumulator {
             return;
         }
         self.ok += 1;
+        let own_turn = match (r.session, r.turn) {
+            (Some(s), Some(t)) => self.turn_max_tokens.get(&(s, t)).copied(),
+            _ => None,
+        };
         let max_tokens = match self.own_max_tokens.len() {
+            _ if own_turn.is_some() => own_turn.map(u64::from),
             0 => self.max_tokens,
             n => self.own_max_tokens[(r.index % n as u64) as usize]
                 .map(u64::from)
@@ -533,6 +593,19 @@ impl Accumulator {
             dispatch_lag_ms: self.lag.stats_by(p),
             offered_req_per_s: self.span_rate(self.last_scheduled_us),
             sent_req_per_s: self.span_rate(self.last_sent_us),
+            by_turn: self
+                .by_turn
+                .iter()
+                .map(|(turn, t)| TurnMetrics {
+                    turn: *turn,
+                    requests_total: t.total,
+                    requests_ok: t.ok,
+                    client_prompt_tokens_mean: t.client_prompt.get(),
+                    server_prompt_tokens_mean: t.server_prompt.get(),
+                    ttft_ms: t.ttft.stats(),
+                    e2e_ms: t.e2e.stats(),
+                })
+                .collect(),
         }
     }
 }
@@ -571,6 +644,39 @@ mod tests {
         let e2e = m.e2e_ms.expect("e2e");
         assert!((e2e.max - 66.0).abs() < 0.1);
         assert_eq!(m.output_tokens_source, "usage");
+    }
+
+    #[test]
+    fn turns_are_summarized_apart_and_a_turn_s_own_max_tokens_applies() {
+        let mut acc = Accumulator::new(Some(100), None);
+        acc.turn_max_tokens.insert((0, 1), 3);
+        for (session, turn, ttft) in [(0u64, 0u32, 1_000u64), (1, 0, 3_000), (0, 1, 20_000)] {
+            let mut r = record(0, &[ttft, ttft + 100, ttft + 200], ttft + 300, 3);
+            r.session = Some(session);
+            r.turn = Some(turn);
+            r.client_prompt_tokens = Some(10 * (u64::from(turn) + 1));
+            acc.add(&r);
+        }
+        let mut failed = record(0, &[], 50, 0);
+        failed.ok = false;
+        failed.turn = Some(1);
+        acc.add(&failed);
+        let m = acc.finish();
+        assert_eq!(m.by_turn.len(), 2);
+        let (t0, t1) = (&m.by_turn[0], &m.by_turn[1]);
+        assert_eq!((t0.turn, t0.requests_total, t0.requests_ok), (0, 2, 2));
+        assert_eq!((t1.turn, t1.requests_total, t1.requests_ok), (1, 2, 1));
+        // HDR values are within 0.1% (3 significant digits).
+        let near = |v: Option<f64>, want: f64| v.is_some_and(|v| (v - want).abs() <= want * 1e-3);
+        assert!(near(t0.ttft_ms.as_ref().map(|s| s.max), 3.0), "{t0:?}");
+        assert!(near(t1.ttft_ms.as_ref().map(|s| s.p50), 20.0), "{t1:?}");
+        assert_eq!(t1.client_prompt_tokens_mean, Some(20.0));
+        // Turn (0, 1) asked for 3 tokens and got them; the others asked for 100.
+        assert_eq!(m.short_outputs, 2);
+        // Without turns there is no per-turn table.
+        let mut plain = Accumulator::new(Some(3), None);
+        plain.add(&record(0, &[10], 20, 1));
+        assert!(plain.finish().by_turn.is_empty());
     }
 
     #[test]

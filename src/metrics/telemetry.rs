@@ -139,11 +139,17 @@ impl EngineTelemetry {
 
     /// The engine's prefix-cache hit rate over the cell: cached tokens over queried prompt tokens
     /// (vLLM's `prefix_cache_hits_total` / `prefix_cache_queries_total`, both counted in
-    /// tokens); `None` where the engine exposes neither or queried nothing.
+    /// tokens, or the built-in engine's `sim:` ones with `--prefix-cache`); `None` where the
+    /// engine exposes neither or queried nothing.
     pub fn prefix_cache_hit_rate(&self) -> Option<f64> {
         // Exact names: vLLM also has `external_prefix_cache_*` (a KV connector's cache).
-        let hits = *self.counters.get("vllm:prefix_cache_hits_total")?;
-        let queries = *self.counters.get("vllm:prefix_cache_queries_total")?;
+        let (hits, queries) = ["vllm", "sim"].iter().find_map(|e| {
+            let hits = self.counters.get(&format!("{e}:prefix_cache_hits_total"))?;
+            let queries = self
+                .counters
+                .get(&format!("{e}:prefix_cache_queries_total"))?;
+            Some((*hits, *queries))
+        })?;
         (queries > 0.0).then(|| hits / queries)
     }
 

@@ -40,6 +40,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// `[load] max_dispatch_lag`.
 pub const MAX_DISPATCH_LAG: Duration = Duration::from_millis(10);
+/// `RUNNER_MAX_DISPATCH_LAG=1s runner exec ...` replaces every workload's `max_dispatch_lag`:
+/// for tests of example plans on a loaded machine, where the plan keeps the real guard. The
+/// value used is the one in the bundle's `plan.resolved.json`.
+pub const MAX_DISPATCH_LAG_ENV: &str = "RUNNER_MAX_DISPATCH_LAG";
 /// `[load] retries`.
 pub const RETRIES: u32 = 0;
 /// `[load] retry_max_wait`.

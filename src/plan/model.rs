@@ -267,6 +267,9 @@ pub struct WorkloadSpec {
     pub name: String,
     /// Where the prompts came from, for the record.
     pub source: String,
+    /// Left out of the bundle's `plan.resolved.json` (the prompts are in
+    /// `workloads/<name>.prompts.jsonl`, once); bundles written before that hold them here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prompts: Vec<Prompt>,
     /// Per prompt, in prompt order: what the workload's source set for each request (its own
     /// `max_tokens`, a pinned `min_tokens`, its client-side length, a trace's offset). Empty in
@@ -282,6 +285,9 @@ pub struct WorkloadSpec {
     /// `tokenizer = "..."`, resolved against the plan's directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<PathBuf>,
+    /// `[workload.sessions]`: requests are turns, sent in order per session with its history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<SessionsSpec>,
     /// The upper bound on every request's `max_tokens` (the workload's `max_tokens`, or the
     /// largest a request of its source carries).
     pub max_tokens: u32,
@@ -336,6 +342,20 @@ pub struct RequestShape {
     /// A trace's due time, from the start of the measured phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_offset_us: Option<u64>,
+    /// Multi-turn workloads: the session (conversation) this request is a turn of, from 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<u64>,
+    /// The turn's index in its session, from 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn: Option<u32>,
+}
+
+/// `[workload.sessions]`: the workload's requests are turns of sessions (docs/workloads.md).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SessionsSpec {
+    /// Wait between a turn's answer and the session's next turn (a user reading and typing).
+    #[serde(with = "humantime_serde_compat")]
+    pub think_time: Duration,
 }
 
 /// One prompt: plain text, or a chat conversation.

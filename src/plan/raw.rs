@@ -155,6 +155,10 @@ pub struct RawWorkload {
     pub synthetic: Option<Spanned<RawSynthetic>>,
     #[serde(default)]
     pub dataset: Option<Spanned<RawDataset>>,
+    /// `[workload.sessions]`: multi-turn sessions (a ShareGPT dataset's whole conversations, or
+    /// synthetic turns).
+    #[serde(default)]
+    pub sessions: Option<Spanned<RawSessions>>,
     /// A `tokenizer.json`, or a folder holding one: lengths are then counted in its tokens.
     #[serde(default)]
     pub tokenizer: Option<Spanned<String>>,
@@ -245,6 +249,18 @@ impl RawSynthetic {
             && self.prefix_tokens.is_none()
             && self.prefix_groups.is_none()
     }
+}
+
+/// `[workload.sessions]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSessions {
+    /// Synthetic only: user turns per session.
+    #[serde(default)]
+    pub turns: Option<Spanned<i64>>,
+    /// Between a turn's answer and the next turn (`"2s"`); none by default.
+    #[serde(default)]
+    pub think_time: Option<Spanned<String>>,
 }
 
 /// `[workload.dataset]`: requests read from a ShareGPT, JSONL or Mooncake file.

@@ -129,6 +129,11 @@ const HEADER: &[&str] = &[
     "burst_responses",
     "timer_late_p99_ms",
     "engine_scrapes",
+    "client_prompt_tokens_mean",
+    "server_prompt_tokens_mean",
+    "prompt_tokens_diff_mean",
+    "cached_tokens_mean",
+    "prefix_cache_hit_rate",
 ];
 
 fn num(v: Option<f64>) -> String {
@@ -227,6 +232,11 @@ pub fn render(cells: &[CellSummary], matrix: &MatrixColumns) -> String {
                 .and_then(|u| u.timer_late_ms.as_ref())
                 .map(|t| t.p99)),
             int(c.engine_metrics.as_ref().map(|t| t.scrapes)),
+            num(m.and_then(|m| m.client_prompt_tokens_mean)),
+            num(m.and_then(|m| m.server_prompt_tokens_mean)),
+            num(m.and_then(|m| m.prompt_tokens_diff_mean)),
+            num(m.and_then(|m| m.cached_tokens_mean)),
+            num(c.prefix_cache_hit_rate),
         ]);
         fields.extend(super::energy::csv_fields(c, &matrix.prices));
         out.push_str(&fields.join(","));

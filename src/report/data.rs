@@ -194,6 +194,11 @@ pub struct WorkloadView {
     /// `steady_state = true`: each closed-loop cell over its steady-state window, beside its
     /// whole-cell figures.
     pub steady: Vec<SteadyRow>,
+    /// Prompt lengths, client vs server, and prefix caching, per cell: shown when the
+    /// workload counts tokens or an engine reported cached tokens (docs/metrics.md).
+    pub prompt_tokens: Vec<PromptRow>,
+    /// Multi-turn workloads: TTFT and e2e by turn index, per cell (empty otherwise).
+    pub by_turn: Vec<TurnRow>,
 }
 
 /// One cell over its steady-state window, next to the whole cell.
@@ -236,6 +241,76 @@ fn steady_row(c: &CellSummary) -> Option<SteadyRow> {
         ttft_p95_ms: p95(&s.metrics),
         whole_ttft_p95_ms: p95(whole),
     })
+}
+
+/// One cell's prompt-token figures (docs/metrics.md "Prompt token counts").
+#[derive(Debug, Clone, Serialize)]
+pub struct PromptRow {
+    pub engine: String,
+    pub level: String,
+    /// The client's mean count, in the workload's unit.
+    pub client_mean: String,
+    /// The server's mean `usage.prompt_tokens`.
+    pub server_mean: String,
+    /// Mean server minus client (the chat template's cost, where counted by the same tokenizer).
+    pub diff_mean: String,
+    /// Mean `cached_tokens` of the requests that report them.
+    pub cached_mean: String,
+    /// The engine's prefix-cache hit rate over the cell, from its `/metrics`.
+    pub prefix_cache_hit_rate: String,
+}
+
+/// One turn index of a multi-turn cell.
+#[derive(Debug, Clone, Serialize)]
+pub struct TurnRow {
+    pub engine: String,
+    pub level: String,
+    pub turn: u32,
+    pub requests_ok: u64,
+    pub client_prompt_mean: String,
+    pub server_prompt_mean: String,
+    pub ttft_p50_ms: String,
+    pub ttft_p95_ms: String,
+    pub e2e_p50_ms: String,
+    pub e2e_p95_ms: String,
+}
+
+fn prompt_row(c: &CellSummary) -> Option<PromptRow> {
+    let m = c.metrics.as_ref()?;
+    let v = |x: Option<f64>| x.map_or(DASH.into(), |v| f(v, 1));
+    Some(PromptRow {
+        engine: c.engine.clone(),
+        level: c.level.label(),
+        client_mean: v(m.client_prompt_tokens_mean),
+        server_mean: v(m.server_prompt_tokens_mean),
+        diff_mean: v(m.prompt_tokens_diff_mean),
+        cached_mean: v(m.cached_tokens_mean),
+        prefix_cache_hit_rate: c
+            .prefix_cache_hit_rate
+            .map_or(DASH.into(), |r| format!("{:.1}%", r * 100.0)),
+    })
+}
+
+fn turn_rows(c: &CellSummary) -> Vec<TurnRow> {
+    let Some(m) = c.metrics.as_ref() else {
+        return Vec::new();
+    };
+    let v = |x: Option<f64>| x.map_or(DASH.into(), |v| f(v, 1));
+    m.by_turn
+        .iter()
+        .map(|t| TurnRow {
+            engine: c.engine.clone(),
+            level: c.level.label(),
+            turn: t.turn,
+            requests_ok: t.requests_ok,
+            client_prompt_mean: v(t.client_prompt_tokens_mean),
+            server_prompt_mean: v(t.server_prompt_tokens_mean),
+            ttft_p50_ms: v(t.ttft_ms.as_ref().map(|s| s.p50)),
+            ttft_p95_ms: v(t.ttft_ms.as_ref().map(|s| s.p95)),
+            e2e_p50_ms: v(t.e2e_ms.as_ref().map(|s| s.p50)),
+            e2e_p95_ms: v(t.e2e_ms.as_ref().map(|s| s.p95)),
+        })
+        .collect()
 }
 
 /// The engines of an `[engine.matrix]` side by side for one workload: a column per matrix key,
@@ -755,6 +830,27 @@ pub fn build(b: &LoadedBundle) -> ReportData {
                     .iter()
                     .filter(|c| c.workload == w.name)
                     .filter_map(steady_row)
+                    .collect(),
+                prompt_tokens: {
+                    let mine = || b.cells.iter().filter(|c| c.workload == w.name);
+                    let shown = w.unit == crate::workload::tokenizer::CountUnit::Tokens
+                        || mine().any(|c| {
+                            c.prefix_cache_hit_rate.is_some()
+                                || c.metrics
+                                    .as_ref()
+                                    .is_some_and(|m| m.cached_tokens.is_some())
+                        });
+                    if shown {
+                        mine().filter_map(prompt_row).collect()
+                    } else {
+                        Vec::new()
+                    }
+                },
+                by_turn: b
+                    .cells
+                    .iter()
+                    .filter(|c| c.workload == w.name)
+                    .flat_map(turn_rows)
                     .collect(),
             }
         })

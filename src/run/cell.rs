@@ -18,6 +18,7 @@ use crate::engine::ready::api_key;
 use crate::load::body;
 use crate::load::client::{RequestTarget, RetryPolicy, Timeouts};
 use crate::load::driver::{run_level, Level, LevelOutcome};
+use crate::load::session::SessionPlan;
 use crate::metrics::record::{ErrorClass, RequestRecord};
 use crate::metrics::summary::Accumulator;
 use crate::metrics::telemetry;
@@ -61,6 +62,15 @@ impl Run<'_> {
 
         let timeouts = w.load.timeouts;
         let bodies = body::bodies(spec, w);
+        let sessions = w.sessions;
+        // Sessions: `X-Session-ID` is `<bundle>-<cell>-<run>-<phase>-<n>`, unique to the run.
+        let bundle_name = self
+            .ledger()
+            .bundle()
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let done = Arc::new(AtomicU64::new(0));
         // Side by side, several cells would rewrite the one live line: none then.
         let ticker = if self.plan.parallel {
@@ -100,7 +110,8 @@ impl Run<'_> {
                     idle: timeouts.idle,
                     total: timeouts.total,
                 },
-                keep_text: false,
+                // A session's next turn carries the engine's answer: keep the streamed text.
+                keep_text: sessions.is_some(),
                 retry: RetryPolicy {
                     max: w.load.retries,
                     max_wait: w.load.retry_max_wait,
@@ -129,6 +140,8 @@ impl Run<'_> {
                 max_errors: w.load.max_errors,
                 max_error_rate: w.load.max_error_rate,
                 run,
+                sessions: SessionPlan::of(spec, w),
+                session_prefix: format!("{bundle_name}-{}-{run}", cell.id),
             });
             let level_run = run_level(level, level_cancel.clone(), done.clone(), tx.clone());
             let mut died = false;

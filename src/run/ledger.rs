@@ -912,9 +912,13 @@ pub(super) fn pending_engine(e: &EngineSpec) -> EngineRecord {
 }
 
 /// The resolved plan as stored in the bundle: values of secret-looking environment
-/// variables are replaced, so a token given in `env` never lands in a bundle.
+/// variables are replaced, so a token given in `env` never lands in a bundle, and the prompts
+/// are left out: they are stored once, in `workloads/<name>.prompts.jsonl`.
 fn redacted(plan: &Plan) -> Plan {
     let mut p = plan.clone();
+    for w in &mut p.workloads {
+        w.prompts = Vec::new();
+    }
     for e in &mut p.engines {
         if let EngineTarget::Launch(l) = &mut e.target {
             for (k, v) in l.env.iter_mut() {

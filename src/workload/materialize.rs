@@ -127,8 +127,8 @@ pub fn of_workload(w: &crate::plan::model::WorkloadSpec) -> Materialized {
             let shape = w.shapes.get(index).cloned().unwrap_or_default();
             Request {
                 index,
-                session: None,
-                turn: None,
+                session: shape.session,
+                turn: shape.turn,
                 scheduled_offset_us: shape.scheduled_offset_us,
                 body: match p {
                     crate::plan::model::Prompt::Text(t) => Body::Text(t.clone()),

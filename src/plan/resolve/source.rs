@@ -197,8 +197,39 @@ impl Resolver<'_> {
             (Some(None), _) => (Some(None), false),
             (None, _) => (None, false),
         };
-        let (input, output, count, prefix_tokens, prefix_groups) =
-            (input?, output?, count?, prefix_tokens?, prefix_groups?);
+        let turns = match w.sessions.as_ref().map(|s| (s.span(), &s.get_ref().turns)) {
+            None => Some(1),
+            Some((_, Some(t))) => self.positive(t, "`turns`", 10_000),
+            Some((span, None)) => {
+                self.error_at(
+                    span,
+                    "`[workload.sessions]` with `[workload.synthetic]` needs `turns`",
+                    Some("add `turns = T`: the user turns of each session".into()),
+                );
+                None
+            }
+        };
+        if let (Some(p), Some(t)) = (&r.prefix_tokens, turns) {
+            if t > 1 {
+                self.error_at(
+                    p.span(),
+                    "`prefix_tokens` applies to single-turn prompts, not to `[workload.sessions]`",
+                    Some(
+                        "remove `prefix_tokens`: each session's history is its shared prefix"
+                            .into(),
+                    ),
+                );
+                return None;
+            }
+        }
+        let (input, output, count, prefix_tokens, prefix_groups, turns) = (
+            input?,
+            output?,
+            count?,
+            prefix_tokens?,
+            prefix_groups?,
+            turns?,
+        );
         if let (Some(p), LengthDist::Fixed(n) | LengthDist::Range { lo: n, .. }) =
             (&r.prefix_tokens, input)
         {
@@ -215,7 +246,7 @@ impl Resolver<'_> {
             LengthDist::Fixed(n) | LengthDist::Normal { mean: n, .. } => u64::from(n),
             LengthDist::Range { hi, .. } => u64::from(hi),
         };
-        if mean * count > MAX_TEXT {
+        if mean * count * turns > MAX_TEXT {
             self.error_at(
                 table,
                 format!("{count} synthetic prompts of {mean} tokens is more text than a benchmark needs"),
@@ -232,12 +263,19 @@ impl Resolver<'_> {
             pin_output,
             prefix_tokens: prefix_tokens as u32,
             prefix_groups: prefix_groups as u32,
-            turns: 1,
+            turns: turns as u32,
             seed,
         };
         let counter = counter(tokenizer);
         let unit = counter.unit().as_str();
-        let mut source = format!("synthetic {} {unit} x {count}", describe(input));
+        let mut source = if turns > 1 {
+            format!(
+                "synthetic {count} sessions x {turns} turns of {} {unit}",
+                describe(input)
+            )
+        } else {
+            format!("synthetic {} {unit} x {count}", describe(input))
+        };
         if let Some(o) = output {
             source.push_str(&format!(", output {} tokens", describe(o)));
         }
@@ -355,7 +393,11 @@ impl Resolver<'_> {
                 };
                 let spec = sharegpt::ShareGptSpec {
                     path: path.clone(),
-                    turns: sharegpt::Turns::First,
+                    turns: if w.sessions.is_some() {
+                        sharegpt::Turns::All
+                    } else {
+                        sharegpt::Turns::First
+                    },
                     output,
                     filter: sharegpt::LengthFilter {
                         min_input: a,
@@ -557,6 +599,8 @@ fn built(source: String, reqs: Vec<Request>, own_max_tokens: bool) -> Built {
             min_tokens: r.min_tokens.filter(|_| own_max_tokens),
             prompt_len: r.prompt_len as u64,
             scheduled_offset_us: r.scheduled_offset_us,
+            session: r.session,
+            turn: r.turn,
         });
     }
     Built {

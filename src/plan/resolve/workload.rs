@@ -35,6 +35,7 @@ impl Resolver<'_> {
             self.error_at(span, msg, Some(source_hint.into()));
             return None;
         }
+        let sessions = self.sessions(w);
         let tokenizer = self.tokenizer(w).ok()?;
         let counter = source::counter(tokenizer.as_ref());
         let wanted_max = w
@@ -44,7 +45,9 @@ impl Resolver<'_> {
         // Sources of `src/workload/` build their requests (and lengths) themselves; the plan's
         // own prompts (and today's word synthetic) are counted here.
         let built = match (&w.synthetic, &w.dataset) {
-            (Some(s), _) if !(s.get_ref().is_legacy() && tokenizer.is_none()) => {
+            (Some(s), _)
+                if !(s.get_ref().is_legacy() && tokenizer.is_none() && w.sessions.is_none()) =>
+            {
                 Some(self.synthetic(s, w, tokenizer.as_ref())?)
             }
             (_, Some(d)) => {
@@ -144,6 +147,24 @@ impl Resolver<'_> {
                 return None;
             }
         };
+        let source = match &sessions {
+            Some(Some(spec)) => {
+                let mut ids: Vec<u64> = shapes.iter().filter_map(|s| s.session).collect();
+                ids.dedup();
+                let mut s = match w.dataset {
+                    Some(_) => format!("{source}, {} conversations as sessions", ids.len()),
+                    None => source,
+                };
+                if !spec.think_time.is_zero() {
+                    s.push_str(&format!(
+                        ", think time {}",
+                        humantime::format_duration(spec.think_time)
+                    ));
+                }
+                s
+            }
+            _ => source,
+        };
         if prompts.is_empty() {
             self.error_at(
                 given[0].clone(),
@@ -236,30 +257,90 @@ impl Resolver<'_> {
         if let Some(l) = &load {
             self.check_reach(&name, w, l, search.as_mut());
         }
-        match (load, name_ok, max_tokens, repeat, min_tokens) {
-            (Some(load), true, Some(max_tokens), Some(repeat), Some(min_tokens)) => {
-                Some(WorkloadSpec {
-                    name,
-                    source,
-                    prompts,
-                    shapes,
-                    unit: counter.unit(),
-                    tokenizer: tokenizer.map(|(_, p)| p),
-                    max_tokens: max_tokens as u32,
-                    min_tokens,
-                    temperature,
-                    ignore_eos: w.ignore_eos.unwrap_or(false),
-                    allow_empty_output: w.allow_empty_output.unwrap_or(false),
-                    stream: w.stream.unwrap_or(true),
-                    repeat: repeat as u32,
-                    load,
-                    slo,
-                    search,
-                    matrix: MatrixValues::default(),
-                })
+        if let (Some(Some(_)), Some(l)) = (&sessions, &load) {
+            let open = l.levels.iter().any(|l| l.rate().is_some())
+                || search.is_some_and(|s| s.over == SearchOver::Rate);
+            if open {
+                let span = w
+                    .load
+                    .as_ref()
+                    .and_then(|l| l.rate.as_ref())
+                    .or(default_load.rate.as_ref())
+                    .map(|r| r.span())
+                    .or(w.search.as_ref().map(|s| s.span()))
+                    .unwrap_or(w.name.span());
+                self.error_at(
+                    span,
+                    format!("workload `{name}` sends sessions, which run closed loop"),
+                    Some("use `concurrency = [...]` (sessions in flight) for a `[workload.sessions]` workload".into()),
+                );
+                return None;
             }
+        }
+        match (load, name_ok, max_tokens, repeat, min_tokens, sessions) {
+            (
+                Some(load),
+                true,
+                Some(max_tokens),
+                Some(repeat),
+                Some(min_tokens),
+                Some(sessions),
+            ) => Some(WorkloadSpec {
+                name,
+                source,
+                prompts,
+                shapes,
+                unit: counter.unit(),
+                tokenizer: tokenizer.map(|(_, p)| p),
+                sessions,
+                max_tokens: max_tokens as u32,
+                min_tokens,
+                temperature,
+                ignore_eos: w.ignore_eos.unwrap_or(false),
+                allow_empty_output: w.allow_empty_output.unwrap_or(false),
+                stream: w.stream.unwrap_or(true),
+                repeat: repeat as u32,
+                load,
+                slo,
+                search,
+                matrix: MatrixValues::default(),
+            }),
             _ => None,
         }
+    }
+
+    /// `[workload.sessions]`: `Some(None)` without one, `None` after reporting a bad one.
+    fn sessions(&mut self, w: &RawWorkload) -> Option<Option<SessionsSpec>> {
+        let Some(s) = &w.sessions else {
+            return Some(None);
+        };
+        let r = s.get_ref();
+        let sharegpt = w
+            .dataset
+            .as_ref()
+            .is_some_and(|d| d.get_ref().format.get_ref() == "sharegpt");
+        if !(sharegpt || w.synthetic.is_some()) {
+            self.error_at(
+                s.span(),
+                "`[workload.sessions]` needs a ShareGPT dataset or `[workload.synthetic]`",
+                Some("sessions are whole ShareGPT conversations (`[workload.dataset] format = \"sharegpt\"`) or synthetic turns (`turns = T`)".into()),
+            );
+            return None;
+        }
+        if let (true, Some(t)) = (sharegpt, &r.turns) {
+            self.error_at(
+                t.span(),
+                "`turns` applies to `[workload.synthetic]` sessions",
+                Some("remove `turns`: a ShareGPT conversation has its own turns".into()),
+            );
+            return None;
+        }
+        let errors = self.diags.len();
+        let think_time = self.duration(&r.think_time, std::time::Duration::ZERO);
+        if self.diags.len() > errors {
+            return None;
+        }
+        Some(Some(SessionsSpec { think_time }))
     }
 
     pub(super) fn slo(&mut self, s: &Spanned<RawSlo>) -> Vec<SloRule> {
