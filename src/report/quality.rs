@@ -268,20 +268,20 @@ pub fn points(b: &LoadedBundle, step: &QualitySpec) -> Vec<(String, f64, f64)> {
         .collect()
 }
 
-/// The points no other point beats on both axes (more tokens/s, better figure), by tokens/s.
+/// The points no other point beats on both axes (more tokens/s, better figure), by tokens/s:
+/// `report::pareto::front`, the one front every chart draws.
 pub fn pareto_front(points: &[(String, f64, f64)], higher_is_better: bool) -> Vec<(f64, f64)> {
-    let better = |a: f64, b: f64| if higher_is_better { a >= b } else { a <= b };
-    let mut front: Vec<(f64, f64)> = points
-        .iter()
-        .filter(|(_, x, y)| {
-            !points
-                .iter()
-                .any(|(_, x2, y2)| x2 >= x && better(*y2, *y) && (x2 > x || y2 != y))
-        })
-        .map(|(_, x, y)| (*x, *y))
-        .collect();
-    front.sort_by(|a, b| a.0.total_cmp(&b.0));
-    front
+    use super::pareto::{front, Goal};
+    let xy: Vec<(f64, f64)> = points.iter().map(|(_, x, y)| (*x, *y)).collect();
+    let y = if higher_is_better {
+        Goal::Higher
+    } else {
+        Goal::Lower
+    };
+    front(&xy, Goal::Higher, y)
+        .into_iter()
+        .map(|i| xy[i])
+        .collect()
 }
 
 /// Each step's figure against output tokens/s, one point per engine, the Pareto front drawn.
