@@ -2,7 +2,8 @@
 //! and status), the failed results, and per step a chart of its figure against each engine's
 //! best output tokens/s with the Pareto front drawn. Built from the manifest alone.
 
-use plotters::prelude::*;
+use super::energy_charts::{scatter_with_front, Point};
+use super::pareto::Goal;
 use serde::Serialize;
 
 use crate::bundle::format::label;
@@ -284,7 +285,8 @@ pub fn pareto_front(points: &[(String, f64, f64)], higher_is_better: bool) -> Ve
         .collect()
 }
 
-/// Each step's figure against output tokens/s, one point per engine, the Pareto front drawn.
+/// Each step's figure against output tokens/s, one point per engine, the Pareto front drawn
+/// (`energy_charts::scatter_with_front`, as the memory chart).
 pub fn charts(b: &LoadedBundle) -> Vec<(String, String, Result<String, String>)> {
     b.plan
         .quality
@@ -304,62 +306,26 @@ pub fn charts(b: &LoadedBundle) -> Vec<(String, String, Result<String, String>)>
                 }
             };
             let title = format!("{}: {what} vs output tokens/s", step.name);
-            let svg =
-                draw(&title, what, &pts, &pareto_front(&pts, higher)).map_err(|e| e.to_string());
+            let points: Vec<Point> = pts
+                .iter()
+                .map(|(label, x, y)| Point {
+                    label: label.clone(),
+                    x: *x,
+                    y: *y,
+                })
+                .collect();
+            let goal = if higher { Goal::Higher } else { Goal::Lower };
+            let svg = scatter_with_front(
+                &title,
+                "best output tokens/s (valid cells)",
+                what,
+                &points,
+                (Goal::Higher, goal),
+            )
+            .map_err(|e| e.to_string());
             Some((format!("quality_{}", step.name), title, svg))
         })
         .collect()
-}
-
-fn draw(
-    title: &str,
-    y_desc: &str,
-    pts: &[(String, f64, f64)],
-    front: &[(f64, f64)],
-) -> Result<String, Box<dyn std::error::Error>> {
-    let max_x = pts.iter().map(|p| p.1).fold(0.0, f64::max);
-    let max_y = pts.iter().map(|p| p.2).fold(0.0, f64::max);
-    let top = |m: f64| if m > 0.0 { m * 1.18 } else { 1.0 };
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (760, 400)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0f64..top(max_x), 0f64..top(max_y))?;
-        chart
-            .configure_mesh()
-            .x_desc("best output tokens/s (valid cells)")
-            .y_desc(y_desc)
-            .draw()?;
-        chart
-            .draw_series(LineSeries::new(
-                front.to_vec(),
-                BLACK.mix(0.5).stroke_width(2),
-            ))?
-            .label("Pareto front")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.mix(0.5)));
-        let blue = RGBColor(0x4c, 0x72, 0xb0);
-        for (name, x, y) in pts {
-            chart.draw_series(std::iter::once(Circle::new((*x, *y), 4, blue.filled())))?;
-            chart.draw_series(std::iter::once(Text::new(
-                name.clone(),
-                (*x, *y),
-                ("sans-serif", 13).into_font(),
-            )))?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK.mix(0.3))
-            .draw()?;
-        root.present()?;
-    }
-    Ok(svg)
 }
 
 /// `runner compare`'s quality rows: per step and engine in both bundles, each figure's ratio
