@@ -408,10 +408,11 @@ impl Resolver<'_> {
         out
     }
 
-    pub(super) fn command(
+    /// A command's words: a list as written, or a line split as a shell would (`shlex`); an
+    /// unbalanced quote or an empty command is a plan error naming `key`.
+    pub(super) fn command_words(
         &mut self,
         c: &Spanned<RawCommand>,
-        vars: &BTreeMap<&str, String>,
         key: &str,
     ) -> Option<Vec<String>> {
         let words = match c.get_ref() {
@@ -430,7 +431,7 @@ impl Resolver<'_> {
                 }
             },
         };
-        if words.is_empty() || words[0].is_empty() {
+        if words.first().map_or(true, |w| w.is_empty()) {
             self.error_at(
                 c.span(),
                 format!("`{key}` is empty"),
@@ -438,6 +439,16 @@ impl Resolver<'_> {
             );
             return None;
         }
+        Some(words)
+    }
+
+    pub(super) fn command(
+        &mut self,
+        c: &Spanned<RawCommand>,
+        vars: &BTreeMap<&str, String>,
+        key: &str,
+    ) -> Option<Vec<String>> {
+        let words = self.command_words(c, key)?;
         let mut out = Vec::with_capacity(words.len());
         for w in words {
             match placeholder::expand(&w, vars) {

@@ -415,31 +415,7 @@ impl Resolver<'_> {
         c: &Spanned<crate::plan::raw::RawCommand>,
         key: &str,
     ) -> Option<Vec<String>> {
-        use crate::plan::raw::RawCommand;
-        let words = match c.get_ref() {
-            RawCommand::Argv(a) => a.clone(),
-            RawCommand::Line(l) => match shlex::split(l) {
-                Some(w) => w,
-                None => {
-                    self.error_at(
-                        c.span(),
-                        format!("`{key}` has unbalanced quotes"),
-                        Some(
-                            "close every quote, or write the command as a list of arguments".into(),
-                        ),
-                    );
-                    return None;
-                }
-            },
-        };
-        if words.first().map_or(true, |w| w.is_empty()) {
-            self.error_at(
-                c.span(),
-                format!("`{key}` is empty"),
-                Some("give the program to run and its arguments".into()),
-            );
-            return None;
-        }
+        let words = self.command_words(c, key)?;
         let dir = self.abs_dir().display().to_string();
         let mut out = Vec::new();
         for w in words {
