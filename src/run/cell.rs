@@ -11,9 +11,12 @@ use tokio::sync::mpsc;
 
 use super::error::RunError;
 use super::orchestrator::Run;
+use super::orchestrator::INTERRUPTED;
+use super::session::{exited_log_tail, Up};
 use crate::bundle::format::{CellStatus, CellSummary};
 use crate::bundle::journal::{Journal, JournalWriter};
 use crate::bundle::layout;
+use crate::engine::failure;
 use crate::engine::ready::api_key;
 use crate::load::body;
 use crate::load::client::{RequestTarget, RetryPolicy, Timeouts};
@@ -376,5 +379,68 @@ impl EngineDeath {
                 self.engine
             ));
         }
+    }
+}
+
+impl Run<'_> {
+    /// Runs one cell on a ready engine, unless the run is stopping or the engine died; writes
+    /// its summary either way. Returns the summary of a cell that was measured.
+    pub(super) async fn run_one(
+        &self,
+        ei: usize,
+        spec: &EngineSpec,
+        up: &mut Up,
+        cell: &Cell,
+        dead: &mut Option<String>,
+    ) -> Result<Option<CellSummary>, RunError> {
+        let not_run = if self.cancel.is_stopping() {
+            Some((CellStatus::Interrupted, INTERRUPTED.to_string()))
+        } else if let Some(why) = dead.as_ref() {
+            Some((CellStatus::Failed, format!("not run: {why}")))
+        } else {
+            up.rejected
+                .get(&cell.workload)
+                .map(|why| (CellStatus::Rejected, format!("not run: {why}")))
+        };
+        if let Some((status, reason)) = not_run {
+            self.ledger().unrun_cell(self.plan, cell, status, &reason)?;
+            return Ok(None);
+        }
+        let child = up.spawned.as_mut().map(|s| &mut s.child);
+        let mut summary = self
+            .cell(
+                ei,
+                cell,
+                spec,
+                &up.base_url,
+                up.metrics_url.as_deref(),
+                child,
+            )
+            .await?;
+        if let Some(sp) = &mut up.spawned {
+            if let Ok(Some(status)) = sp.child.try_wait() {
+                let why = format!(
+                    "engine `{}` exited with {status} during cell {}",
+                    spec.name, cell.id
+                );
+                let tail = exited_log_tail(sp);
+                let class = failure::classify(&tail, Some(&status.to_string()));
+                let why = match class {
+                    Some(k) => format!("{why} ({})", k.label()),
+                    None => why,
+                };
+                self.ledger()
+                    .engine_failed(ei, &spec.name, &why, Some(tail.clone()), false);
+                summary.status = CellStatus::EngineDied;
+                summary.reason = Some(format!("{why}; the requests measured before are kept"));
+                summary.slo = None;
+                summary.failure_class = class;
+                summary.log_tail = Some(tail);
+                up.died_in = Some((cell.id.clone(), class));
+                *dead = Some(why);
+            }
+        }
+        self.ledger().save_cell(&summary)?;
+        Ok(Some(summary))
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use chrono::Utc;
 
@@ -819,6 +820,48 @@ impl Ledger {
     pub fn bundle_dir(&self) -> PathBuf {
         self.bundle.dir.clone()
     }
+}
+
+thread_local! {
+    /// Whether this thread holds the run's ledger (see `Run::ledger`).
+    static HOLDS_LEDGER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The locked ledger; unlocking clears this thread's mark.
+pub(super) struct LedgerGuard<'a>(MutexGuard<'a, Ledger>);
+
+impl std::ops::Deref for LedgerGuard<'_> {
+    type Target = Ledger;
+    fn deref(&self) -> &Ledger {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for LedgerGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Ledger {
+        &mut self.0
+    }
+}
+
+impl Drop for LedgerGuard<'_> {
+    fn drop(&mut self) {
+        HOLDS_LEDGER.with(|h| h.set(false));
+    }
+}
+
+/// Locks the run's ledger for one statement's work (never across an await). Locking it again
+/// on a thread that holds it (a guard kept alive by a `match` or `if let` scrutinee while its
+/// arm calls `ledger()` again) panics with that explanation instead of deadlocking.
+pub(super) fn lock(ledger: &Mutex<Ledger>) -> LedgerGuard<'_> {
+    HOLDS_LEDGER.with(|h| {
+        assert!(
+            !h.get(),
+            "the ledger is locked twice on one thread (a guard lives on in a match or \
+             if-let scrutinee): take the value into a `let` first"
+        );
+        h.set(true);
+    });
+    LedgerGuard(ledger.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// How a run that went to its end qualifies `complete`: every cell failed, some did, or some

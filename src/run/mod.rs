@@ -1,9 +1,11 @@
-//! A run: the orchestrator (the pipeline), one engine's session, one cell, the ledger that
-//! records them, GPU placement, typed failures, progress output, host facts, and signal handling.
+//! A run: the orchestrator (the pipeline), its lanes (engines in turn or side by side), one
+//! engine's session, one cell, the searches, the ledger that records them, GPU placement, typed
+//! failures, progress output, host facts, and signal handling.
 
 pub mod cell;
 pub mod error;
 pub mod host;
+pub mod lanes;
 pub mod ledger;
 pub mod merge;
 pub mod orchestrator;

@@ -3,26 +3,21 @@
 //! (`cell`), its summary written] -> its capacity searches -> its quality steps (`quality`) ->
 //! tear it down; then judge the quality results against their baselines, finish the manifest and
 //! render the report from the bundle alone. With `[run] parallel`, engines whose device sets do
-//! not overlap go through that lifecycle at the same time, each in its own lane.
+//! not overlap go through that lifecycle at the same time, each in its own lane (`lanes`).
 
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::Instant;
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
-
 use super::error::RunError;
-use super::ledger::{Ledger, Target};
-use super::placement::{Free, Pool};
+use super::ledger::{Ledger, LedgerGuard, Target};
+use super::placement::Pool;
 use super::progress::Progress;
-use super::search::Search;
-use super::session::{exited_log_tail, Up};
-use crate::bundle::format::{
-    CellStatus, CellSummary, PartInfo, RunStatus, SearchProbe, SearchRecord,
-};
+use super::session::Up;
+use crate::bundle::format::{CellStatus, PartInfo, RunStatus};
 use crate::bundle::journal::Journal;
 use crate::bundle::layout;
-use crate::engine::{failure, terminate};
+use crate::engine::terminate;
 use crate::load::client::http_client;
 use crate::metrics::gpu::{Gpu, GpuInventory};
 use crate::metrics::sampler::Sampler;
@@ -31,7 +26,7 @@ use crate::plan::model::{Cell, EngineSpec, Plan};
 use crate::report;
 use crate::stop::{Cancel, Stopper};
 
-const INTERRUPTED: &str = "not run: the run was interrupted";
+pub(super) const INTERRUPTED: &str = "not run: the run was interrupted";
 
 /// Options of `runner exec` beyond the plan.
 #[derive(Debug, Clone)]
@@ -77,22 +72,17 @@ pub(super) struct Run<'a> {
     pub(super) client: reqwest::Client,
     /// Follows the signals; also stopped when one engine's lane fails, so the others wind down.
     pub(super) cancel: Cancel,
-    fail: Stopper,
+    pub(super) fail: Stopper,
     /// `telemetry.jsonl`: every scrape of an engine's `/metrics`.
     pub(super) telemetry: Option<telemetry::Sink>,
     pub(super) origin: Instant,
     /// Engine processes that survived their teardown, named.
     leftovers: Mutex<Vec<String>>,
-    pool: Pool,
+    pub(super) pool: Pool,
 }
 
 /// The GPUs one engine runs on (NVML indexes; empty without GPUs, or for an attached engine).
 pub(super) type Devices = [u32];
-
-/// Checks at compile time that a lane's future holds no lock across an await.
-fn send<F: std::future::Future + Send>(f: F) -> F {
-    f
-}
 
 /// Runs a plan and writes its bundle. `plan_bytes` is the plan file as read.
 pub async fn exec(
@@ -222,47 +212,10 @@ pub async fn exec(
     })
 }
 
-thread_local! {
-    /// Whether this thread holds the run's ledger (see `Run::ledger`).
-    static HOLDS_LEDGER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// The locked ledger; unlocking clears this thread's mark.
-pub(super) struct LedgerGuard<'a>(MutexGuard<'a, Ledger>);
-
-impl std::ops::Deref for LedgerGuard<'_> {
-    type Target = Ledger;
-    fn deref(&self) -> &Ledger {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for LedgerGuard<'_> {
-    fn deref_mut(&mut self) -> &mut Ledger {
-        &mut self.0
-    }
-}
-
-impl Drop for LedgerGuard<'_> {
-    fn drop(&mut self) {
-        HOLDS_LEDGER.with(|h| h.set(false));
-    }
-}
-
 impl Run<'_> {
-    /// The ledger, locked for one statement's work (never across an await). Locking it again
-    /// on a thread that holds it (a guard kept alive by a `match` or `if let` scrutinee while its
-    /// arm calls `ledger()` again) panics with that explanation instead of deadlocking.
+    /// The ledger, locked for one statement's work (never across an await; see `ledger::lock`).
     pub(super) fn ledger(&self) -> LedgerGuard<'_> {
-        HOLDS_LEDGER.with(|h| {
-            assert!(
-                !h.get(),
-                "the ledger is locked twice on one thread (a guard lives on in a match or \
-                 if-let scrutinee): take the value into a `let` first"
-            );
-            h.set(true);
-        });
-        LedgerGuard(self.ledger.lock().unwrap_or_else(|e| e.into_inner()))
+        super::ledger::lock(&self.ledger)
     }
 
     /// Names an engine process that survived its teardown.
@@ -273,70 +226,9 @@ impl Run<'_> {
             .extend(what);
     }
 
-    /// One engine after another, each on the first devices of the pool it asks for; the
-    /// first failure ends the run.
-    async fn sequential(&self) -> Result<(), RunError> {
-        for (ei, engine) in self.plan.engines.iter().enumerate() {
-            let devices = Free::new(&self.pool)
-                .take(self.pool.demand(engine))
-                .unwrap_or_default();
-            self.engine(ei, engine, &devices).await?;
-        }
-        Ok(())
-    }
-
-    /// `[run] parallel`: every engine whose devices are free starts at once (plan order, first
-    /// fit); one that cannot get its devices waits until an engine ends and gives its back. A
-    /// failure stops the others (torn down, their cells left marked interrupted) and is
-    /// returned once every lane has ended.
-    async fn parallel(&self) -> Result<(), RunError> {
-        let mut free = Free::new(&self.pool);
-        let mut waiting: Vec<usize> = (0..self.plan.engines.len()).collect();
-        let mut running = FuturesUnordered::new();
-        let mut failed: Option<RunError> = None;
-        let mut told = std::collections::HashSet::new();
-        loop {
-            let mut i = 0;
-            while i < waiting.len() {
-                let ei = waiting[i];
-                let spec = &self.plan.engines[ei];
-                match free.take(self.pool.demand(spec)) {
-                    Some(devices) => {
-                        waiting.remove(i);
-                        running.push(send(async move {
-                            let r = self.engine(ei, spec, &devices).await;
-                            (devices, r)
-                        }));
-                    }
-                    None => {
-                        if told.insert(ei) {
-                            let n = self.pool.demand(spec);
-                            self.ledger().progress().engine_waiting(&spec.name, n);
-                        }
-                        i += 1;
-                    }
-                }
-            }
-            let Some((devices, r)) = running.next().await else {
-                break;
-            };
-            free.give_back(&devices);
-            if let Err(e) = r {
-                if failed.is_none() {
-                    self.ledger().warn(&format!(
-                        "the run failed ({e}); stopping the engines still running"
-                    ));
-                    self.fail.escalate();
-                    failed = Some(e);
-                }
-            }
-        }
-        failed.map_or(Ok(()), Err)
-    }
-
     /// One engine, on `devices`: up, its cells and searches, down. Whatever happened (a bundle
     /// write that failed included), a launched engine is stopped before an error goes up.
-    async fn engine(
+    pub(super) async fn engine(
         &self,
         ei: usize,
         spec: &EngineSpec,
@@ -478,123 +370,9 @@ impl Run<'_> {
             }
             self.until_failure(ei, spec, up, &mut dead, wi, uf).await?;
         }
-        for (wi, w) in self.plan.workloads.iter().enumerate() {
-            let Some(search_spec) = w.search else {
-                continue;
-            };
-            if up.rejected.contains_key(&wi) {
-                continue;
-            }
-            let mut search = Search::new(search_spec);
-            let mut reused_levels: Vec<usize> = Vec::new();
-            while let Some(level) = search.next() {
-                if !self.cancel.is_stopping() {
-                    self.revive(ei, spec, up, &mut dead).await?;
-                }
-                if self.cancel.is_stopping() || dead.is_some() {
-                    break;
-                }
-                let cell = Cell::new(&self.plan.engines, &self.plan.workloads, ei, wi, level);
-                self.ledger().search_cell(&cell.id);
-                // A level the grid (or a resumed run) already measured is judged from its
-                // summary, never measured again over it.
-                let measured = self.ledger().measured(&cell.id);
-                let reused = measured.is_some();
-                let summary = match measured {
-                    Some(s) => Some(s),
-                    None => self.run_one(ei, spec, up, &cell, &mut dead).await?,
-                };
-                let passed =
-                    summary.is_some_and(|s| s.valid && s.slo.as_ref().is_some_and(|v| v.passed));
-                search.record(passed);
-                if reused {
-                    reused_levels.push(search.probes.len() - 1);
-                }
-            }
-            let record = SearchRecord {
-                engine: spec.name.clone(),
-                workload: w.name.clone(),
-                over: search_spec.over,
-                capacity: search.capacity(),
-                capacity_at_max: search.capacity_at_max(),
-                probes: search
-                    .probes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (level, passed))| SearchProbe {
-                        level: *level,
-                        passed: *passed,
-                        reused: reused_levels.contains(&i),
-                    })
-                    .collect(),
-                complete: search.next().is_none()
-                    || search.probes.len() as u32 >= search_spec.max_steps,
-            };
-            self.ledger().search_done(&search, record)?;
-        }
+        self.searches(ei, spec, up, &mut dead).await?;
         // The quality steps, while the engine is still up.
         self.quality(spec, up, dead.as_deref()).await?;
         Ok(())
-    }
-
-    /// Runs one cell on a ready engine, unless the run is stopping or the engine died; writes
-    /// its summary either way. Returns the summary of a cell that was measured.
-    pub(super) async fn run_one(
-        &self,
-        ei: usize,
-        spec: &EngineSpec,
-        up: &mut Up,
-        cell: &Cell,
-        dead: &mut Option<String>,
-    ) -> Result<Option<CellSummary>, RunError> {
-        let not_run = if self.cancel.is_stopping() {
-            Some((CellStatus::Interrupted, INTERRUPTED.to_string()))
-        } else if let Some(why) = dead.as_ref() {
-            Some((CellStatus::Failed, format!("not run: {why}")))
-        } else {
-            up.rejected
-                .get(&cell.workload)
-                .map(|why| (CellStatus::Rejected, format!("not run: {why}")))
-        };
-        if let Some((status, reason)) = not_run {
-            self.ledger().unrun_cell(self.plan, cell, status, &reason)?;
-            return Ok(None);
-        }
-        let child = up.spawned.as_mut().map(|s| &mut s.child);
-        let mut summary = self
-            .cell(
-                ei,
-                cell,
-                spec,
-                &up.base_url,
-                up.metrics_url.as_deref(),
-                child,
-            )
-            .await?;
-        if let Some(sp) = &mut up.spawned {
-            if let Ok(Some(status)) = sp.child.try_wait() {
-                let why = format!(
-                    "engine `{}` exited with {status} during cell {}",
-                    spec.name, cell.id
-                );
-                let tail = exited_log_tail(sp);
-                let class = failure::classify(&tail, Some(&status.to_string()));
-                let why = match class {
-                    Some(k) => format!("{why} ({})", k.label()),
-                    None => why,
-                };
-                self.ledger()
-                    .engine_failed(ei, &spec.name, &why, Some(tail.clone()), false);
-                summary.status = CellStatus::EngineDied;
-                summary.reason = Some(format!("{why}; the requests measured before are kept"));
-                summary.slo = None;
-                summary.failure_class = class;
-                summary.log_tail = Some(tail);
-                up.died_in = Some((cell.id.clone(), class));
-                *dead = Some(why);
-            }
-        }
-        self.ledger().save_cell(&summary)?;
-        Ok(Some(summary))
     }
 }

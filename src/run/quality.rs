@@ -297,7 +297,10 @@ impl Run<'_> {
                 source: e,
             })?;
             if let Some(parent) = bundle.path(&rel).parent() {
-                let _ = std::fs::create_dir_all(parent);
+                std::fs::create_dir_all(parent).map_err(|e| crate::bundle::write::WriteError {
+                    path: parent.to_path_buf(),
+                    source: e,
+                })?;
             }
             bundle.write(&rel, &bytes)?;
             task_files.push(TaskFile {

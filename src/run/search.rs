@@ -1,10 +1,15 @@
 //! Capacity search: the highest load level that meets a workload's SLO, found by doubling from
 //! `min` until a level fails (or `max` passes), then bisecting between the last pass and the
 //! first fail, within a bound on probes. Concurrency is searched in whole requests; rates
-//! until the bracket is within 5%.
+//! until the bracket is within 5%. `Run::searches` drives them on a ready engine.
 
 use serde::{Deserialize, Serialize};
 
+use super::error::RunError;
+use super::orchestrator::Run;
+use super::session::Up;
+use crate::bundle::format::{SearchProbe, SearchRecord};
+use crate::plan::model::{Cell, EngineSpec};
 use crate::plan::model::{LoadLevel, SearchOver, SearchSpec};
 
 /// Rate searches stop once the pass/fail bracket is this tight, relative to the fail.
@@ -96,6 +101,74 @@ impl Search {
         } else {
             l.label()
         })
+    }
+}
+
+impl Run<'_> {
+    /// A ready engine's capacity searches, one per workload that has one, each probing levels
+    /// until the search settles, the run stops or the engine dies.
+    pub(super) async fn searches(
+        &self,
+        ei: usize,
+        spec: &EngineSpec,
+        up: &mut Up,
+        dead: &mut Option<String>,
+    ) -> Result<(), RunError> {
+        for (wi, w) in self.plan.workloads.iter().enumerate() {
+            let Some(search_spec) = w.search else {
+                continue;
+            };
+            if up.rejected.contains_key(&wi) {
+                continue;
+            }
+            let mut search = Search::new(search_spec);
+            let mut reused_levels: Vec<usize> = Vec::new();
+            while let Some(level) = search.next() {
+                if !self.cancel.is_stopping() {
+                    self.revive(ei, spec, up, dead).await?;
+                }
+                if self.cancel.is_stopping() || dead.is_some() {
+                    break;
+                }
+                let cell = Cell::new(&self.plan.engines, &self.plan.workloads, ei, wi, level);
+                self.ledger().search_cell(&cell.id);
+                // A level the grid (or a resumed run) already measured is judged from its
+                // summary, never measured again over it.
+                let measured = self.ledger().measured(&cell.id);
+                let reused = measured.is_some();
+                let summary = match measured {
+                    Some(s) => Some(s),
+                    None => self.run_one(ei, spec, up, &cell, dead).await?,
+                };
+                let passed =
+                    summary.is_some_and(|s| s.valid && s.slo.as_ref().is_some_and(|v| v.passed));
+                search.record(passed);
+                if reused {
+                    reused_levels.push(search.probes.len() - 1);
+                }
+            }
+            let record = SearchRecord {
+                engine: spec.name.clone(),
+                workload: w.name.clone(),
+                over: search_spec.over,
+                capacity: search.capacity(),
+                capacity_at_max: search.capacity_at_max(),
+                probes: search
+                    .probes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (level, passed))| SearchProbe {
+                        level: *level,
+                        passed: *passed,
+                        reused: reused_levels.contains(&i),
+                    })
+                    .collect(),
+                complete: search.next().is_none()
+                    || search.probes.len() as u32 >= search_spec.max_steps,
+            };
+            self.ledger().search_done(&search, record)?;
+        }
+        Ok(())
     }
 }
 
