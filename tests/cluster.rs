@@ -1,8 +1,11 @@
 //! Cluster submission: the Slurm scripts, sbatch command lines and `--dry-run` text, and the
 //! Kubernetes manifest, pinned by snapshots; Slurm tool output parsed into typed states.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::write_executable;
 use runner::cluster::k8s::{K8sOptions, K8sSubmission};
 use runner::cluster::slurm::{
     parse_job_id, parse_sacct, parse_squeue, sacct_outcome, JobId, JobRef, JobState, RenderError,
@@ -71,13 +74,10 @@ fn slurm_refuses_a_plan_with_no_engines() {
 fn slurm_array_script_runs_the_engine_of_its_task() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let fake = tmp.path().join("fake runner");
-    std::fs::write(
+    write_executable(
         &fake,
         "#!/bin/sh\nfor a in \"$@\"; do printf '[%s]' \"$a\"; done\n",
-    )
-    .expect("write fake runner");
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    );
     let e = vec!["naive".to_string(), "it's $(id) `x`\nnext".to_string()];
     let o = SubmitOptions {
         runner: fake,
@@ -285,16 +285,10 @@ fn slurm_real_cluster_runs_every_engine_then_the_merge() {
     let bundle = tmp.path().join("bundle with space");
     std::fs::create_dir_all(bundle.join("slurm")).expect("mkdir");
     let fake = tmp.path().join("runner");
-    std::fs::write(
-        &fake,
-        "#!/bin/sh\nset -eu\ncase \"$1\" in\n\
+    write_executable(&fake, "#!/bin/sh\nset -eu\ncase \"$1\" in\n\
          exec) mkdir -p \"$6/parts/$4\"; echo \"$SLURM_ARRAY_JOB_ID $SLURM_ARRAY_TASK_ID $(hostname -s)\" > \"$6/parts/$4/done\" ;;\n\
          merge) ls \"$2/parts\" > \"$2/merged.tmp\"; mv \"$2/merged.tmp\" \"$2/merged\" ;;\n\
-         esac\n",
-    )
-    .expect("write fake runner");
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+         esac\n");
     let e = vec!["naive".to_string(), "batching".to_string()];
     let o = SubmitOptions {
         runner: fake,
@@ -352,9 +346,7 @@ fn slurm_real_cluster_runs_every_engine_then_the_merge() {
 
 fn fake_sbatch(dir: &Path, body: &str) -> String {
     let p = dir.join("sbatch");
-    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("write fake sbatch");
-    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    write_executable(&p, &format!("#!/bin/sh\n{body}\n"));
     p.to_string_lossy().into_owned()
 }
 

@@ -186,12 +186,11 @@ fn recover_finds_an_engine_launched_through_a_shebang_script() {
     let s = Scratch::new();
     // Like a pyenv or conda shim, or a console script such as `vllm serve`: the program the
     // plan names is not the program that runs (here sh stays the leader, the engine its child).
-    let script = s.write(
-        "engine.sh",
+    let script = s.path().join("engine.sh");
+    write_executable(
+        &script,
         "#!/bin/sh\n\"$1\" engine sim --port \"$2\" --model m --ttft-ms 1 --itl-ms 1\n",
     );
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
     s.write(
         "plan.toml",
         &format!(
@@ -247,18 +246,13 @@ fn an_escaped_setsid_grandchild_that_ignores_sigterm_is_found_and_killed() {
     let s = Scratch::new();
     // A daemonizing double fork: the subshell exits at once, so the grandchild (its own
     // session and group, SIGTERM ignored) has no parent left in the engine's tree.
-    s.write(
-        "engine.sh",
+    write_executable(
+        &s.path().join("engine.sh"),
         "#!/bin/sh\n\
          (setsid sh -c 'trap \"\" TERM; echo $$ > escaped.pid; while :; do sleep 1; done' &)\n\
          while [ ! -s escaped.pid ]; do sleep 0.01; done\n\
          exec \"$1\" engine sim --port \"$2\" --model m --ttft-ms 1 --itl-ms 1\n",
     );
-    std::fs::set_permissions(
-        s.path().join("engine.sh"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
     s.write(
         "plan.toml",
         r#"

@@ -456,9 +456,7 @@ fn merge_of_a_submitted_bundle_lists_the_missing_part() {
     let bin = tmp.path().join("bin");
     std::fs::create_dir(&bin).expect("mkdir");
     let sbatch = bin.join("sbatch");
-    std::fs::write(&sbatch, "#!/bin/sh\necho 42\n").expect("write fake sbatch");
-    std::fs::set_permissions(&sbatch, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    write_executable(&sbatch, "#!/bin/sh\necho 42\n");
     let path = format!(
         "{}:{}",
         bin.display(),

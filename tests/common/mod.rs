@@ -279,3 +279,30 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Writes an executable script. The file is written by a `sh` child, never through a file
+/// descriptor of this process: a test thread that forks (to spawn anything) while another
+/// thread holds a script open for writing gives the child a copy of that descriptor until it
+/// execs, and executing the script in that window fails with ETXTBSY ("Text file busy"), a
+/// flake seen in tests/cluster.rs.
+pub fn write_executable(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut child = Command::new("sh")
+        .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
+        .arg(path)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn sh to write a script");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write the script");
+    let status = child.wait().expect("wait for sh");
+    assert!(
+        status.success(),
+        "writing {} failed: {status}",
+        path.display()
+    );
+}
