@@ -10,8 +10,7 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 
 use super::error::RunError;
-use super::orchestrator::Run;
-use super::orchestrator::INTERRUPTED;
+use super::orchestrator::{Run, INTERRUPTED};
 use super::session::{exited_log_tail, Up};
 use crate::bundle::format::{CellStatus, CellSummary};
 use crate::bundle::journal::{Journal, JournalWriter};
