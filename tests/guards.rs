@@ -296,6 +296,54 @@ requests = 2
 }
 
 #[test]
+fn an_auto_port_taken_by_another_server_is_launched_again_on_a_new_port() {
+    let s = Scratch::new();
+    // The first launch finds its port taken by a server outside its group (as a second runner's
+    // engine would, between the runner choosing the port and the engine binding it); the second
+    // launch serves for itself.
+    let plan = r#"
+schema = 1
+name = "collided"
+[[engine]]
+name = "e"
+shell = true
+launch = "if [ -e taken ]; then exec {runner} engine sim --port {port} --model m; fi; touch taken; setsid {runner} engine sim --port {port} --model m & exec sleep 600"
+model = "m"
+stop_grace = "1s"
+[engine.health]
+interval = "20ms"
+timeout = "60s"
+[[workload]]
+name = "w"
+prompts = ["hi"]
+max_tokens = 2
+[workload.load]
+max_dispatch_lag = "10s"
+concurrency = [1]
+requests = 2
+"#;
+    s.write("plan.toml", plan);
+    let (out, bundle) = s.exec("plan.toml");
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("before the engine listened on it; launching it again on another port"),
+        "{err}"
+    );
+    assert_eq!(err.matches("launching it again").count(), 1, "{err}");
+    let m = read_json(&bundle.join("manifest.json"));
+    let e = &m["engines"][0];
+    assert!(
+        e["stop"]["survivors"]
+            .as_array()
+            .map_or(true, |v| v.is_empty()),
+        "{e}"
+    );
+    let c = read_json(&bundle.join("cells/e.w.c1.summary.json"));
+    assert_eq!(c["status"], "ok", "{c}");
+}
+
+#[test]
 fn a_launched_engine_serving_another_model_is_refused() {
     let s = Scratch::new();
     s.write(

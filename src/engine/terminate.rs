@@ -177,11 +177,13 @@ fn reap_orphans(leader: i32) {
     }
 }
 
-/// Stops the engine led by `child`. A kill request on `cancel` skips the grace period.
+/// Stops the engine led by `child`. A kill request on `cancel` skips the grace period. With
+/// `port`, whoever still listens on it afterwards is a survivor (`None`: the port was found
+/// held by another server, not the engine's to check).
 pub async fn stop(
     child: &mut Child,
     pgid: i32,
-    port: u16,
+    port: Option<u16>,
     grace: Duration,
     cancel: &Cancel,
 ) -> StopReport {
@@ -209,12 +211,14 @@ pub async fn stop(
     };
     let left = engine_processes(pgid, pgid);
     let mut survivors: Vec<String> = left.iter().map(procfs::describe).collect();
-    let port_open_after = std::net::TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_millis(200),
-    )
-    .is_ok();
-    if port_open_after {
+    let port_open_after = port.is_some_and(|port| {
+        std::net::TcpStream::connect_timeout(
+            &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_millis(200),
+        )
+        .is_ok()
+    });
+    if let Some(port) = port.filter(|_| port_open_after) {
         match procfs::port_holder_pid(port) {
             Some(h) if left.iter().any(|p| p.pid == h.pid) => {}
             Some(h) => survivors.push(format!(

@@ -14,10 +14,13 @@ use crate::engine::ready::{self, wait_ready, Miss, NotReady, Owner};
 use crate::engine::spawn::{self, log_tail, Spawned};
 use crate::engine::{terminate, version};
 use crate::metrics::telemetry;
-use crate::plan::model::{EngineSpec, EngineTarget};
+use crate::plan::model::{EngineSpec, EngineTarget, PortSpec};
 
 /// Lines of an engine's log shown when it fails.
 const LOG_TAIL_LINES: usize = 20;
+
+/// Launches of an engine on an `auto` port, when other servers take the chosen port first.
+const AUTO_PORT_TRIES: u32 = 3;
 
 /// How long an engine's log may take to reach its end once the engine is gone (a child that
 /// escaped teardown may hold the pipe open).
@@ -96,7 +99,69 @@ impl Run<'_> {
         }
     }
 
+    /// Launches (or attaches) and waits for readiness. An `auto` port is chosen before the
+    /// engine binds it, so another program (a second runner on this machine) can take it in
+    /// between: when a server outside the engine's group then holds the port, the engine is
+    /// stopped and launched again on a new port, at most `AUTO_PORT_TRIES` times in all.
     async fn launch_and_wait(
+        &self,
+        ei: usize,
+        spec: &EngineSpec,
+        devices: &Devices,
+    ) -> Result<Up, EngineDown> {
+        let auto = matches!(&spec.target, EngineTarget::Launch(l) if l.port == PortSpec::Auto);
+        let mut tries = 1;
+        loop {
+            let mut down = match self.launch_once(ei, spec, devices).await {
+                Ok(up) => return Ok(up),
+                Err(down) => down,
+            };
+            let Some(sp) = down.spawned.take() else {
+                return Err(down);
+            };
+            let holder = match &down.why {
+                NotReady::Foreign(who) => Some(who.clone()),
+                NotReady::Exited(_) if !crate::procfs::group_listens_on(sp.pgid, sp.port) => {
+                    crate::procfs::port_holder(sp.port)
+                }
+                _ => None,
+            };
+            let Some(holder) = holder.filter(|_| auto && tries < AUTO_PORT_TRIES) else {
+                down.spawned = Some(sp);
+                return Err(down);
+            };
+            tries += 1;
+            let port = sp.port;
+            self.abandon(sp, spec).await;
+            self.ledger().progress().warn(&format!(
+                "engine `{}`: its auto port {port} was taken by {holder} before the engine listened on it; launching it again on another port",
+                spec.name
+            ));
+        }
+    }
+
+    /// Stops an engine launched on a port that another server took (`launch_and_wait`): its
+    /// own processes are stopped and any survivor among them is named; the port's holder is
+    /// not the engine's, so it is neither checked nor named.
+    async fn abandon(&self, mut sp: Spawned, spec: &EngineSpec) {
+        let grace = match &spec.target {
+            EngineTarget::Launch(l) => l.stop_grace,
+            EngineTarget::Attach { .. } => return,
+        };
+        let report = terminate::stop(&mut sp.child, sp.pgid, None, grace, &self.cancel).await;
+        let log = sp.log.clone();
+        tokio::task::spawn_blocking(move || log.settle(LOG_SETTLE))
+            .await
+            .ok();
+        self.leftover(
+            report
+                .survivors
+                .iter()
+                .map(|s| format!("engine `{}`: {s}", spec.name)),
+        );
+    }
+
+    async fn launch_once(
         &self,
         ei: usize,
         spec: &EngineSpec,
@@ -304,7 +369,8 @@ impl Run<'_> {
             EngineTarget::Launch(l) => l.stop_grace,
             EngineTarget::Attach { .. } => return Ok(()),
         };
-        let report = terminate::stop(&mut sp.child, sp.pgid, sp.port, grace, &self.cancel).await;
+        let report =
+            terminate::stop(&mut sp.child, sp.pgid, Some(sp.port), grace, &self.cancel).await;
         // The log is complete once every process of the engine closed its end of the pipe.
         let log = sp.log.clone();
         tokio::task::spawn_blocking(move || log.settle(LOG_SETTLE))
