@@ -234,18 +234,16 @@ fn a_bundle_in_use_is_refused_to_resume_and_recover_naming_its_runner() {
     );
 }
 
-#[test]
-fn a_health_answer_from_outside_the_engine_group_does_not_count() {
-    let s = Scratch::new();
-    // The launched group only sleeps; the server on its port escaped into a session of its own,
-    // as another run's engine on a fixed port would be.
-    let plan = r#"
+/// A plan with one engine launched through `sh -c launch` and one two-request workload.
+fn shell_engine_plan(name: &str, launch: &str) -> String {
+    format!(
+        r#"
 schema = 1
-name = "foreign"
+name = "{name}"
 [[engine]]
 name = "e"
 shell = true
-launch = "setsid {runner} engine sim --port {port} --model m & exec sleep 600"
+launch = "{launch}"
 model = "m"
 stop_grace = "1s"
 [engine.health]
@@ -259,8 +257,22 @@ max_tokens = 2
 max_dispatch_lag = "10s"
 concurrency = [1]
 requests = 2
-"#;
-    s.write("plan.toml", plan);
+"#
+    )
+}
+
+#[test]
+fn a_health_answer_from_outside_the_engine_group_does_not_count() {
+    let s = Scratch::new();
+    // The launched group only sleeps; the server on its port escaped into a session of its own,
+    // as another run's engine on a fixed port would be.
+    s.write(
+        "plan.toml",
+        &shell_engine_plan(
+            "foreign",
+            "setsid {runner} engine sim --port {port} --model m & exec sleep 600",
+        ),
+    );
     let (out, bundle) = s.exec("plan.toml");
     let m = read_json(&bundle.join("manifest.json"));
     let failure = m["engines"][0]["failure"]
@@ -301,28 +313,7 @@ fn an_auto_port_taken_by_another_server_is_launched_again_on_a_new_port() {
     // The first launch finds its port taken by a server outside its group (as a second runner's
     // engine would, between the runner choosing the port and the engine binding it); the second
     // launch serves for itself.
-    let plan = r#"
-schema = 1
-name = "collided"
-[[engine]]
-name = "e"
-shell = true
-launch = "if [ -e taken ]; then exec {runner} engine sim --port {port} --model m; fi; touch taken; setsid {runner} engine sim --port {port} --model m & exec sleep 600"
-model = "m"
-stop_grace = "1s"
-[engine.health]
-interval = "20ms"
-timeout = "60s"
-[[workload]]
-name = "w"
-prompts = ["hi"]
-max_tokens = 2
-[workload.load]
-max_dispatch_lag = "10s"
-concurrency = [1]
-requests = 2
-"#;
-    s.write("plan.toml", plan);
+    s.write("plan.toml", &shell_engine_plan("collided", "if [ -e taken ]; then exec {runner} engine sim --port {port} --model m; fi; touch taken; setsid {runner} engine sim --port {port} --model m & exec sleep 600"));
     let (out, bundle) = s.exec("plan.toml");
     assert!(out.status.success(), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);

@@ -132,33 +132,13 @@ impl Run<'_> {
             };
             tries += 1;
             let port = sp.port;
-            self.abandon(sp, spec).await;
+            // The port's holder is not the engine's: neither checked nor named as a survivor.
+            self.stop_processes(spec, sp, None).await;
             self.ledger().progress().warn(&format!(
                 "engine `{}`: its auto port {port} was taken by {holder} before the engine listened on it; launching it again on another port",
                 spec.name
             ));
         }
-    }
-
-    /// Stops an engine launched on a port that another server took (`launch_and_wait`): its
-    /// own processes are stopped and any survivor among them is named; the port's holder is
-    /// not the engine's, so it is neither checked nor named.
-    async fn abandon(&self, mut sp: Spawned, spec: &EngineSpec) {
-        let grace = match &spec.target {
-            EngineTarget::Launch(l) => l.stop_grace,
-            EngineTarget::Attach { .. } => return,
-        };
-        let report = terminate::stop(&mut sp.child, sp.pgid, None, grace, &self.cancel).await;
-        let log = sp.log.clone();
-        tokio::task::spawn_blocking(move || log.settle(LOG_SETTLE))
-            .await
-            .ok();
-        self.leftover(
-            report
-                .survivors
-                .iter()
-                .map(|s| format!("engine `{}`: {s}", spec.name)),
-        );
     }
 
     async fn launch_once(
@@ -363,14 +343,31 @@ impl Run<'_> {
         &self,
         ei: usize,
         spec: &EngineSpec,
-        mut sp: Spawned,
+        sp: Spawned,
     ) -> Result<(), RunError> {
+        let port = Some(sp.port);
+        let Some((report, sp)) = self.stop_processes(spec, sp, port).await else {
+            return Ok(());
+        };
+        self.ledger()
+            .engine_stopped(ei, &spec.name, report, &sp.log)?;
+        Ok(())
+    }
+
+    /// Stops a launched engine's processes (`terminate::stop`, checking `port` afterwards),
+    /// waits for its log to reach its end, and names whatever survived. `None` for an
+    /// attached engine.
+    async fn stop_processes(
+        &self,
+        spec: &EngineSpec,
+        mut sp: Spawned,
+        port: Option<u16>,
+    ) -> Option<(terminate::StopReport, Spawned)> {
         let grace = match &spec.target {
             EngineTarget::Launch(l) => l.stop_grace,
-            EngineTarget::Attach { .. } => return Ok(()),
+            EngineTarget::Attach { .. } => return None,
         };
-        let report =
-            terminate::stop(&mut sp.child, sp.pgid, Some(sp.port), grace, &self.cancel).await;
+        let report = terminate::stop(&mut sp.child, sp.pgid, port, grace, &self.cancel).await;
         // The log is complete once every process of the engine closed its end of the pipe.
         let log = sp.log.clone();
         tokio::task::spawn_blocking(move || log.settle(LOG_SETTLE))
@@ -382,9 +379,7 @@ impl Run<'_> {
                 .iter()
                 .map(|s| format!("engine `{}`: {s}", spec.name)),
         );
-        self.ledger()
-            .engine_stopped(ei, &spec.name, report, &sp.log)?;
-        Ok(())
+        Some((report, sp))
     }
 
     /// With NVML: waits (bounded) for GPU memory to return to its level before launch, and
