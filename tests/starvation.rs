@@ -1,15 +1,16 @@
 //! The receive side of the client's self-check (issue 20): a cell whose responses the client
 //! could not observe as they came is invalid, naming why. One engine sends every response whole
-//! after its last token is due; another run pins the client (`[client] cpus`) to a CPU that a
-//! busy-spinning helper at the highest priority holds. The assertions rest only on what those
-//! setups make certain: 16 tokens 5 ms apart span 75 ms, never under the 1 ms of a burst; a
-//! response sent in one write arrives within it; a thread that competes for its only CPU with a
-//! nice -20 spinner waits on the run queue for most of the cell (about 99% of the CPU is the
-//! spinner's).
+//! after its last token is due; another run pins the client (`[client] cpus`) and is kept off the
+//! CPU by SIGSTOP most of the time. The assertions rest only on what those setups make certain:
+//! a response sent in one write arrives within 1 ms, one streamed a token every 60 ms never
+//! does; a process stopped twice as long as it runs wakes its timer late by far more than a
+//! tenth of `max_dispatch_lag`. (A busy spinner on the client's CPU, even at nice -20, did not:
+//! the scheduler let the timer thread in on time often enough, once in twelve full runs.)
 
 mod common;
 
-use std::process::{Child, Command};
+use std::path::PathBuf;
+use std::process::Command;
 
 use common::*;
 
@@ -39,7 +40,7 @@ requests = 4
     )
 }
 
-/// The spinner starves whatever else runs on its CPU: the tests of this file take turns.
+/// A realtime client starves whatever else runs on its CPU: the tests of this file take turns.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn turn() -> std::sync::MutexGuard<'static, ()> {
@@ -98,39 +99,42 @@ fn responses_sent_whole_make_the_cell_invalid_and_streamed_ones_do_not() {
     assert!(!why.contains("burst"), "{why}");
 }
 
-/// A helper that spins on one CPU at the highest priority, stopped on drop.
-struct Spinner(Child);
-
-impl Drop for Spinner {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spin_on(cpu: usize) -> Spinner {
-    // nice -20 needs privileges; without them the spinner runs at the default priority, which
-    // still halves the client's share of the CPU.
-    let nice = if nix::unistd::geteuid().is_root() {
-        "-20"
-    } else {
-        "0"
+/// Runs `runner exec PLAN` while keeping it off the CPU: SIGSTOP, wait, SIGCONT, wait, until it
+/// exits. Each stop lasts at least 50 ms and twice as long as the running spell before it (from
+/// SIGCONT to the next SIGSTOP, however late this thread came back), so the runner's 2 ms timer
+/// wakes more than 3 ms late on average over any stretch holding a few stops, whatever the
+/// machine does: the setup, not the scheduler, decides that the client is starved.
+fn exec_kept_off_the_cpu(s: &Scratch, plan: &str) -> (std::process::ExitStatus, PathBuf) {
+    use nix::sys::signal::{kill, Signal};
+    use std::time::{Duration, Instant};
+    let log = |name: &str| std::fs::File::create(s.path().join(name)).expect("a log file");
+    let mut child = Command::new(RUNNER)
+        .args(["exec", plan, "--results", "results"])
+        .current_dir(s.path())
+        .stdout(log("stdout.txt"))
+        .stderr(log("stderr.txt"))
+        .spawn()
+        .expect("start the runner");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let mut resumed: Option<Instant> = None;
+    let status = loop {
+        // Signalled only while unreaped: the pid cannot belong to anyone else.
+        if let Some(status) = child.try_wait().expect("wait for the runner") {
+            break status;
+        }
+        kill(pid, Signal::SIGSTOP).expect("stop the runner");
+        // How long it ran since the last SIGCONT, however late this thread came back.
+        let ran = resumed.map_or(Duration::ZERO, |t| t.elapsed());
+        std::thread::sleep((2 * ran).max(Duration::from_millis(50)));
+        kill(pid, Signal::SIGCONT).expect("continue the runner");
+        resumed = Some(Instant::now());
+        std::thread::sleep(Duration::from_millis(10));
     };
-    Spinner(
-        Command::new("taskset")
-            .args(["-c", &cpu.to_string(), "nice", "-n", nice])
-            .args(["sh", "-c", "while :; do :; done"])
-            .spawn()
-            .expect("start the spinner (taskset, nice)"),
-    )
+    (status, find_bundle(&s.path().join("results")))
 }
 
 #[test]
-fn a_client_pinned_under_a_busy_spinner_is_starved_and_its_engine_is_not_pinned() {
-    if Command::new("taskset").arg("-V").output().is_err() {
-        eprintln!("skipped: no taskset");
-        return;
-    }
+fn a_pinned_client_kept_off_the_cpu_is_starved_and_its_engine_is_not_pinned() {
     let _turn = turn();
     let cpus = runner::affinity::allowed_cpus();
     let cpu = *cpus.last().expect("some CPU");
@@ -140,14 +144,24 @@ fn a_client_pinned_under_a_busy_spinner_is_starved_and_its_engine_is_not_pinned(
         "launch = \"{runner} engine sim",
         "launch = \"sh -c 'grep Cpus_allowed_list /proc/self/status; exec \\\"$0\\\" \\\"$@\\\"' {runner} engine sim",
     );
+    // Four responses of 16 tokens 30 ms apart: a cell of 1.9 s at least, so it spans many stops
+    // even if this test's thread is kept waiting for a CPU itself.
+    let p = p.replace("--itl-ms 5 ", "--itl-ms 30 ");
     s.write("pinned.toml", &p);
-    let spinner = spin_on(cpu);
-    let (out, bundle) = s.exec("pinned.toml");
-    drop(spinner);
+    let (status, bundle) = exec_kept_off_the_cpu(&s, "pinned.toml");
+    let out = || {
+        ["stdout.txt", "stderr.txt"]
+            .map(|f| std::fs::read_to_string(s.path().join(f)).unwrap_or_default())
+            .join("\n")
+    };
+    assert_eq!(status.code(), Some(3), "{}", out());
     let c = cell(&bundle);
-    assert_eq!(c["valid"], false, "{c}\n{}", text(&out));
+    assert_eq!(c["valid"], false, "{c}\n{}", out());
     let why = c["invalid_reason"].as_str().unwrap_or_default();
-    assert!(why.contains("client starved"), "{why}");
+    assert!(
+        why.contains("client starved") && why.contains("timer thread woke"),
+        "{why}"
+    );
     let m = read_json(&bundle.join("manifest.json"));
     assert_eq!(m["host"]["client"]["cpus"], serde_json::json!([cpu]), "{m}");
     // The engine kept the CPUs the runner had before it was pinned.
