@@ -26,7 +26,9 @@ interval = "20ms"
 [[workload]]
 name = "w"
 prompts = ["hi"]
-max_tokens = 8
+# Under the 8 token events of the client's burst check: a loaded machine cannot make its
+# 2 ms tokens look like a response read whole (this test is not about it).
+max_tokens = 6
 [workload.load]
 concurrency = [2]
 requests = 8
@@ -78,7 +80,7 @@ fn constant_power_integrates_to_power_times_the_cells_own_span() {
     assert!(e["power_samples"].as_u64().expect("samples") >= 2);
     // Joules per token: 300 W over the cell's own output tokens per second of its duration.
     let tokens = m["output_tokens"].as_f64().expect("tokens");
-    assert_eq!(tokens, 8.0 * 8.0);
+    assert_eq!(tokens, 8.0 * 6.0);
     let per_token = e["energy_j_per_output_token"].as_f64().expect("J/token");
     assert!(
         close(per_token, 300.0 * duration / tokens, 1e-9 * per_token),
