@@ -356,16 +356,33 @@ fn a_launched_engine_serving_another_model_is_refused() {
     assert_no_engine_survives(&m);
 }
 
-/// A local port nothing listens on (bound, then released).
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+/// A local port nothing listens on, held while the returned socket lives: bound without
+/// `listen`, so a connection to it is refused, and (no SO_REUSEADDR) no other test's server can
+/// take it meanwhile, as one could a port bound and released (two tests' engines once got one
+/// port that way).
+fn closed_port() -> (std::os::fd::OwnedFd, u16) {
+    use nix::sys::socket::{
+        bind, getsockname, socket, AddressFamily, SockFlag, SockType, SockaddrIn,
+    };
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket");
+    bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).expect("bind");
+    let port = getsockname::<SockaddrIn>(fd.as_raw_fd())
+        .expect("its address")
+        .port();
+    (fd, port)
 }
 
 #[test]
 fn attaching_where_nothing_listens_says_connection_refused_with_a_countdown() {
     let s = Scratch::new();
-    let port = closed_port();
+    let (_held, port) = closed_port();
     s.write(
         "plan.toml",
         &format!(
@@ -394,7 +411,7 @@ fn attaching_where_nothing_listens_says_connection_refused_with_a_countdown() {
 #[test]
 fn probe_says_what_is_wrong_with_the_url() {
     let s = Scratch::new();
-    let port = closed_port();
+    let (_held, port) = closed_port();
     let out = s.runner(&["probe", &format!("http://127.0.0.1:{port}")]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
