@@ -56,8 +56,14 @@ impl Verdict {
 
 /// Judges a measured cell.
 pub fn judge(m: &Measured) -> Verdict {
-    let invalid_reason = invalid_reason(m.metrics, m.usage, m.max_dispatch_lag);
     let (ending, reason) = ending(m.interrupted, m.metrics, m.stopped_early);
+    // A cell in which no request succeeded has no number the client could have distorted: it
+    // failed, and its reason says why. The client's CPU share over a burst of refused
+    // connections would read as a bottleneck and hide the failure behind `invalid`.
+    let invalid_reason = match ending {
+        Ending::Failed => None,
+        _ => invalid_reason(m.metrics, m.usage, m.max_dispatch_lag),
+    };
     let slo = slo_verdict(
         ending,
         invalid_reason.is_none(),
@@ -335,6 +341,27 @@ mod tests {
             reason.as_deref(),
             Some("every request failed (no request was sent)")
         );
+    }
+
+    #[test]
+    fn a_cell_where_every_request_failed_is_failed_not_invalid_whatever_the_client_used() {
+        let mut m = metrics(0, 32);
+        m.failures.insert("connect".into(), 32);
+        m.failure_examples
+            .insert("connect".into(), "Connection refused (os error 111)".into());
+        let u = usage(195.0);
+        let v = judge(&measured(&m, &u, &ttft_p95(200.0)));
+        assert_eq!(v.ending, Ending::Failed);
+        assert!(v.valid(), "{v:?}");
+        assert!(v
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("every request failed (connect: Connection refused")));
+        assert_eq!(v.slo, None);
+        // One success, and the same CPU share is the client's bottleneck again.
+        let mut m = metrics(1, 31);
+        m.failures.insert("connect".into(), 31);
+        assert!(!judge(&measured(&m, &u, &[])).valid());
     }
 
     #[test]
