@@ -230,6 +230,49 @@ fn requests_in_flight_when_the_engine_dies_are_engine_died() {
 }
 
 #[test]
+fn an_engine_alive_but_no_longer_listening_is_dead_and_its_other_cells_are_not_run() {
+    // The sim answers its fourth request with a 500, closes its port and stays alive, as vllm-awq
+    // on CPU once did in CI: the cell's refused requests
+    // are the engine's death, not the client's bottleneck, and the cells left are not run.
+    let s = Scratch::new();
+    s.write(
+        "plan.toml",
+        &plan(
+            "--close-port-after 3",
+            "",
+            "concurrency = [1, 2]\nrequests = 8",
+        ),
+    );
+    let (out, bundle) = s.exec("plan.toml");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let c = cell(&bundle, "e.w.c1");
+    assert_eq!(c["status"], "engine_died", "{c}");
+    let reason = c["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("engine `e` stopped listening on its port")
+            && reason.contains("during cell e.w.c1 (its process is alive"),
+        "{reason}"
+    );
+    assert_eq!(c["metrics"]["requests_ok"], 3, "{c}");
+    assert!(
+        c["metrics"]["failures"]["connect"].as_u64() > Some(0),
+        "{c}"
+    );
+    assert!(c["log_tail"]
+        .as_str()
+        .is_some_and(|t| t.contains("closing its port on request 4")));
+    let next = cell(&bundle, "e.w.c2");
+    assert_eq!(next["status"], "failed", "{next}");
+    assert!(next["reason"]
+        .as_str()
+        .is_some_and(|r| r.starts_with("not run: engine `e` stopped listening")));
+    let m = read_json(&bundle.join("manifest.json"));
+    assert_eq!(m["engines"][0]["status"], "failed", "{m}");
+    // Alive when it was judged dead: teardown still stopped it.
+    assert_no_engine_survives(&m);
+}
+
+#[test]
 fn a_search_reports_at_least_its_max_and_reuses_the_grid_cell() {
     let s = Scratch::new();
     let p = r#"

@@ -170,6 +170,48 @@ pub struct Faults {
     /// them in one write (a buffering proxy, or what a starved client sees).
     #[arg(long, hide = true)]
     pub burst: bool,
+    /// On request number N + 1, close the listening port, then answer HTTP 500 with
+    /// `Connection: close` (and so every request after it on an open connection) and stay
+    /// alive, accepting nothing: a server that stopped listening (vllm-awq on CPU did once).
+    #[arg(long, hide = true)]
+    pub close_port_after: Option<u64>,
+}
+
+/// `--close-port-after`: told by the request that trips it, heard by the server's accept loop.
+static CLOSE_PORT: tokio::sync::Notify = tokio::sync::Notify::const_new();
+/// Set once the listening socket is closed: the tripping request is answered only then, so a
+/// client that reconnects after its answer is always refused.
+static PORT_CLOSED: std::sync::LazyLock<tokio::sync::watch::Sender<bool>> =
+    std::sync::LazyLock::new(|| tokio::sync::watch::channel(false).0);
+
+/// The sim's listening socket, which `--close-port-after` closes while the process lives on.
+struct Closable(Option<tokio::net::TcpListener>);
+
+impl axum::serve::Listener for Closable {
+    type Io = tokio::net::TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Some(l) = self.0.as_mut() else {
+                return std::future::pending().await;
+            };
+            tokio::select! {
+                conn = axum::serve::Listener::accept(l) => return conn,
+                () = CLOSE_PORT.notified() => {
+                    self.0 = None;
+                    PORT_CLOSED.send_replace(true);
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        match &self.0 {
+            Some(l) => l.local_addr(),
+            None => Err(std::io::Error::other("the port was closed")),
+        }
+    }
 }
 
 impl Faults {
@@ -350,7 +392,7 @@ pub fn serve(args: SimArgs) -> std::io::Result<()> {
         );
         // Without TCP_NODELAY, Nagle's algorithm holds each small SSE chunk until the client's
         // delayed ACK (~40 ms): the sim's timings would be the kernel's, not the model's.
-        let listener = listener.tap_io(|tcp| {
+        let listener = Closable(Some(listener)).tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
         axum::serve(listener, app).await
@@ -734,6 +776,21 @@ async fn generate(s: Arc<Shared>, kind: Kind, headers: &HeaderMap, body: Bytes) 
     if f.crash_after.is_some_and(|c| n > c) {
         eprintln!("sim engine: crashing on request {n} (--crash-after)");
         std::process::exit(3);
+    }
+    if f.close_port_after.is_some_and(|c| n > c) {
+        eprintln!("sim engine: closing its port on request {n} (--close-port-after)");
+        CLOSE_PORT.notify_one();
+        let _ = PORT_CLOSED.subscribe().wait_for(|closed| *closed).await;
+        let mut r = error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "EngineCore encountered an issue (--close-port-after)".into(),
+        );
+        // Nor is this connection used again: the next request must connect, and is refused.
+        r.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        return r;
     }
     if f.kill_parent_after.is_some_and(|c| n == c + 1) {
         let parent = nix::unistd::getppid();

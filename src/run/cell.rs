@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::error::RunError;
 use super::orchestrator::{Run, INTERRUPTED};
-use super::session::{exited_log_tail, Up};
+use super::session::{exited_log_tail, Up, LOG_TAIL_LINES};
 use crate::bundle::format::{CellStatus, CellSummary};
 use crate::bundle::journal::{Journal, JournalWriter};
 use crate::bundle::layout;
@@ -306,6 +306,13 @@ impl Run<'_> {
     }
 }
 
+/// Whether some request of the cell found no server listening (`connect`).
+fn refused(s: &CellSummary) -> bool {
+    s.metrics
+        .as_ref()
+        .is_some_and(|m| m.failures.contains_key(ErrorClass::Connect.as_str()))
+}
+
 /// User + system CPU seconds used by this process so far.
 fn client_cpu_s() -> f64 {
     use nix::sys::resource::{getrusage, UsageWho};
@@ -417,13 +424,31 @@ impl Run<'_> {
             )
             .await?;
         if let Some(sp) = &mut up.spawned {
-            if let Ok(Some(status)) = sp.child.try_wait() {
-                let why = format!(
-                    "engine `{}` exited with {status} during cell {}",
-                    spec.name, cell.id
-                );
-                let tail = exited_log_tail(sp);
-                let class = failure::classify(&tail, Some(&status.to_string()));
+            let gone = match sp.child.try_wait() {
+                Ok(Some(status)) => {
+                    let why = format!(
+                        "engine `{}` exited with {status} during cell {}",
+                        spec.name, cell.id
+                    );
+                    let tail = exited_log_tail(sp);
+                    let class = failure::classify(&tail, Some(&status.to_string()));
+                    Some((why, tail, class))
+                }
+                // Alive, but refusing connections: a server that closed its port (vllm-awq on CPU,
+                // once in CI, its processes alive) serves no cell again. Only a refusal is read as that, and only where the engine's group
+                // no longer holds the port: a full backlog or a stranger's answer is not it.
+                _ if refused(&summary) && !crate::procfs::group_listens_on(sp.pgid, sp.port) => {
+                    let why = format!(
+                        "engine `{}` stopped listening on its port {} during cell {} (its process is alive; connections were refused)",
+                        spec.name, sp.port, cell.id
+                    );
+                    let tail = crate::engine::spawn::log_tail(&sp.log_path, LOG_TAIL_LINES);
+                    let class = failure::classify(&tail, None);
+                    Some((why, tail, class))
+                }
+                _ => None,
+            };
+            if let Some((why, tail, class)) = gone {
                 let why = match class {
                     Some(k) => format!("{why} ({})", k.label()),
                     None => why,

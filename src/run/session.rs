@@ -17,7 +17,7 @@ use crate::metrics::telemetry;
 use crate::plan::model::{EngineSpec, EngineTarget, PortSpec};
 
 /// Lines of an engine's log shown when it fails.
-const LOG_TAIL_LINES: usize = 20;
+pub(super) const LOG_TAIL_LINES: usize = 20;
 
 /// Launches of an engine on an `auto` port, when other servers take the chosen port first.
 const AUTO_PORT_TRIES: u32 = 3;
