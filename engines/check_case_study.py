@@ -15,6 +15,13 @@
     python3 engines/check_case_study.py BUNDLE_DIR
 
 Prints what it checked and exits 1 listing every failed check.
+
+    python3 engines/check_case_study.py --deaths BUNDLE_DIR
+
+Prints every engine that failed in the bundle (launch, death under a cell, or a port it
+stopped listening on), with its failure and log tail, and exits 0 when there was one, else 1:
+engines/cpu_case_study.sh runs the plan once more after such a run (a crash of the engine's, not
+a result of the runner's), keeping the first bundle.
 """
 
 import json
@@ -24,6 +31,8 @@ from pathlib import Path
 BASELINE = "hf-bf16"
 CANDIDATES = ("vllm-bf16", "vllm-awq")
 LEVEL = 16
+# Lines of a failed engine's log that --deaths prints.
+LOG_LINES = 60
 
 
 def check_quality(manifest, check):
@@ -63,7 +72,26 @@ def check_quality(manifest, check):
           f"{sum(1 for g in gated if g.get('passed'))} passed")
 
 
+def deaths(bundle) -> int:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    died = [e for e in manifest["engines"] if e.get("status") == "failed"]
+    for e in died:
+        print(f"engine {e['name']} failed: {e.get('failure')}")
+        for r in e.get("restarts") or []:
+            print(f"  restarted after {r.get('after_cell')}: {r.get('failure')}")
+        log = bundle / e["log"] if e.get("log") else None
+        tail = (log.read_text(errors="replace").splitlines()[-LOG_LINES:] if log and log.is_file()
+                else (e.get("log_tail") or "").splitlines())
+        for line in tail:
+            print(f"  | {line}")
+        if log:
+            print(f"  (the last {len(tail)} lines of {log})")
+    return 0 if died else 1
+
+
 def main(argv) -> int:
+    if len(argv) == 3 and argv[1] == "--deaths":
+        return deaths(Path(argv[2]))
     if len(argv) != 2:
         print(__doc__, file=sys.stderr)
         return 2

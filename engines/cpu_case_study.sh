@@ -24,9 +24,20 @@ cargo build --release --locked --quiet
 
 echo "== plans/cpu_case_study.toml"
 rm -rf target/case-study
-rc=0
-PATH="$PY/bin:$PATH" target/release/runner exec plans/cpu_case_study.toml --results target/case-study || rc=$?
-bundle="$(ls -td target/case-study/cpu_case_study/*/ | head -1)"
+run_plan() {
+  rc=0
+  PATH="$PY/bin:$PATH" target/release/runner exec plans/cpu_case_study.toml --results target/case-study || rc=$?
+  bundle="$(ls -td target/case-study/cpu_case_study/*/ | head -1)"
+}
+run_plan
+# An engine that crashed (vllm-awq once stopped listening on its port in CI, its processes
+# alive, after its health check had answered) is the engine's failure, which the bundle records: it is printed, that
+# bundle is kept beside the next, and the plan runs once more. Any other failed check, or a
+# second crash, fails the case study.
+if [[ $rc -ne 0 ]] && python3 engines/check_case_study.py --deaths "$bundle"; then
+  echo "== an engine failed in $bundle (kept); running plans/cpu_case_study.toml once more"
+  run_plan
+fi
 python3 engines/check_case_study.py "$bundle"
 if [[ $rc -ne 0 ]]; then
   echo "runner exec exited with $rc" >&2
