@@ -434,9 +434,10 @@ impl Run<'_> {
                     let class = failure::classify(&tail, Some(&status.to_string()));
                     Some((why, tail, class))
                 }
-                // Alive, but refusing connections: a server that closed its port (vllm-awq on CPU,
-                // once in CI, its processes alive) serves no cell again. Only a refusal is read as that, and only where the engine's group
-                // no longer holds the port: a full backlog or a stranger's answer is not it.
+                // Alive, but refusing connections: a server that closed its port (vllm-awq on
+                // CPU, once in CI, its processes alive) serves no cell again. Only a refusal is
+                // read as that, and only where the engine's group no longer holds the port: a
+                // full backlog or a stranger's answer is not it.
                 _ if refused(&summary) && !crate::procfs::group_listens_on(sp.pgid, sp.port) => {
                     let why = format!(
                         "engine `{}` stopped listening on its port {} during cell {} (its process is alive; connections were refused)",
